@@ -1,0 +1,319 @@
+//! Typed settings, layered so operators change behaviour without rebuilding:
+//! `config/default.toml` < `config/$ENRICHER_ENV.toml` < `ENRICHER__SECTION__KEY`
+//! environment variables. Connection URLs carry passwords, so they are
+//! [`SecretString`]s: they never reach `Debug` output or logs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::fields::{FieldDef, FieldSet};
+
+/// Everything the worker and the CLI read from configuration.
+#[derive(Debug, Deserialize)]
+pub struct Settings {
+    /// RabbitMQ connection and topology names.
+    pub amqp: AmqpSettings,
+    /// Redis connection and cache lifetimes.
+    pub redis: RedisSettings,
+    /// Postgres connection.
+    pub postgres: PostgresSettings,
+    /// Consumer concurrency, batching and shutdown.
+    pub worker: WorkerSettings,
+    /// Log format and level.
+    pub telemetry: TelemetrySettings,
+    /// Tenants and their profile fields.
+    pub workspaces: WorkspacesSettings,
+}
+
+/// RabbitMQ connection and the names of everything the worker declares.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmqpSettings {
+    /// `amqp://user:password@host:port/vhost`; secret because of the password.
+    pub url: SecretString,
+    /// Durable exchange chat backends publish to.
+    pub inbound_exchange: String,
+    /// Quorum queue the worker consumes.
+    pub work_queue: String,
+    /// Exchange that receives events the worker cannot handle.
+    pub dead_letter_exchange: String,
+    /// Queue bound to the dead-letter exchange, where operators inspect failures.
+    pub dead_letter_queue: String,
+    /// Topic exchange for events the worker emits.
+    pub outbound_exchange: String,
+    /// Prefix of the TTL queues used for delayed retries.
+    pub retry_queue_prefix: String,
+    /// Unacknowledged deliveries held at once.
+    pub prefetch: u16,
+    /// Broker-side redelivery limit of the work queue.
+    pub delivery_limit: u32,
+    /// Delays before each retry of a failed event.
+    pub retry_delays_ms: Vec<u64>,
+}
+
+/// Redis connection and how long cached state lives.
+#[derive(Debug, Deserialize)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`; secret because it may hold a password.
+    pub url: SecretString,
+    /// Lifetime of a cached profile.
+    pub profile_ttl_secs: u64,
+    /// Lifetime of cached conversation state.
+    pub conversation_ttl_secs: u64,
+    /// Turns of a conversation kept hot for the model.
+    pub recent_turns: usize,
+}
+
+/// Postgres connection.
+#[derive(Debug, Deserialize)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/db`; secret because of the password.
+    pub url: SecretString,
+    /// Size of the connection pool.
+    pub max_connections: u32,
+}
+
+/// How the worker consumes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    /// Concurrent lanes; a conversation always maps to the same lane.
+    pub lanes: usize,
+    /// Events committed in one transaction, at most.
+    pub batch_max: usize,
+    /// Attempts of a transaction that fails on a transient store error.
+    pub store_attempts: u32,
+    /// First backoff between those attempts; doubles each time.
+    pub store_backoff_ms: u64,
+    /// Time allowed to finish in-flight work after a stop signal.
+    pub shutdown_grace_secs: u64,
+    /// Largest accepted message text, in bytes.
+    pub max_text_bytes: usize,
+}
+
+/// Log output.
+#[derive(Debug, Deserialize)]
+pub struct TelemetrySettings {
+    /// `pretty` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// Default level filter, overridden by `RUST_LOG`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Tenants.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkspacesSettings {
+    /// Only accept events of the workspaces in `list`.
+    pub restrict: bool,
+    /// Settings of any workspace not in `list`.
+    pub default: WorkspaceSettings,
+    /// Workspaces with their own settings, by id.
+    #[serde(default)]
+    pub list: BTreeMap<String, WorkspaceSettings>,
+}
+
+/// One tenant's settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkspaceSettings {
+    /// Extract facts and ask questions; messages are stored either way.
+    pub enrichment: bool,
+    /// ISO 3166 region used to read phone numbers written without a country code.
+    pub default_region: Option<String>,
+    /// Fields the worker tries to collect.
+    pub required: Vec<String>,
+    /// Custom profile fields besides the built-in ones.
+    #[serde(default)]
+    pub fields: Vec<FieldDef>,
+}
+
+impl WorkspacesSettings {
+    /// The settings that apply to `workspace_id`, or `None` when workspaces are
+    /// restricted and this one is not listed.
+    pub fn for_workspace(&self, workspace_id: &str) -> Option<&WorkspaceSettings> {
+        match self.list.get(workspace_id) {
+            Some(settings) => Some(settings),
+            None if self.restrict => None,
+            None => Some(&self.default),
+        }
+    }
+}
+
+impl WorkspaceSettings {
+    /// The field set this workspace's settings describe.
+    pub fn field_set(&self) -> Result<FieldSet, ConfigError> {
+        FieldSet::new(self.fields.clone(), &self.required)
+            .map_err(|e| ConfigError::Invalid(format!("workspace fields: {e}")))
+    }
+}
+
+/// Why settings could not be loaded; always one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read or a value has the wrong type.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value has the right type but is not acceptable.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Settings {
+    /// Loads settings from `dir` (normally `config/`), the `ENRICHER_ENV`
+    /// overlay and `ENRICHER__*` variables, and validates them.
+    pub fn load_from(dir: &Path) -> Result<Settings, ConfigError> {
+        let environment = std::env::var("ENRICHER_ENV").ok();
+        let mut builder =
+            config::Config::builder().add_source(config::File::from(dir.join("default.toml")));
+        if let Some(environment) = environment.filter(|e| !e.is_empty()) {
+            builder =
+                builder.add_source(config::File::from(dir.join(format!("{environment}.toml"))));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix("ENRICHER")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("amqp.retry_delays_ms")
+                    .with_list_parse_key("workspaces.default.required")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Loads settings from the config directory next to the working directory,
+    /// or from `ENRICHER_CONFIG_DIR`.
+    pub fn load() -> Result<Settings, ConfigError> {
+        Settings::load_from(&config_dir())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_url("amqp.url", &self.amqp.url, &["amqp://", "amqps://"])?;
+        check_url(
+            "redis.url",
+            &self.redis.url,
+            &["redis://", "rediss://", "unix://"],
+        )?;
+        check_url(
+            "postgres.url",
+            &self.postgres.url,
+            &["postgres://", "postgresql://"],
+        )?;
+        check_positive("worker.lanes", self.worker.lanes)?;
+        check_positive("worker.batch_max", self.worker.batch_max)?;
+        check_positive("worker.store_attempts", self.worker.store_attempts as usize)?;
+        check_positive("worker.max_text_bytes", self.worker.max_text_bytes)?;
+        check_positive("amqp.prefetch", self.amqp.prefetch as usize)?;
+        check_positive(
+            "postgres.max_connections",
+            self.postgres.max_connections as usize,
+        )?;
+        if self.amqp.retry_delays_ms.contains(&0) {
+            return Err(invalid("amqp.retry_delays_ms", "delays must be above zero"));
+        }
+        let workspaces = std::iter::once(("default", &self.workspaces.default))
+            .chain(self.workspaces.list.iter().map(|(id, w)| (id.as_str(), w)));
+        for (id, workspace) in workspaces {
+            workspace
+                .field_set()
+                .map_err(|e| invalid(&format!("workspaces.{id}.fields"), &e.to_string()))?;
+            if let Some(region) = &workspace.default_region
+                && !is_region_code(region)
+            {
+                return Err(invalid(
+                    &format!("workspaces.{id}.default_region"),
+                    "expected a two-letter ISO 3166 code such as US",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where configuration files live: `ENRICHER_CONFIG_DIR`, else `./config`.
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("ENRICHER_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("config"))
+}
+
+fn invalid(key: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid(format!("{key}: {reason}"))
+}
+
+fn check_url(key: &str, url: &SecretString, schemes: &[&str]) -> Result<(), ConfigError> {
+    let url = url.expose_secret();
+    if schemes.iter().any(|scheme| url.starts_with(scheme)) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            &format!("must start with one of {}", schemes.join(", ")),
+        ))
+    }
+}
+
+fn check_positive(key: &str, value: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(invalid(key, "must be at least 1"))
+    } else {
+        Ok(())
+    }
+}
+
+fn is_region_code(region: &str) -> bool {
+    region.len() == 2 && region.chars().all(|c| c.is_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_config() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    #[test]
+    fn shipped_defaults_load_and_validate() {
+        let settings = Settings::load_from(&repo_config()).expect("defaults load");
+        assert_eq!(settings.amqp.inbound_exchange, "enrich.in");
+        assert_eq!(settings.workspaces.default.required, vec!["name", "email"]);
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let settings = Settings::load_from(&repo_config()).expect("defaults load");
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("guest:guest"), "{printed}");
+        assert!(!printed.contains("enricher:enricher"), "{printed}");
+    }
+
+    #[test]
+    fn restricted_workspaces_reject_unlisted_ids() {
+        let mut settings = Settings::load_from(&repo_config()).expect("defaults load");
+        assert!(settings.workspaces.for_workspace("anything").is_some());
+        settings.workspaces.restrict = true;
+        assert!(settings.workspaces.for_workspace("anything").is_none());
+    }
+
+    #[test]
+    fn bad_url_scheme_names_the_key() {
+        let err = check_url("redis.url", &SecretString::from("http://x"), &["redis://"])
+            .expect_err("http is not redis");
+        assert!(err.to_string().contains("redis.url"), "{err}");
+    }
+}

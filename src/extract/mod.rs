@@ -1,0 +1,3 @@
+//! TEMP
+pub mod declines;
+pub mod patterns;

@@ -1,0 +1,131 @@
+//! The `enricher` command line: the worker and its operator tools.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use enricher::config::Settings;
+use enricher::worker::Worker;
+use enricher::{cli, store, telemetry};
+
+/// Turns live chat traffic into enriched customer profiles.
+#[derive(Parser)]
+#[command(name = "enricher", version, about)]
+struct Cli {
+    /// Configuration directory (default: ./config, or ENRICHER_CONFIG_DIR).
+    #[arg(long, global = true, env = "ENRICHER_CONFIG_DIR")]
+    config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the worker until SIGTERM or SIGINT.
+    Run,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Publish events (one JSON per line) from a file or stdin to the inbound exchange.
+    Send {
+        /// JSONL file; `-` or nothing reads stdin.
+        file: Option<PathBuf>,
+    },
+    /// Measure throughput and latency through the real broker into a running worker.
+    Bench(cli::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match load_settings(cli.config_dir.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("enricher: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.telemetry);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("enricher: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("enricher: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_settings(dir: Option<&std::path::Path>) -> Result<Settings, enricher::config::ConfigError> {
+    match dir {
+        Some(dir) => Settings::load_from(dir),
+        None => Settings::load(),
+    }
+}
+
+async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Run => {
+            let worker = Worker::build(settings)
+                .await
+                .context("starting the worker")?;
+            worker.run_until_stopped(stop_signal()).await?;
+            Ok(())
+        }
+        Command::Migrate => {
+            let pool = store::connect(&settings.postgres)
+                .await
+                .context("connecting to postgres")?;
+            store::migrate(&pool).await.context("applying migrations")?;
+            store::workspaces::sync(&pool, &settings.workspaces).await?;
+            eprintln!("enricher: migrations applied");
+            Ok(())
+        }
+        Command::Send { file } => {
+            let (input, size): (Box<dyn BufRead>, Option<u64>) = match file {
+                Some(path) if path.as_os_str() != "-" => {
+                    let opened = std::fs::File::open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    let size = opened.metadata().ok().map(|m| m.len());
+                    (Box::new(std::io::BufReader::new(opened)), size)
+                }
+                _ => (Box::new(std::io::BufReader::new(std::io::stdin())), None),
+            };
+            let sent = cli::send::send_lines(&settings.amqp, input, size).await?;
+            eprintln!("enricher: sent {sent} events");
+            Ok(())
+        }
+        Command::Bench(args) => cli::bench::run(&settings, args).await,
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

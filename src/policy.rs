@@ -1,0 +1,79 @@
+//! Rules that decide what may be written: which source outranks which. Pure,
+//! so the worker, the evals and the tests share one definition.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::UpdateSource;
+
+/// Where a field value came from, from strongest to weakest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// An agent's edit; locks the field against the AI.
+    Agent,
+    /// A form submission.
+    Form,
+    /// An external system's data update (also a logged-in user's identity hint).
+    Api,
+    /// Stated by the customer in chat (pattern extractor or AI).
+    Customer,
+    /// Metadata.
+    System,
+}
+
+impl Source {
+    /// The contract's name of this source.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Agent => "agent",
+            Source::Form => "form",
+            Source::Api => "api",
+            Source::Customer => "customer",
+            Source::System => "system",
+        }
+    }
+
+    /// Rank: agent 4 > form = api 3 > customer 2 > system 1. Mirrors
+    /// `enrich.source_rank` in the migrations.
+    pub fn rank(self) -> u8 {
+        match self {
+            Source::Agent => 4,
+            Source::Form | Source::Api => 3,
+            Source::Customer => 2,
+            Source::System => 1,
+        }
+    }
+
+    /// Whether a value from `self` may replace one from `current`.
+    pub fn may_overwrite(self, current: Source) -> bool {
+        self.rank() >= current.rank()
+    }
+}
+
+impl From<UpdateSource> for Source {
+    fn from(source: UpdateSource) -> Self {
+        match source {
+            UpdateSource::Agent => Source::Agent,
+            UpdateSource::Form => Source::Form,
+            UpdateSource::Api => Source::Api,
+            UpdateSource::System => Source::System,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_follow_the_contract() {
+        assert!(Source::Agent.may_overwrite(Source::Form));
+        assert!(Source::Form.may_overwrite(Source::Api));
+        assert!(Source::Api.may_overwrite(Source::Form));
+        assert!(Source::Form.may_overwrite(Source::Customer));
+        assert!(Source::Customer.may_overwrite(Source::Customer));
+        assert!(!Source::Customer.may_overwrite(Source::Agent));
+        assert!(!Source::Customer.may_overwrite(Source::Form));
+        assert!(!Source::System.may_overwrite(Source::Customer));
+    }
+}

@@ -1,0 +1,31 @@
+//! RabbitMQ: the topology the worker declares, the connection with automatic
+//! recovery, and publishing with publisher confirms (outbound events, dead
+//! letters and delayed retries).
+
+pub mod publisher;
+pub mod topology;
+
+use lapin::{Connection, ConnectionProperties};
+use secrecy::ExposeSecret;
+
+use crate::config::AmqpSettings;
+
+/// Header that carries why an event was dead-lettered.
+pub const ERROR_HEADER: &str = "x-enrich-error";
+/// Header that counts delayed retries of an event.
+pub const ATTEMPT_HEADER: &str = "x-enrich-attempt";
+
+/// Opens a connection that reconnects and replays its topology by itself when
+/// the broker restarts.
+pub async fn connect(settings: &AmqpSettings, name: &str) -> Result<Connection, lapin::Error> {
+    let properties = ConnectionProperties::default()
+        .with_connection_name(name.into())
+        .enable_auto_recover()
+        .configure_backoff(|backoff| {
+            backoff
+                .with_min_delay(std::time::Duration::from_millis(200))
+                .with_max_delay(std::time::Duration::from_secs(5))
+                .with_max_times(120)
+        });
+    Connection::connect(settings.url.expose_secret(), properties).await
+}

@@ -1,0 +1,259 @@
+//! Redis: the hot copy of what the decision core reads on every customer
+//! message (the profile and the last turns of the conversation). Redis is a
+//! cache: Postgres is the truth, every key has a TTL and a miss is rebuilt from
+//! Postgres, so losing Redis loses nothing.
+//!
+//! Key layout (`{ws}` workspace id, `{customer}` customer UUID, `{conv}` the
+//! backend's conversation id):
+//!
+//! | key                                  | type | holds                                           |
+//! |--------------------------------------|------|-------------------------------------------------|
+//! | `enrich:{ws}:profile:{customer}`     | hash | field → value of every known field, plus `_complete` |
+//! | `enrich:{ws}:turns:{conv}`           | list | the last `recent_turns` turns as JSON `{sender, text}` |
+//!
+//! Writes follow the Postgres commit. Profiles are invalidated rather than
+//! patched, and turns are appended only to lists that already exist
+//! (`RPUSHX`), so a cache entry is always a complete copy or absent. A
+//! redelivered event invalidates both keys, which covers a crash between
+//! commit and cache write.
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::config::RedisSettings;
+use crate::event::Sender;
+
+const COMPLETE_MARKER: &str = "_complete";
+
+/// One turn of a conversation as the model sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// Who spoke.
+    pub sender: Sender,
+    /// What was said.
+    pub text: String,
+}
+
+/// A change to apply to the cache after a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheUpdate {
+    /// A message was stored.
+    AppendTurn {
+        /// Tenant.
+        workspace_id: String,
+        /// Backend conversation id.
+        conversation: String,
+        /// The turn.
+        turn: Turn,
+    },
+    /// The customer's fields changed.
+    InvalidateProfile {
+        /// Tenant.
+        workspace_id: String,
+        /// The customer.
+        customer_id: Uuid,
+    },
+    /// The customer was erased: drop every key of theirs.
+    ForgetCustomer {
+        /// Tenant.
+        workspace_id: String,
+        /// The erased customer.
+        customer_id: Uuid,
+        /// Backend ids of their conversations.
+        conversations: Vec<String>,
+    },
+    /// The conversation's cached turns may be stale.
+    InvalidateConversation {
+        /// Tenant.
+        workspace_id: String,
+        /// Backend conversation id.
+        conversation: String,
+    },
+}
+
+/// Failures of the cache.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Redis refused or is unreachable.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Rebuilding from Postgres failed.
+    #[error("rebuilding cache from postgres: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+/// The Redis cache of profiles and conversations.
+#[derive(Clone)]
+pub struct Cache {
+    connection: ConnectionManager,
+    profile_ttl_secs: u64,
+    conversation_ttl_secs: u64,
+    recent_turns: usize,
+}
+
+/// Key of a customer's cached profile.
+pub fn profile_key(workspace_id: &str, customer_id: Uuid) -> String {
+    format!("enrich:{workspace_id}:profile:{customer_id}")
+}
+
+/// Key of a conversation's cached turns.
+pub fn turns_key(workspace_id: &str, conversation: &str) -> String {
+    format!("enrich:{workspace_id}:turns:{conversation}")
+}
+
+impl Cache {
+    /// Connects; the connection manager reconnects by itself when Redis restarts.
+    pub async fn connect(settings: &RedisSettings) -> Result<Cache, CacheError> {
+        let client = redis::Client::open(settings.url.expose_secret())?;
+        let connection = ConnectionManager::new(client).await?;
+        Ok(Cache {
+            connection,
+            profile_ttl_secs: settings.profile_ttl_secs,
+            conversation_ttl_secs: settings.conversation_ttl_secs,
+            recent_turns: settings.recent_turns,
+        })
+    }
+
+    /// Applies the updates of one committed batch in a single round trip.
+    pub async fn apply(&self, updates: &[CacheUpdate]) -> Result<(), CacheError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        let keep = self.recent_turns as isize;
+        for update in updates {
+            match update {
+                CacheUpdate::AppendTurn {
+                    workspace_id,
+                    conversation,
+                    turn,
+                } => {
+                    let key = turns_key(workspace_id, conversation);
+                    let json = serde_json::to_string(turn).unwrap_or_default();
+                    pipe.rpush_exists(&key, json)
+                        .ignore()
+                        .ltrim(&key, -keep, -1)
+                        .ignore();
+                }
+                CacheUpdate::InvalidateProfile {
+                    workspace_id,
+                    customer_id,
+                } => {
+                    pipe.del(profile_key(workspace_id, *customer_id)).ignore();
+                }
+                CacheUpdate::InvalidateConversation {
+                    workspace_id,
+                    conversation,
+                } => {
+                    pipe.del(turns_key(workspace_id, conversation)).ignore();
+                }
+                CacheUpdate::ForgetCustomer {
+                    workspace_id,
+                    customer_id,
+                    conversations,
+                } => {
+                    pipe.del(profile_key(workspace_id, *customer_id)).ignore();
+                    for conversation in conversations {
+                        pipe.del(turns_key(workspace_id, conversation)).ignore();
+                    }
+                }
+            }
+        }
+        let mut connection = self.connection.clone();
+        pipe.query_async::<()>(&mut connection).await?;
+        Ok(())
+    }
+
+    /// Known field values of a customer, from Redis or rebuilt from Postgres.
+    pub async fn profile(
+        &self,
+        pool: &PgPool,
+        workspace_id: &str,
+        customer_id: Uuid,
+    ) -> Result<Vec<(String, String)>, CacheError> {
+        let key = profile_key(workspace_id, customer_id);
+        let mut connection = self.connection.clone();
+        let cached: Vec<(String, String)> = connection.hgetall(&key).await?;
+        if cached.iter().any(|(field, _)| field == COMPLETE_MARKER) {
+            return Ok(cached
+                .into_iter()
+                .filter(|(field, _)| field != COMPLETE_MARKER)
+                .collect());
+        }
+        let values: Vec<(String, String)> = sqlx::query_as(
+            "SELECT field, value FROM enrich.customer_fields WHERE customer_id = $1 ORDER BY field",
+        )
+        .bind(customer_id)
+        .fetch_all(pool)
+        .await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(&key)
+            .ignore()
+            .hset(&key, COMPLETE_MARKER, "1")
+            .ignore();
+        for (field, value) in &values {
+            pipe.hset(&key, field, value).ignore();
+        }
+        pipe.expire(&key, self.profile_ttl_secs as i64).ignore();
+        pipe.query_async::<()>(&mut connection).await?;
+        Ok(values)
+    }
+
+    /// The last turns of a conversation, from Redis or rebuilt from Postgres.
+    pub async fn recent_turns(
+        &self,
+        pool: &PgPool,
+        workspace_id: &str,
+        conversation: &str,
+    ) -> Result<Vec<Turn>, CacheError> {
+        let key = turns_key(workspace_id, conversation);
+        let mut connection = self.connection.clone();
+        let cached: Vec<String> = connection.lrange(&key, 0, -1).await?;
+        if !cached.is_empty() {
+            let _: () = connection
+                .expire(&key, self.conversation_ttl_secs as i64)
+                .await?;
+            return Ok(cached
+                .iter()
+                .filter_map(|json| serde_json::from_str(json).ok())
+                .collect());
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT sender, text FROM (
+                 SELECT m.id, m.sender, m.text FROM enrich.messages m
+                   JOIN enrich.conversations c ON c.id = m.conversation_id
+                  WHERE c.workspace_id = $1 AND c.external_id = $2
+                  ORDER BY m.id DESC LIMIT $3) recent
+             ORDER BY id",
+        )
+        .bind(workspace_id)
+        .bind(conversation)
+        .bind(self.recent_turns as i64)
+        .fetch_all(pool)
+        .await?;
+        let turns: Vec<Turn> = rows
+            .into_iter()
+            .filter_map(|(sender, text)| {
+                let sender = serde_json::from_value(serde_json::Value::String(sender)).ok()?;
+                Some(Turn { sender, text })
+            })
+            .collect();
+        if !turns.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.atomic().del(&key).ignore();
+            for turn in &turns {
+                pipe.rpush(&key, serde_json::to_string(turn).unwrap_or_default())
+                    .ignore();
+            }
+            pipe.expire(&key, self.conversation_ttl_secs as i64)
+                .ignore();
+            pipe.query_async::<()>(&mut connection).await?;
+        }
+        Ok(turns)
+    }
+}

@@ -1,0 +1,178 @@
+//! Recording a chat message: one call that dedupes by event id, finds or
+//! creates the customer through the identity, opens the conversation and keeps
+//! every counter.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::event::{ChatMessage, Envelope};
+
+/// What recording a message produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The event id was seen before: nothing was written.
+    Duplicate,
+    /// The message is stored.
+    Stored(StoredMessage),
+}
+
+/// Ids and state of a freshly stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The customer the message belongs to.
+    pub customer_id: Uuid,
+    /// enricher's conversation id.
+    pub conversation_id: i64,
+    /// The stored message's id.
+    pub message_id: i64,
+    /// The identity was new: an anonymous customer was created.
+    pub new_customer: bool,
+    /// The conversation was new.
+    pub new_conversation: bool,
+    /// The workspace's enrichment switch.
+    pub enrichment_enabled: bool,
+    /// The workspace's default phone region.
+    pub default_region: Option<String>,
+    /// Customer messages in this conversation so far, this one included.
+    pub customer_turn: i32,
+}
+
+/// Workspace defaults used when a message creates its workspace.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkspaceDefaults<'a> {
+    /// Enrichment on or off.
+    pub enrichment: bool,
+    /// Default phone region.
+    pub default_region: Option<&'a str>,
+}
+
+type RecordRow = (
+    bool,
+    Option<Uuid>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+    Option<bool>,
+    Option<bool>,
+    Option<String>,
+    Option<i32>,
+);
+
+/// Records one chat message inside the caller's transaction.
+pub async fn record_message(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    message: &ChatMessage,
+    workspace: WorkspaceDefaults<'_>,
+) -> Result<Recorded, StoreError> {
+    let visitor = message
+        .visitor
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| StoreError::Permanent(sqlx::Error::Encode(Box::new(e))))?;
+    let row: RecordRow = sqlx::query_as(
+        "SELECT duplicate, customer_id, conversation_id, message_id, new_customer, new_conversation,
+                enrichment_enabled, default_region, customer_turn
+           FROM enrich.record_chat_message($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+    )
+    .bind(&envelope.workspace_id)
+    .bind(&envelope.id)
+    .bind(&message.conversation_id)
+    .bind(message.platform.as_str())
+    .bind(&message.platform_user_id)
+    .bind(message.sender.as_str())
+    .bind(&message.text)
+    .bind(&message.agent_id)
+    .bind(envelope.occurred_at)
+    .bind(visitor)
+    .bind(message.source.map(|s| s.as_str()))
+    .bind(&message.first_message_tag)
+    .bind(workspace.default_region)
+    .bind(workspace.enrichment)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (
+        duplicate,
+        customer_id,
+        conversation_id,
+        message_id,
+        new_customer,
+        new_conversation,
+        enabled,
+        region,
+        turn,
+    ) = row;
+    if duplicate {
+        return Ok(Recorded::Duplicate);
+    }
+    match (customer_id, conversation_id, message_id) {
+        (Some(customer_id), Some(conversation_id), Some(message_id)) => {
+            Ok(Recorded::Stored(StoredMessage {
+                customer_id,
+                conversation_id,
+                message_id,
+                new_customer: new_customer.unwrap_or(false),
+                new_conversation: new_conversation.unwrap_or(false),
+                enrichment_enabled: enabled.unwrap_or(true),
+                default_region: region,
+                customer_turn: turn.unwrap_or(0),
+            }))
+        }
+        _ => Err(StoreError::Permanent(sqlx::Error::Protocol(
+            "record_chat_message returned no ids".into(),
+        ))),
+    }
+}
+
+/// Marks an event id as handled; false when it was handled before.
+pub async fn claim_event(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    event_type: &str,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO enrich.processed_events (workspace_id, event_id, event_type)
+         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(&envelope.workspace_id)
+    .bind(&envelope.id)
+    .bind(event_type)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Makes sure the workspace row exists (events may name a workspace first seen now).
+pub async fn ensure_workspace(
+    conn: &mut PgConnection,
+    workspace_id: &str,
+    workspace: WorkspaceDefaults<'_>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO enrich.workspaces (id, enrichment_enabled, default_region)
+         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(workspace_id)
+    .bind(workspace.enrichment)
+    .bind(workspace.default_region)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores the avatar of a logged-in user on the customer.
+pub async fn set_profile_picture(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    url: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE enrich.customers SET profile_picture_url = $2 WHERE id = $1")
+        .bind(customer_id)
+        .bind(url)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

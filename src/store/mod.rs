@@ -1,0 +1,85 @@
+//! Postgres, the source of truth. Every function here runs inside a
+//! transaction the caller owns, so one batch of events commits or rolls back
+//! as a whole and the broker ack can follow the commit.
+
+pub mod chat;
+pub mod conversations;
+pub mod customers;
+pub mod erasure;
+pub mod fields;
+pub mod outbox;
+pub mod workspaces;
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::PostgresSettings;
+
+/// Migrations compiled into the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// What went wrong talking to Postgres, classified by what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth another try: connection loss, deadlock, serialization failure, overload.
+    #[error("transient store error: {0}")]
+    Transient(#[source] sqlx::Error),
+    /// Retrying will not help: a constraint or a bug.
+    #[error("store error: {0}")]
+    Permanent(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_transient(&error) {
+            StoreError::Transient(error)
+        } else {
+            StoreError::Permanent(error)
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the same work may succeed if tried again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+}
+
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 40001 serialization failure, 40P01 deadlock, 08* connection, 53* resources,
+            // 57P0* shutdown / cannot connect now.
+            code == "40001"
+                || code == "40P01"
+                || code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P0")
+        }),
+        _ => false,
+    }
+}
+
+/// Opens the connection pool.
+pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = settings.url.expose_secret().parse()?;
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

@@ -1,0 +1,221 @@
+//! A lane handles the events of the conversations hashed to it, strictly in
+//! arrival order. Whatever has queued up while the previous batch was being
+//! written goes into the next transaction together, so under load one commit
+//! covers many events; acks follow the commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use super::handle::{self, Effects, HandleError, Workspaces};
+use super::metrics::Metrics;
+use crate::config::{AmqpSettings, WorkerSettings};
+use crate::event::Event;
+use crate::queue::publisher::{self, Publisher};
+use crate::state::Cache;
+use crate::store::outbox::{self, Pending};
+
+/// One decoded event and the delivery to acknowledge once it is stored.
+pub struct Job {
+    /// The event.
+    pub event: Event,
+    /// The broker's delivery.
+    pub delivery: Delivery,
+}
+
+/// Everything a lane needs, shared by all lanes.
+pub struct LaneContext {
+    /// Postgres.
+    pub pool: PgPool,
+    /// Redis.
+    pub cache: Cache,
+    /// Confirming publisher.
+    pub publisher: Publisher,
+    /// Workspace settings.
+    pub workspaces: Arc<Workspaces>,
+    /// Batching and retry settings.
+    pub worker: Arc<WorkerSettings>,
+    /// Retry queue names and delays.
+    pub amqp: Arc<AmqpSettings>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs a lane until its sender is dropped and its queue is drained.
+pub async fn run(context: Arc<LaneContext>, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < context.worker.batch_max {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        context.process(batch).await;
+    }
+}
+
+impl LaneContext {
+    async fn process(&self, batch: Vec<Job>) {
+        match self.commit_with_retries(&batch).await {
+            Ok(effects) => self.finish(batch, effects).await,
+            Err(_) if batch.len() > 1 => {
+                // Isolate the event that fails so the others are not held back.
+                for job in batch {
+                    Box::pin(self.process(vec![job])).await;
+                }
+            }
+            Err(error) => {
+                if let Some(job) = batch.into_iter().next() {
+                    self.give_up(job, error).await;
+                }
+            }
+        }
+    }
+
+    async fn commit_with_retries(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
+        let mut backoff = Duration::from_millis(self.worker.store_backoff_ms);
+        let mut attempt = 1;
+        loop {
+            match self.commit_once(batch).await {
+                Ok(effects) => return Ok(effects),
+                Err(HandleError::Store(error))
+                    if error.is_transient() && attempt < self.worker.store_attempts =>
+                {
+                    tracing::warn!(attempt, error = %error, "transient store error; retrying the batch");
+                    self.metrics.store_retries.inc();
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn commit_once(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        let mut all = Vec::with_capacity(batch.len());
+        for job in batch {
+            all.push(handle::handle(&mut tx, &self.workspaces, &job.event).await?);
+        }
+        tx.commit().await.map_err(crate::store::StoreError::from)?;
+        Ok(all)
+    }
+
+    async fn finish(&self, batch: Vec<Job>, effects: Vec<Effects>) {
+        let mut cache_updates = Vec::new();
+        let mut pending = Vec::new();
+        for effect in effects {
+            for reason in &effect.rejections {
+                self.metrics.rejection(reason);
+            }
+            cache_updates.extend(effect.cache);
+            pending.extend(effect.outbox);
+        }
+        if let Err(error) = self.cache.apply(&cache_updates).await {
+            self.metrics.cache_errors.inc();
+            tracing::error!(error = %error, "cache update failed after commit");
+        }
+        publish_pending(&self.publisher, &self.pool, pending).await;
+        for job in batch {
+            self.metrics.events_stored.inc();
+            acknowledge(&job.delivery).await;
+        }
+    }
+
+    async fn give_up(&self, job: Job, error: HandleError) {
+        let Job { event, delivery } = job;
+        let retriable = matches!(&error, HandleError::Store(e) if e.is_transient());
+        let attempts = publisher::attempts_so_far(&delivery.properties);
+        let next_delay = self.amqp.retry_delays_ms.get(attempts as usize).copied();
+        let parked = match (retriable, next_delay) {
+            (true, Some(delay)) => {
+                tracing::warn!(event_id = %event.envelope.id, attempt = attempts + 1, delay_ms = delay, error = %error,
+                    "event failed; retrying later");
+                self.metrics.delayed_retries.inc();
+                self.publisher
+                    .retry_later(
+                        &self.amqp,
+                        &delivery.data,
+                        &delivery.properties,
+                        attempts + 1,
+                        delay,
+                    )
+                    .await
+            }
+            _ => {
+                let reason = if retriable {
+                    format!("gave up after {} delayed retries: {error}", attempts)
+                } else {
+                    error.to_string()
+                };
+                tracing::error!(event_id = %event.envelope.id, kind = event.type_name(), reason = %reason,
+                    "event dead-lettered");
+                self.metrics.dead_lettered.inc();
+                self.publisher
+                    .dead_letter(
+                        &delivery.data,
+                        &delivery.properties,
+                        delivery.routing_key.as_str(),
+                        &reason,
+                    )
+                    .await
+            }
+        };
+        match parked {
+            Ok(()) => acknowledge(&delivery).await,
+            Err(publish_error) => {
+                tracing::error!(error = %publish_error, "could not park a failed event; returning it to the queue");
+                requeue(&delivery).await;
+            }
+        }
+    }
+}
+
+/// Publishes outbound events and drops them from the outbox once confirmed.
+pub async fn publish_pending(publisher: &Publisher, pool: &PgPool, pending: Vec<Pending>) {
+    let mut confirmed = Vec::with_capacity(pending.len());
+    for event in pending {
+        let body = serde_json::to_vec(&event.body).unwrap_or_default();
+        match publisher
+            .publish_outbound(&event.routing_key, &body, &event.id.to_string())
+            .await
+        {
+            Ok(()) => confirmed.push(event.id),
+            Err(error) => {
+                tracing::warn!(error = %error, "outbound publish failed; the outbox relay will retry");
+                break;
+            }
+        }
+    }
+    if let Err(error) = outbox::remove(pool, &confirmed).await {
+        tracing::warn!(error = %error, "could not clear published outbox rows; they may be sent twice");
+    }
+}
+
+/// Acks a delivery. After a broker restart the delivery tag is void and the
+/// broker redelivers the event, which dedupe turns into a no-op.
+pub async fn acknowledge(delivery: &Delivery) {
+    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+        tracing::debug!(error = %error, "ack failed; the broker will redeliver and dedupe absorbs it");
+    }
+}
+
+async fn requeue(delivery: &Delivery) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(error) = delivery.acker.nack(options).await {
+        tracing::debug!(error = %error, "nack failed; the broker will redeliver");
+    }
+}

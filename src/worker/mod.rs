@@ -1,0 +1,275 @@
+//! The worker: consumes the work queue, routes each event to the lane of its
+//! conversation (order within a conversation, concurrency across them), and
+//! dead-letters what cannot be decoded. Built once with [`Worker::build`], run
+//! with [`Worker::run_until_stopped`]; a stop signal stops consuming, lets the
+//! lanes finish and ack what they hold, and closes the connections.
+
+pub mod handle;
+pub mod lane;
+pub mod metrics;
+
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::config::Settings;
+use crate::event::{Event, Limits};
+use crate::queue::{self, publisher::Publisher, topology};
+use crate::state::Cache;
+use crate::store::{self, outbox};
+use handle::Workspaces;
+use lane::{Job, LaneContext};
+use metrics::Metrics;
+
+/// Why the worker could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Settings are unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Postgres is unreachable or refused.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Syncing workspaces failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// Redis is unreachable.
+    #[error(transparent)]
+    Cache(#[from] crate::state::CacheError),
+    /// RabbitMQ is unreachable or the connection could not be recovered.
+    #[error("rabbitmq: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// A worker ready to consume.
+pub struct Worker {
+    settings: Settings,
+    pool: PgPool,
+    cache: Cache,
+    connection: Connection,
+    consume_channel: Channel,
+    publisher: Publisher,
+    workspaces: Arc<Workspaces>,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    /// Connects to every store, applies migrations, syncs workspaces and
+    /// declares the topology.
+    pub async fn build(settings: Settings) -> Result<Worker, WorkerError> {
+        let workspaces = Arc::new(Workspaces::new(settings.workspaces.clone())?);
+        let pool = store::connect(&settings.postgres).await?;
+        store::migrate(&pool).await?;
+        store::workspaces::sync(&pool, &settings.workspaces).await?;
+        let cache = Cache::connect(&settings.redis).await?;
+        let connection = queue::connect(&settings.amqp, "enricher-worker").await?;
+        let consume_channel = connection.create_channel().await?;
+        topology::declare(&consume_channel, &settings.amqp).await?;
+        consume_channel
+            .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
+            .await?;
+        let publisher = Publisher::open(&connection, &settings.amqp).await?;
+        Ok(Worker {
+            settings,
+            pool,
+            cache,
+            connection,
+            consume_channel,
+            publisher,
+            workspaces,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// The worker's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Consumes until `shutdown` resolves, then drains and exits.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), WorkerError> {
+        let lanes = self.settings.worker.lanes;
+        let context = Arc::new(LaneContext {
+            pool: self.pool.clone(),
+            cache: self.cache.clone(),
+            publisher: self.publisher.clone(),
+            workspaces: Arc::clone(&self.workspaces),
+            worker: Arc::new(self.settings.worker.clone()),
+            amqp: Arc::new(self.settings.amqp.clone()),
+            metrics: Arc::clone(&self.metrics),
+        });
+        let lane_capacity = (usize::from(self.settings.amqp.prefetch) / lanes).max(1) * 2;
+        let mut senders = Vec::with_capacity(lanes);
+        let mut lane_tasks = JoinSet::new();
+        for _ in 0..lanes {
+            let (sender, receiver) = mpsc::channel(lane_capacity);
+            senders.push(sender);
+            lane_tasks.spawn(lane::run(Arc::clone(&context), receiver));
+        }
+        let relay = tokio::spawn(outbox_relay(self.publisher.clone(), self.pool.clone()));
+        let counters = tokio::spawn(log_counters(Arc::clone(&self.metrics)));
+
+        let consumer_tag = format!("enricher-{}-{}", std::process::id(), uuid::Uuid::new_v4());
+        let mut consumer = self
+            .consume_channel
+            .basic_consume(
+                self.settings.amqp.work_queue.as_str().into(),
+                consumer_tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %self.settings.amqp.work_queue, lanes, "consuming");
+
+        let limits = Limits {
+            max_text_bytes: self.settings.worker.max_text_bytes,
+        };
+        tokio::pin!(shutdown);
+        let outcome = loop {
+            tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => self.dispatch(delivery, limits, &senders).await,
+                    Some(Err(error)) => {
+                        tracing::warn!(error = %error, "broker connection lost; waiting for recovery");
+                        if let Err(error) = self.consume_channel.wait_for_recovery(error).await {
+                            break Err(WorkerError::Amqp(error));
+                        }
+                        tracing::info!("broker connection recovered");
+                    }
+                    None => break Ok(()),
+                },
+            }
+        };
+        tracing::info!("stopping: no new deliveries, finishing in-flight work");
+        if let Err(error) = self
+            .consume_channel
+            .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
+            .await
+        {
+            tracing::debug!(error = %error, "consumer cancel failed");
+        }
+        drop(senders);
+        let grace = Duration::from_secs(self.settings.worker.shutdown_grace_secs);
+        let drained = tokio::time::timeout(grace, async {
+            while lane_tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "grace period over; unacked events will be redelivered"
+            );
+        }
+        relay.abort();
+        counters.abort();
+        self.metrics.log();
+        if let Err(error) = self.connection.close(200, "shutdown".into()).await {
+            tracing::debug!(error = %error, "connection close failed");
+        }
+        outcome
+    }
+
+    async fn dispatch(&self, delivery: Delivery, limits: Limits, lanes: &[mpsc::Sender<Job>]) {
+        let event = match Event::decode(&delivery.data, limits) {
+            Ok(event) => event,
+            Err(invalid) => return self.reject(delivery, &invalid.0).await,
+        };
+        if self.workspaces.get(&event.envelope.workspace_id).is_none() {
+            let reason = format!("unknown workspace `{}`", event.envelope.workspace_id);
+            return self.reject(delivery, &reason).await;
+        }
+        let lane = lane_of(&event.ordering_key(), lanes.len());
+        if lanes[lane].send(Job { event, delivery }).await.is_err() {
+            tracing::error!(lane, "lane stopped; the event will be redelivered");
+        }
+    }
+
+    async fn reject(&self, delivery: Delivery, reason: &str) {
+        tracing::warn!(reason, "invalid event dead-lettered");
+        self.metrics.dead_lettered.inc();
+        match self
+            .publisher
+            .dead_letter(
+                &delivery.data,
+                &delivery.properties,
+                delivery.routing_key.as_str(),
+                reason,
+            )
+            .await
+        {
+            Ok(()) => lane::acknowledge(&delivery).await,
+            Err(error) => {
+                // Leaving it unacked returns it to the queue on reconnect; the
+                // broker's delivery limit dead-letters it if this persists.
+                tracing::error!(error = %error, "could not dead-letter an invalid event");
+            }
+        }
+    }
+}
+
+/// The lane of an ordering key: stable for the life of the process.
+pub fn lane_of(ordering_key: &str, lanes: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    ordering_key.hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
+}
+
+/// Publishes outbound events whose publisher died between commit and confirm.
+async fn outbox_relay(publisher: Publisher, pool: PgPool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        match outbox::stranded(&pool, 10, 500).await {
+            Ok(pending) if !pending.is_empty() => {
+                tracing::info!(count = pending.len(), "publishing stranded outbound events");
+                lane::publish_pending(&publisher, &pool, pending).await;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "outbox relay could not read the outbox"),
+        }
+    }
+}
+
+async fn log_counters(metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        metrics.log();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conversation_always_maps_to_the_same_lane() {
+        let first = lane_of("w/conversation:c-17", 8);
+        for _ in 0..100 {
+            assert_eq!(lane_of("w/conversation:c-17", 8), first);
+        }
+        let used: std::collections::HashSet<usize> = (0..200)
+            .map(|i| lane_of(&format!("w/conversation:c-{i}"), 8))
+            .collect();
+        assert_eq!(used.len(), 8, "keys spread over every lane");
+    }
+}
