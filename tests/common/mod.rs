@@ -1,0 +1,383 @@
+//! Test harness: every test gets its own Postgres database and its own
+//! RabbitMQ exchange and queue names on the local services that
+//! `scripts/services` runs, so tests run in parallel without seeing each
+//! other. Workers run in-process ([`TestApp::start_worker`]) or as a real
+//! child process ([`TestApp::spawn_worker_process`]) when a test needs to
+//! kill it.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use enricher::cli::send::EventSender;
+use enricher::config::Settings;
+use enricher::worker::Worker;
+use enricher::worker::metrics::Metrics;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgPool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test, or eval \"$(scripts/services env)\" first")
+    })
+}
+
+/// A unique, short namespace for one test.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+pub struct TestApp {
+    pub ns: String,
+    pub settings_env: Vec<(String, String)>,
+    pub pool: PgPool,
+    pub database_url: String,
+}
+
+pub struct RunningWorker {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), enricher::worker::WorkerError>>,
+    pub metrics: std::sync::Arc<Metrics>,
+}
+
+impl RunningWorker {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("worker stops within 30 s")
+            .expect("worker task joins");
+        result.expect("worker exits cleanly");
+    }
+}
+
+impl TestApp {
+    /// A fresh database and topology names; workers are started separately.
+    pub async fn new() -> TestApp {
+        let ns = unique("t");
+        let admin_url = required_env("ENRICHER__POSTGRES__URL");
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to postgres");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE enricher_{ns}"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+        admin.close().await.ok();
+        let database_url = match admin_url.rfind('/') {
+            Some(slash) => format!("{}/enricher_{ns}", &admin_url[..slash]),
+            None => panic!("postgres url without a database: {admin_url}"),
+        };
+        let pool = PgPool::connect(&database_url)
+            .await
+            .expect("connect to test database");
+        enricher::store::migrate(&pool)
+            .await
+            .expect("migrations apply");
+        let settings_env = vec![
+            ("ENRICHER_ENV".to_owned(), "test".to_owned()),
+            ("ENRICHER__POSTGRES__URL".to_owned(), database_url.clone()),
+            (
+                "ENRICHER__POSTGRES__MAX_CONNECTIONS".to_owned(),
+                "6".to_owned(),
+            ),
+            (
+                "ENRICHER__AMQP__INBOUND_EXCHANGE".to_owned(),
+                format!("{ns}.in"),
+            ),
+            (
+                "ENRICHER__AMQP__WORK_QUEUE".to_owned(),
+                format!("{ns}.work"),
+            ),
+            (
+                "ENRICHER__AMQP__DEAD_LETTER_EXCHANGE".to_owned(),
+                format!("{ns}.dead"),
+            ),
+            (
+                "ENRICHER__AMQP__DEAD_LETTER_QUEUE".to_owned(),
+                format!("{ns}.dead"),
+            ),
+            (
+                "ENRICHER__AMQP__OUTBOUND_EXCHANGE".to_owned(),
+                format!("{ns}.out"),
+            ),
+            (
+                "ENRICHER__AMQP__RETRY_QUEUE_PREFIX".to_owned(),
+                format!("{ns}.retry"),
+            ),
+        ];
+        TestApp {
+            ns,
+            settings_env,
+            pool,
+            database_url,
+        }
+    }
+
+    /// Adds or replaces a setting, as an `ENRICHER__…` variable would.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.settings_env.retain(|(k, _)| k != key);
+        self.settings_env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Settings as the worker would load them with this test's overrides.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::load_from(&repo_root().join("config")).expect("settings load");
+        for (key, value) in &self.settings_env {
+            match key.as_str() {
+                "ENRICHER__POSTGRES__URL" => {
+                    settings.postgres.url = SecretString::from(value.clone())
+                }
+                "ENRICHER__POSTGRES__MAX_CONNECTIONS" => {
+                    settings.postgres.max_connections = value.parse().expect("number")
+                }
+                "ENRICHER__AMQP__INBOUND_EXCHANGE" => {
+                    settings.amqp.inbound_exchange = value.clone()
+                }
+                "ENRICHER__AMQP__WORK_QUEUE" => settings.amqp.work_queue = value.clone(),
+                "ENRICHER__AMQP__DEAD_LETTER_EXCHANGE" => {
+                    settings.amqp.dead_letter_exchange = value.clone()
+                }
+                "ENRICHER__AMQP__DEAD_LETTER_QUEUE" => {
+                    settings.amqp.dead_letter_queue = value.clone()
+                }
+                "ENRICHER__AMQP__OUTBOUND_EXCHANGE" => {
+                    settings.amqp.outbound_exchange = value.clone()
+                }
+                "ENRICHER__AMQP__RETRY_QUEUE_PREFIX" => {
+                    settings.amqp.retry_queue_prefix = value.clone()
+                }
+                "ENRICHER__WORKSPACES__RESTRICT" => settings.workspaces.restrict = value == "true",
+                "ENRICHER_ENV" => {}
+                other => panic!("the in-process harness does not map {other}; add it"),
+            }
+        }
+        settings
+    }
+
+    /// Declares the topology without starting a worker (so events can queue up).
+    pub async fn declare_topology(&self) {
+        let settings = self.settings();
+        let connection = enricher::queue::connect(&settings.amqp, "test-topology")
+            .await
+            .expect("amqp");
+        let channel = connection.create_channel().await.expect("channel");
+        enricher::queue::topology::declare(&channel, &settings.amqp)
+            .await
+            .expect("topology");
+        connection.close(200, "done".into()).await.ok();
+    }
+
+    pub async fn start_worker(&self) -> RunningWorker {
+        let worker = Worker::build(self.settings()).await.expect("worker builds");
+        let metrics = worker.metrics();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        RunningWorker {
+            stop: Some(stop),
+            task,
+            metrics,
+        }
+    }
+
+    /// Starts `enricher run` as a child process with this test's settings.
+    pub fn spawn_worker_process(&self) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_enricher"));
+        command
+            .arg("run")
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (key, value) in &self.settings_env {
+            command.env(key, value);
+        }
+        command.spawn().expect("enricher run starts")
+    }
+
+    pub async fn sender(&self) -> EventSender {
+        EventSender::connect(&self.settings().amqp)
+            .await
+            .expect("sender connects")
+    }
+
+    /// Publishes JSON events and waits for the broker's confirms.
+    pub async fn publish(&self, events: &[Value]) {
+        let mut sender = self.sender().await;
+        for event in events {
+            sender
+                .send(&serde_json::to_vec(event).expect("json"))
+                .await
+                .expect("publish");
+        }
+        sender.finish().await.expect("confirms");
+    }
+
+    /// Publishes raw bytes as one event.
+    pub async fn publish_raw(&self, body: &[u8]) {
+        let mut sender = self.sender().await;
+        sender.send(body).await.expect("publish");
+        sender.finish().await.expect("confirms");
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.pool)
+            .await
+            .expect(sql)
+    }
+
+    /// Polls `sql` (returning a bigint) until it equals `expected`.
+    pub async fn wait_for_count(&self, sql: &str, expected: i64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.count(sql).await;
+            if now == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out: `{sql}` is {now}, expected {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads `n` messages from the dead-letter queue: (body, x-enrich-error).
+    pub async fn dead_letters(&self, n: usize, timeout: Duration) -> Vec<(Vec<u8>, String)> {
+        let settings = self.settings();
+        let connection = enricher::queue::connect(&settings.amqp, "test-dead")
+            .await
+            .expect("amqp");
+        let channel = connection.create_channel().await.expect("channel");
+        let mut consumer = channel
+            .basic_consume(
+                settings.amqp.dead_letter_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume dead letters");
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let delivery = tokio::time::timeout(left, consumer.next())
+                .await
+                .unwrap_or_else(|_| panic!("only {} of {n} dead letters arrived", out.len()))
+                .expect("stream open")
+                .expect("delivery");
+            let reason = delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("x-enrich-error").cloned())
+                .map(|v| match v {
+                    AMQPValue::LongString(s) => s.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            delivery.ack(BasicAckOptions::default()).await.expect("ack");
+            out.push((delivery.data.clone(), reason));
+        }
+        connection.close(200, "done".into()).await.ok();
+        out
+    }
+
+    /// Binds a fresh queue to the outbound exchange and returns a consumer of it.
+    pub async fn outbound_listener(
+        &self,
+        routing_key: &str,
+    ) -> (lapin::Connection, lapin::Consumer) {
+        let settings = self.settings();
+        let connection = enricher::queue::connect(&settings.amqp, "test-out")
+            .await
+            .expect("amqp");
+        let channel = connection.create_channel().await.expect("channel");
+        enricher::queue::topology::declare(&channel, &settings.amqp)
+            .await
+            .expect("topology");
+        let queue = unique("out");
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare listener");
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                settings.amqp.outbound_exchange.as_str().into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind listener");
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume listener");
+        (connection, consumer)
+    }
+
+    pub fn redis_url(&self) -> String {
+        Settings::load_from(&repo_root().join("config"))
+            .expect("settings")
+            .redis
+            .url
+            .expose_secret()
+            .to_owned()
+    }
+}
+
+/// A `chat.message` event.
+pub fn chat(
+    workspace: &str,
+    id: &str,
+    conversation: &str,
+    user: &str,
+    sender: &str,
+    text: &str,
+) -> Value {
+    json!({
+        "type": "chat.message", "version": 1, "id": id, "workspace_id": workspace,
+        "occurred_at": "2026-03-01T10:00:00Z", "conversation_id": conversation,
+        "platform": "web", "platform_user_id": user, "sender": sender, "text": text
+    })
+}

@@ -1,0 +1,371 @@
+//! The event spine end to end on real RabbitMQ, Redis and Postgres: order,
+//! dedupe, dead letters, tenancy and erasure.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, chat, unique};
+use redis::AsyncCommands;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interleaved_conversations_keep_their_order_and_store_each_message_once() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    let (conversations, per_conversation) = (200, 20);
+    let mut events = Vec::new();
+    for m in 0..per_conversation {
+        for c in 0..conversations {
+            events.push(chat(
+                &ws,
+                &format!("e-{c}-{m}"),
+                &format!("c-{c}"),
+                &format!("u-{c}"),
+                "customer",
+                &format!("{m}"),
+            ));
+        }
+    }
+    app.publish(&events).await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 4000, WAIT)
+        .await;
+
+    let rows: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT c.external_id, array_agg(m.text ORDER BY m.id) FROM enrich.messages m
+           JOIN enrich.conversations c ON c.id = m.conversation_id GROUP BY c.external_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("query");
+    assert_eq!(rows.len(), conversations);
+    let expected: Vec<String> = (0..per_conversation).map(|m| m.to_string()).collect();
+    for (conversation, texts) in rows {
+        assert_eq!(texts, expected, "order of {conversation}");
+    }
+    let counters: (i64, i64) = sqlx::query_as(
+        "SELECT sum(customer_message_count)::bigint, sum(conversation_count)::bigint FROM enrich.customers",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("counters");
+    assert_eq!(counters, (4000, 200));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_event_id_twice_is_stored_once() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    let event = chat(&ws, "dup-1", "c1", "u1", "customer", "hello");
+    app.publish(&[event.clone(), event.clone()]).await;
+    app.publish(&[event, chat(&ws, "after", "c1", "u1", "customer", "next")])
+        .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM enrich.messages WHERE event_id = 'after'",
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM enrich.messages WHERE event_id = 'dup-1'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT customer_message_count::bigint FROM enrich.customers")
+            .await,
+        2
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_events_are_dead_lettered_with_their_reason_and_nothing_else_is_lost() {
+    let mut app = TestApp::new().await;
+    app.set("ENRICHER__WORKSPACES__RESTRICT", "true");
+    let worker = app.start_worker().await;
+    // With workspaces restricted, only listed ones are accepted; the shipped
+    // config lists none, so even a valid event is refused for its workspace.
+    let unknown_workspace = chat("not-listed", "e-ws", "c1", "u1", "customer", "hi");
+    let mut missing_key = chat("w", "e-missing", "c1", "u1", "customer", "hi");
+    missing_key
+        .as_object_mut()
+        .expect("object")
+        .remove("platform_user_id");
+    let mut wrong_type = chat("w", "e-type", "c1", "u1", "customer", "hi");
+    wrong_type["text"] = json!(42);
+    let mut unknown_type = chat("w", "e-unknown", "c1", "u1", "customer", "hi");
+    unknown_type["type"] = json!("chat.reaction");
+    let long_text = chat(
+        "w",
+        "e-long",
+        "c1",
+        "u1",
+        "customer",
+        &"x".repeat(70 * 1024),
+    );
+    let mut invalid_utf8 =
+        serde_json::to_vec(&chat("w", "e-utf8", "c1", "u1", "customer", "AB")).expect("json");
+    let at = invalid_utf8
+        .windows(2)
+        .position(|w| w == b"AB")
+        .expect("marker");
+    invalid_utf8[at] = 0xff;
+
+    app.publish_raw(b"{\"type\": \"chat.message\", oops").await;
+    app.publish(&[
+        unknown_type,
+        missing_key,
+        wrong_type,
+        long_text,
+        unknown_workspace,
+    ])
+    .await;
+    app.publish_raw(&invalid_utf8).await;
+
+    let letters = app.dead_letters(7, WAIT).await;
+    let reasons: Vec<&str> = letters.iter().map(|(_, r)| r.as_str()).collect();
+    let expect = [
+        "malformed JSON",
+        "unknown type `chat.reaction`",
+        "missing field `platform_user_id`",
+        "invalid type: integer `42`",
+        "limit is 65536",
+        "unknown workspace `not-listed`",
+        "not valid UTF-8",
+    ];
+    for needle in expect {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "no dead letter says `{needle}`: {reasons:?}"
+        );
+    }
+    assert_eq!(app.count("SELECT count(*) FROM enrich.messages").await, 0);
+    assert_eq!(worker.metrics.dead_lettered.get(), 7);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_worker_keeps_running_after_a_dead_letter() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish_raw(b"not json at all").await;
+    app.publish(&[chat(&ws, "good", "c1", "u1", "customer", "still here")])
+        .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 1, WAIT)
+        .await;
+    let letters = app.dead_letters(1, WAIT).await;
+    assert_eq!(letters[0].0, b"not json at all");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_platform_user_in_two_workspaces_is_two_customers() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let (a, b) = (unique("wsa"), unique("wsb"));
+    app.publish(&[
+        chat(&a, "e1", "conv", "same-user", "customer", "hi from a"),
+        chat(&b, "e1", "conv", "same-user", "customer", "hi from b"),
+    ])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 2, WAIT)
+        .await;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT workspace_id, count(DISTINCT id), sum(conversation_count)::bigint FROM enrich.customers GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("customers");
+    assert_eq!(rows, vec![(a.clone(), 1, 1), (b.clone(), 1, 1)]);
+    let crossing = app
+        .count(
+            "SELECT count(*) FROM enrich.messages m JOIN enrich.customers c ON c.id = m.customer_id
+              WHERE m.workspace_id <> c.workspace_id",
+        )
+        .await;
+    assert_eq!(crossing, 0);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn profile_updates_follow_source_ranks_and_history_keeps_every_change() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    let update = |id: &str, source: &str, name: &str| {
+        json!({"type": "profile.update", "version": 1, "id": id, "workspace_id": ws,
+               "occurred_at": "2026-03-01T10:00:00Z", "platform": "web", "platform_user_id": "u1",
+               "fields": {"name": name}, "source": source, "actor": format!("{source}-1")})
+    };
+    app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", "hello")])
+        .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 1, WAIT)
+        .await;
+    app.publish(&[
+        update("p1", "system", "Sys Name"),
+        update("p2", "form", "Form Name"),
+        update("p3", "system", "Ignored System"),
+        update("p4", "agent", "Agent Name"),
+        update("p5", "api", "Ignored Api"),
+        update("p6", "form", "Ignored Form"),
+    ])
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM enrich.processed_events WHERE event_type = 'profile.update'",
+        6,
+        WAIT,
+    )
+    .await;
+    let (value, source): (String, String) =
+        sqlx::query_as("SELECT value, source FROM enrich.customer_fields WHERE field = 'name'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("name");
+    assert_eq!((value.as_str(), source.as_str()), ("Agent Name", "agent"));
+    let history: Vec<(Option<String>, String, String)> = sqlx::query_as(
+        "SELECT old_value, new_value, source FROM enrich.field_history WHERE field = 'name' ORDER BY change_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("history");
+    assert_eq!(
+        history,
+        vec![
+            (None, "Sys Name".into(), "system".into()),
+            (Some("Sys Name".into()), "Form Name".into(), "form".into()),
+            (
+                Some("Form Name".into()),
+                "Agent Name".into(),
+                "agent".into()
+            ),
+        ]
+    );
+    let display: String = sqlx::query_scalar("SELECT display_name FROM enrich.customer_profiles")
+        .fetch_one(&app.pool)
+        .await
+        .expect("profile view");
+    assert_eq!(display, "Agent Name");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forget_leaves_no_personal_data_in_postgres_or_redis() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    let mut first = chat(
+        &ws,
+        "m1",
+        "conv-f",
+        "u-forget",
+        "customer",
+        "my secret text",
+    );
+    first["visitor"] = json!({"ip": "203.0.113.9", "country": "US"});
+    app.publish(&[
+        first,
+        json!({"type": "profile.update", "version": 1, "id": "p1", "workspace_id": ws,
+               "occurred_at": "2026-03-01T10:00:00Z", "platform": "web", "platform_user_id": "u-forget",
+               "fields": {"name": "Secret Person", "email": "secret@example.com"}, "source": "form",
+               "tags_add": ["vip"], "agent_instructions": "formal"}),
+    ])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.customer_fields", 2, WAIT)
+        .await;
+    let customer_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM enrich.customers")
+        .fetch_one(&app.pool)
+        .await
+        .expect("customer");
+
+    // Warm the cache the way the decision core does, so there is something to erase.
+    let settings = app.settings();
+    let cache = enricher::state::Cache::connect(&settings.redis)
+        .await
+        .expect("redis");
+    let profile = cache
+        .profile(&app.pool, &ws, customer_id)
+        .await
+        .expect("profile");
+    assert_eq!(profile.len(), 2);
+    let turns = cache
+        .recent_turns(&app.pool, &ws, "conv-f")
+        .await
+        .expect("turns");
+    assert_eq!(turns.len(), 1);
+
+    app.publish(&[
+        json!({"type": "customer.forget", "version": 1, "id": "f1", "workspace_id": ws,
+        "occurred_at": "2026-03-02T10:00:00Z", "email": "secret@example.com", "actor": "dpo"}),
+    ])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.erasures", 1, WAIT)
+        .await;
+
+    for table in [
+        "customers",
+        "identities",
+        "customer_fields",
+        "field_changes",
+        "conversations",
+        "messages",
+        "tags",
+        "declined_fields",
+        "asks",
+        "escalations",
+        "customer_insights",
+    ] {
+        assert_eq!(
+            app.count(&format!("SELECT count(*) FROM enrich.{table}"))
+                .await,
+            0,
+            "{table} still has rows"
+        );
+    }
+    let dump: String =
+        sqlx::query_scalar("SELECT coalesce(string_agg(e::text, ' '), '') FROM enrich.erasures e")
+            .fetch_one(&app.pool)
+            .await
+            .expect("erasures");
+    for secret in [
+        "Secret Person",
+        "secret@example.com",
+        "u-forget",
+        "203.0.113.9",
+        "my secret text",
+    ] {
+        assert!(!dump.contains(secret), "erasure record holds {secret}");
+    }
+    let mut redis = redis::Client::open(app.redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys: Vec<String> = redis.keys(format!("enrich:{ws}:*")).await.expect("keys");
+    assert!(keys.is_empty(), "redis still holds {keys:?}");
+
+    // A later message from the same identity starts a fresh, empty profile.
+    app.publish(&[chat(
+        &ws,
+        "m2",
+        "conv-g",
+        "u-forget",
+        "customer",
+        "hello again",
+    )])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.customers", 1, WAIT)
+        .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM enrich.customer_fields")
+            .await,
+        0
+    );
+    worker.stop().await;
+}
