@@ -10,7 +10,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation};
 
 use crate::config::AmqpSettings;
-use crate::queue::{self, publisher::json_properties};
+use crate::queue::{self, publisher::json_properties, topology};
 
 /// Confirms awaited together; bounds memory while keeping the broker busy.
 const CONFIRM_WINDOW: usize = 2000;
@@ -54,10 +54,13 @@ pub struct EventSender {
 }
 
 impl EventSender {
-    /// Connects and opens a confirming channel.
+    /// Connects, declares the topology (so events published before any
+    /// worker starts wait in the work queue instead of being dropped by an
+    /// exchange with nothing bound) and opens a confirming channel.
     pub async fn connect(settings: &AmqpSettings) -> Result<EventSender, SendError> {
         let connection = queue::connect(settings, "enricher-send").await?;
         let channel = connection.create_channel().await?;
+        topology::declare(&channel, settings).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
