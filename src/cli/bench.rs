@@ -1,6 +1,25 @@
-//! `enricher bench`: measures the running worker through the real broker.
+//! `enricher bench`: publishes synthetic chat events through the real broker
+//! into a worker process and measures what operators care about: sustained
+//! events/s, publish→commit latency and the worker's peak memory. In the same
+//! run it measures a floor, the same SQL writes issued directly with sqlx (no
+//! broker, no Redis), so the report says how much the pipeline costs on top
+//! of the database itself.
+//!
+//! Commit times come from Postgres (`track_commit_timestamp`, which
+//! `scripts/services` enables), publish times from the event's
+//! `occurred_at`, both read off this machine's clock.
 
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+
+use crate::cli::send::EventSender;
 use crate::config::Settings;
+use crate::event::{ChatMessage, Envelope, Platform, Sender};
+use crate::store::{self, chat};
 
 /// Options of `enricher bench`.
 #[derive(Debug, clap::Args)]
@@ -8,9 +27,247 @@ pub struct BenchArgs {
     /// Events to publish.
     #[arg(long, default_value_t = 20_000)]
     pub events: usize,
+    /// Conversations the events are spread over.
+    #[arg(long, default_value_t = 500)]
+    pub conversations: usize,
+    /// Target publish rate in events/s; 0 publishes as fast as the broker confirms.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+    /// Measure an already running worker with this pid instead of starting one.
+    #[arg(long)]
+    pub worker_pid: Option<u32>,
+    /// Skip the direct-SQL floor.
+    #[arg(long)]
+    pub no_floor: bool,
 }
 
-/// Runs the benchmark.
-pub async fn run(_settings: &Settings, _args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// Percentiles of `samples` (sorted in place), nearest-rank.
+pub fn percentiles(samples: &mut [f64]) -> Option<Percentiles> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        samples[rank - 1]
+    };
+    Some(Percentiles {
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+    })
+}
+
+fn synthetic_event(workspace: &str, run: &str, index: usize, conversations: usize, at: DateTime<Utc>) -> serde_json::Value {
+    let conversation = index % conversations;
+    serde_json::json!({
+        "type": "chat.message", "version": 1, "id": format!("{run}-{index}"), "workspace_id": workspace,
+        "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "conversation_id": format!("{run}-c{conversation}"), "platform": "web",
+        "platform_user_id": format!("{run}-u{conversation}"),
+        "sender": if index.is_multiple_of(2) { "customer" } else { "bot" },
+        "text": format!("benchmark message {index} about order status and delivery times"),
+    })
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.events > 0 && args.conversations > 0, "--events and --conversations must be above zero");
+    let pool = store::connect(&settings.postgres).await?;
+    store::migrate(&pool).await?;
+    let commit_timestamps: bool = sqlx::query_scalar("SELECT current_setting('track_commit_timestamp') = 'on'")
+        .fetch_one(&pool)
+        .await?;
+    let run_id = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let workspace = format!("{run_id}-ws");
+
+    let mut spawned = match args.worker_pid {
+        Some(_) => None,
+        None => Some(spawn_worker()?),
+    };
+    let worker_pid = args.worker_pid.or(spawned.as_ref().map(Child::id));
+    // Let the worker connect and declare its topology before the clock starts.
+    let mut sender = EventSender::connect(&settings.amqp).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    eprintln!("publishing {} events over {} conversations...", args.events, args.conversations);
+    let started = Instant::now();
+    let pacing = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(args.rate)));
+    for index in 0..args.events {
+        if let Some(interval) = pacing {
+            let due = started + interval * index as u32;
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let event = synthetic_event(&workspace, &run_id, index, args.conversations, Utc::now());
+        sender.send(&serde_json::to_vec(&event)?).await?;
+        if pacing.is_some() {
+            sender.settle().await?;
+        }
+    }
+    sender.finish().await?;
+    let published_in = started.elapsed();
+
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM enrich.messages WHERE workspace_id = $1")
+            .bind(&workspace)
+            .fetch_one(&pool)
+            .await?;
+        if stored as usize >= args.events {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "worker stored only {stored} of {} events in 10 minutes", args.events);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak_rss_kib = worker_pid.and_then(peak_rss_kib);
+    if let Some(child) = spawned.as_mut() {
+        stop_worker(child);
+    }
+
+    let commit_expr = if commit_timestamps { "pg_xact_commit_timestamp(xmin)" } else { "stored_at" };
+    let timings: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT occurred_at, {commit_expr} FROM enrich.messages WHERE workspace_id = $1"
+    )))
+    .bind(&workspace)
+    .fetch_all(&pool)
+    .await?;
+    let first_publish = timings.iter().map(|t| t.0).min();
+    let last_commit = timings.iter().map(|t| t.1).max();
+    let span = match (first_publish, last_commit) {
+        (Some(first), Some(last)) => (last - first).to_std().unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    let mut latencies: Vec<f64> = timings
+        .iter()
+        .map(|(published, committed)| (*committed - *published).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        .collect();
+    let latency = percentiles(&mut latencies);
+    let throughput = args.events as f64 / span.as_secs_f64().max(1e-9);
+
+    println!("enricher bench: {} events, {} conversations, rate {}", args.events, args.conversations,
+        if args.rate == 0 { "unlimited".to_owned() } else { format!("{}/s", args.rate) });
+    println!("  published in          {:.2} s ({:.0} events/s)", published_in.as_secs_f64(),
+        args.events as f64 / published_in.as_secs_f64().max(1e-9));
+    println!("  first publish → last commit {:.2} s", span.as_secs_f64());
+    println!("  throughput            {throughput:.0} events/s");
+    if let Some(p) = latency {
+        println!("  publish→commit        p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms{}", p.p50, p.p95, p.p99,
+            if commit_timestamps { "" } else { "  (insert time; enable track_commit_timestamp for commit time)" });
+    }
+    match peak_rss_kib {
+        Some(kib) => println!("  worker peak RSS       {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("  worker peak RSS       unknown"),
+    }
+
+    if !args.no_floor {
+        let floor = direct_sql_floor(&pool, settings, &run_id, args.events, args.conversations).await?;
+        println!("  direct-SQL floor      {floor:.0} events/s (same writes, {} lanes, batches of {}, no broker or Redis)",
+            settings.worker.lanes, settings.worker.batch_max);
+        println!("  worker / floor        {:.2}", throughput / floor.max(1e-9));
+    }
+    cleanup(&pool, &workspace).await?;
+    cleanup(&pool, &format!("{run_id}-floor")).await?;
+    Ok(())
+}
+
+/// The same writes the worker makes for each event, issued straight from
+/// `lanes` tasks in transactions of `batch_max` events.
+async fn direct_sql_floor(pool: &PgPool, settings: &Settings, run_id: &str, events: usize, conversations: usize) -> anyhow::Result<f64> {
+    let workspace = format!("{run_id}-floor");
+    let lanes = settings.worker.lanes;
+    let batch = settings.worker.batch_max;
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for lane in 0..lanes {
+        let pool = pool.clone();
+        let workspace = workspace.clone();
+        let run_id = run_id.to_owned();
+        tasks.spawn(async move {
+            let mine: Vec<usize> = (0..events).filter(|i| (i % conversations) % lanes == lane).collect();
+            for chunk in mine.chunks(batch) {
+                let mut tx = pool.begin().await?;
+                for &index in chunk {
+                    let value = synthetic_event(&workspace, &format!("{run_id}f"), index, conversations, Utc::now());
+                    let envelope: Envelope = serde_json::from_value(value.clone())?;
+                    let message = ChatMessage {
+                        conversation_id: value["conversation_id"].as_str().unwrap_or_default().to_owned(),
+                        platform: Platform::Web,
+                        platform_user_id: value["platform_user_id"].as_str().unwrap_or_default().to_owned(),
+                        sender: if index.is_multiple_of(2) { Sender::Customer } else { Sender::Bot },
+                        text: value["text"].as_str().unwrap_or_default().to_owned(),
+                        agent_id: None,
+                        visitor: None,
+                        identity_hint: None,
+                        source: None,
+                        first_message_tag: None,
+                    };
+                    let defaults = chat::WorkspaceDefaults { enrichment: true, default_region: Some("US") };
+                    chat::record_message(&mut tx, &envelope, &message, defaults).await?;
+                }
+                tx.commit().await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    Ok(events as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}
+
+async fn cleanup(pool: &PgPool, workspace: &str) -> anyhow::Result<()> {
+    sqlx::query("DELETE FROM enrich.customers WHERE workspace_id = $1").bind(workspace).execute(pool).await?;
+    sqlx::query("DELETE FROM enrich.processed_events WHERE workspace_id = $1").bind(workspace).execute(pool).await?;
+    sqlx::query("DELETE FROM enrich.workspaces WHERE id = $1").bind(workspace).execute(pool).await?;
+    Ok(())
+}
+
+fn spawn_worker() -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    Ok(Command::new(exe).arg("run").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?)
+}
+
+fn stop_worker(child: &mut Child) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = child.wait();
+}
+
+/// Peak resident set size (VmHWM) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = percentiles(&mut samples).expect("samples");
+        assert_eq!((p.p50, p.p95, p.p99), (50.0, 95.0, 100.0 - 1.0));
+        assert!(percentiles(&mut []).is_none());
+    }
+
+    #[test]
+    fn reads_this_process_peak_rss() {
+        assert!(peak_rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+    }
 }
