@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::extract::triggers::{TriggerConfig, Triggers};
 use crate::fields::{FieldDef, FieldSet};
+use crate::policy::AskPolicy;
 
 /// Everything the worker and the CLI read from configuration.
 #[derive(Debug, Deserialize)]
@@ -26,6 +28,19 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Tenants and their profile fields.
     pub workspaces: WorkspacesSettings,
+    /// When and how often to ask for missing fields.
+    pub asks: AsksSettings,
+}
+
+/// The ask policy and the moments that call for an ask.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AsksSettings {
+    /// Limits on asking.
+    #[serde(flatten)]
+    pub policy: AskPolicy,
+    /// Keyword triggers.
+    #[serde(default)]
+    pub triggers: Vec<TriggerConfig>,
 }
 
 /// RabbitMQ connection and the names of everything the worker declares.
@@ -224,6 +239,15 @@ impl Settings {
         )?;
         if self.amqp.retry_delays_ms.contains(&0) {
             return Err(invalid("amqp.retry_delays_ms", "delays must be above zero"));
+        }
+        Triggers::new(&self.asks.triggers).map_err(|e| invalid("asks.triggers", &e.to_string()))?;
+        for trigger in &self.asks.triggers {
+            if trigger.fields.is_empty() {
+                return Err(invalid(
+                    &format!("asks.triggers.{}", trigger.name),
+                    "needs at least one field",
+                ));
+            }
         }
         let workspaces = std::iter::once(("default", &self.workspaces.default))
             .chain(self.workspaces.list.iter().map(|(id, w)| (id.as_str(), w)));

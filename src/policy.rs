@@ -61,6 +61,30 @@ impl From<UpdateSource> for Source {
     }
 }
 
+/// Limits on asking, from the `[asks]` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AskPolicy {
+    /// Customer turns to wait after an ask before asking again in the conversation.
+    pub cooldown_turns: u32,
+    /// Asks per conversation, at most.
+    pub max_per_conversation: u32,
+    /// Times one field is asked of a customer, over all conversations, at most.
+    pub max_attempts_per_field: u32,
+    /// Customer turns after which an unanswered ask counts as ignored.
+    pub ignored_after_turns: u32,
+}
+
+impl Default for AskPolicy {
+    fn default() -> Self {
+        AskPolicy {
+            cooldown_turns: 2,
+            max_per_conversation: 2,
+            max_attempts_per_field: 2,
+            ignored_after_turns: 3,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

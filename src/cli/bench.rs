@@ -69,7 +69,13 @@ pub fn percentiles(samples: &mut [f64]) -> Option<Percentiles> {
     })
 }
 
-fn synthetic_event(workspace: &str, run: &str, index: usize, conversations: usize, at: DateTime<Utc>) -> serde_json::Value {
+fn synthetic_event(
+    workspace: &str,
+    run: &str,
+    index: usize,
+    conversations: usize,
+    at: DateTime<Utc>,
+) -> serde_json::Value {
     let conversation = index % conversations;
     serde_json::json!({
         "type": "chat.message", "version": 1, "id": format!("{run}-{index}"), "workspace_id": workspace,
@@ -83,12 +89,16 @@ fn synthetic_event(workspace: &str, run: &str, index: usize, conversations: usiz
 
 /// Runs the benchmark and prints the report.
 pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.events > 0 && args.conversations > 0, "--events and --conversations must be above zero");
+    anyhow::ensure!(
+        args.events > 0 && args.conversations > 0,
+        "--events and --conversations must be above zero"
+    );
     let pool = store::connect(&settings.postgres).await?;
     store::migrate(&pool).await?;
-    let commit_timestamps: bool = sqlx::query_scalar("SELECT current_setting('track_commit_timestamp') = 'on'")
-        .fetch_one(&pool)
-        .await?;
+    let commit_timestamps: bool =
+        sqlx::query_scalar("SELECT current_setting('track_commit_timestamp') = 'on'")
+            .fetch_one(&pool)
+            .await?;
     let run_id = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let workspace = format!("{run_id}-ws");
 
@@ -101,7 +111,10 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     let mut sender = EventSender::connect(&settings.amqp).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    eprintln!("publishing {} events over {} conversations...", args.events, args.conversations);
+    eprintln!(
+        "publishing {} events over {} conversations...",
+        args.events, args.conversations
+    );
     let started = Instant::now();
     let pacing = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(args.rate)));
     for index in 0..args.events {
@@ -120,14 +133,19 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
 
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM enrich.messages WHERE workspace_id = $1")
-            .bind(&workspace)
-            .fetch_one(&pool)
-            .await?;
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM enrich.messages WHERE workspace_id = $1")
+                .bind(&workspace)
+                .fetch_one(&pool)
+                .await?;
         if stored as usize >= args.events {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "worker stored only {stored} of {} events in 10 minutes", args.events);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "worker stored only {stored} of {} events in 10 minutes",
+            args.events
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let peak_rss_kib = worker_pid.and_then(peak_rss_kib);
@@ -135,10 +153,14 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         stop_worker(child);
     }
 
-    let commit_expr = if commit_timestamps { "pg_xact_commit_timestamp(xmin)" } else { "stored_at" };
-    let timings: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT occurred_at, {commit_expr} FROM enrich.messages WHERE workspace_id = $1"
-    )))
+    let commit_expr = if commit_timestamps {
+        "pg_xact_commit_timestamp(xmin)"
+    } else {
+        "stored_at"
+    };
+    let timings: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(sqlx::AssertSqlSafe(
+        format!("SELECT occurred_at, {commit_expr} FROM enrich.messages WHERE workspace_id = $1"),
+    ))
     .bind(&workspace)
     .fetch_all(&pool)
     .await?;
@@ -150,20 +172,42 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     };
     let mut latencies: Vec<f64> = timings
         .iter()
-        .map(|(published, committed)| (*committed - *published).num_microseconds().unwrap_or(0) as f64 / 1000.0)
+        .map(|(published, committed)| {
+            (*committed - *published).num_microseconds().unwrap_or(0) as f64 / 1000.0
+        })
         .collect();
     let latency = percentiles(&mut latencies);
     let throughput = args.events as f64 / span.as_secs_f64().max(1e-9);
 
-    println!("enricher bench: {} events, {} conversations, rate {}", args.events, args.conversations,
-        if args.rate == 0 { "unlimited".to_owned() } else { format!("{}/s", args.rate) });
-    println!("  published in          {:.2} s ({:.0} events/s)", published_in.as_secs_f64(),
-        args.events as f64 / published_in.as_secs_f64().max(1e-9));
+    println!(
+        "enricher bench: {} events, {} conversations, rate {}",
+        args.events,
+        args.conversations,
+        if args.rate == 0 {
+            "unlimited".to_owned()
+        } else {
+            format!("{}/s", args.rate)
+        }
+    );
+    println!(
+        "  published in          {:.2} s ({:.0} events/s)",
+        published_in.as_secs_f64(),
+        args.events as f64 / published_in.as_secs_f64().max(1e-9)
+    );
     println!("  first publish → last commit {:.2} s", span.as_secs_f64());
     println!("  throughput            {throughput:.0} events/s");
     if let Some(p) = latency {
-        println!("  publish→commit        p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms{}", p.p50, p.p95, p.p99,
-            if commit_timestamps { "" } else { "  (insert time; enable track_commit_timestamp for commit time)" });
+        println!(
+            "  publish→commit        p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms{}",
+            p.p50,
+            p.p95,
+            p.p99,
+            if commit_timestamps {
+                ""
+            } else {
+                "  (insert time; enable track_commit_timestamp for commit time)"
+            }
+        );
     }
     match peak_rss_kib {
         Some(kib) => println!("  worker peak RSS       {:.1} MiB", kib as f64 / 1024.0),
@@ -171,10 +215,16 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     }
 
     if !args.no_floor {
-        let floor = direct_sql_floor(&pool, settings, &run_id, args.events, args.conversations).await?;
-        println!("  direct-SQL floor      {floor:.0} events/s (same writes, {} lanes, batches of {}, no broker or Redis)",
-            settings.worker.lanes, settings.worker.batch_max);
-        println!("  worker / floor        {:.2}", throughput / floor.max(1e-9));
+        let floor =
+            direct_sql_floor(&pool, settings, &run_id, args.events, args.conversations).await?;
+        println!(
+            "  direct-SQL floor      {floor:.0} events/s (same writes, {} lanes, batches of {}, no broker or Redis)",
+            settings.worker.lanes, settings.worker.batch_max
+        );
+        println!(
+            "  worker / floor        {:.2}",
+            throughput / floor.max(1e-9)
+        );
     }
     cleanup(&pool, &workspace).await?;
     cleanup(&pool, &format!("{run_id}-floor")).await?;
@@ -183,7 +233,13 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
 
 /// The same writes the worker makes for each event, issued straight from
 /// `lanes` tasks in transactions of `batch_max` events.
-async fn direct_sql_floor(pool: &PgPool, settings: &Settings, run_id: &str, events: usize, conversations: usize) -> anyhow::Result<f64> {
+async fn direct_sql_floor(
+    pool: &PgPool,
+    settings: &Settings,
+    run_id: &str,
+    events: usize,
+    conversations: usize,
+) -> anyhow::Result<f64> {
     let workspace = format!("{run_id}-floor");
     let lanes = settings.worker.lanes;
     let batch = settings.worker.batch_max;
@@ -194,17 +250,35 @@ async fn direct_sql_floor(pool: &PgPool, settings: &Settings, run_id: &str, even
         let workspace = workspace.clone();
         let run_id = run_id.to_owned();
         tasks.spawn(async move {
-            let mine: Vec<usize> = (0..events).filter(|i| (i % conversations) % lanes == lane).collect();
+            let mine: Vec<usize> = (0..events)
+                .filter(|i| (i % conversations) % lanes == lane)
+                .collect();
             for chunk in mine.chunks(batch) {
                 let mut tx = pool.begin().await?;
                 for &index in chunk {
-                    let value = synthetic_event(&workspace, &format!("{run_id}f"), index, conversations, Utc::now());
+                    let value = synthetic_event(
+                        &workspace,
+                        &format!("{run_id}f"),
+                        index,
+                        conversations,
+                        Utc::now(),
+                    );
                     let envelope: Envelope = serde_json::from_value(value.clone())?;
                     let message = ChatMessage {
-                        conversation_id: value["conversation_id"].as_str().unwrap_or_default().to_owned(),
+                        conversation_id: value["conversation_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
                         platform: Platform::Web,
-                        platform_user_id: value["platform_user_id"].as_str().unwrap_or_default().to_owned(),
-                        sender: if index.is_multiple_of(2) { Sender::Customer } else { Sender::Bot },
+                        platform_user_id: value["platform_user_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        sender: if index.is_multiple_of(2) {
+                            Sender::Customer
+                        } else {
+                            Sender::Bot
+                        },
                         text: value["text"].as_str().unwrap_or_default().to_owned(),
                         agent_id: None,
                         visitor: None,
@@ -212,7 +286,10 @@ async fn direct_sql_floor(pool: &PgPool, settings: &Settings, run_id: &str, even
                         source: None,
                         first_message_tag: None,
                     };
-                    let defaults = chat::WorkspaceDefaults { enrichment: true, default_region: Some("US") };
+                    let defaults = chat::WorkspaceDefaults {
+                        enrichment: true,
+                        default_region: Some("US"),
+                    };
                     chat::record_message(&mut tx, &envelope, &message, defaults).await?;
                 }
                 tx.commit().await?;
@@ -227,15 +304,29 @@ async fn direct_sql_floor(pool: &PgPool, settings: &Settings, run_id: &str, even
 }
 
 async fn cleanup(pool: &PgPool, workspace: &str) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM enrich.customers WHERE workspace_id = $1").bind(workspace).execute(pool).await?;
-    sqlx::query("DELETE FROM enrich.processed_events WHERE workspace_id = $1").bind(workspace).execute(pool).await?;
-    sqlx::query("DELETE FROM enrich.workspaces WHERE id = $1").bind(workspace).execute(pool).await?;
+    sqlx::query("DELETE FROM enrich.customers WHERE workspace_id = $1")
+        .bind(workspace)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM enrich.processed_events WHERE workspace_id = $1")
+        .bind(workspace)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM enrich.workspaces WHERE id = $1")
+        .bind(workspace)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
 fn spawn_worker() -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
-    Ok(Command::new(exe).arg("run").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn()?)
+    Ok(Command::new(exe)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?)
 }
 
 fn stop_worker(child: &mut Child) {

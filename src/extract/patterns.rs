@@ -1,10 +1,1637 @@
-use crate::fields::FieldSet;
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+//! Deterministic extraction of profile facts from a customer's own message.
+//!
+//! Many facts are volunteered in a fixed shape ("my email is …", "I'm Ana",
+//! a phone number typed out). Recognising those without the language model
+//! is cheaper, instant and predictable, so every customer message goes
+//! through [`extract_facts`] first. The extractor favours precision: numbers
+//! that are orders, dates, money, postcodes or cards are not phone numbers,
+//! values given for someone else ("my wife's email is …") are skipped, and
+//! every fact is checked with [`FieldSet::normalize`] before it is returned.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::grounding::{option_mentions, whitespace_tokens};
+use crate::fields::{BUILTIN_FIELDS, FieldFormat, FieldSet};
+
+/// A fact found in a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fact {
+    /// Field name in the workspace's field set.
     pub field: String,
+    /// The value as [`FieldSet::normalize`] stores it.
     pub value: String,
+    /// The span of the message the value was read from, verbatim.
     pub quote: String,
 }
-pub fn extract_facts(_text: &str, _fields: &FieldSet, _default_region: Option<&str>) -> Vec<Fact> {
-    vec![]
+
+/// Most whitespace-separated digit groups read together as one phone number.
+const MAX_PHONE_GROUPS: usize = 8;
+
+/// Longest stretch (in bytes) before a value searched for a third-party
+/// phrase or a negation.
+const CLAUSE_LOOKBACK: usize = 300;
+
+/// Most name words (particles such as "da" or "van" not counted).
+const MAX_NAME_WORDS: usize = 3;
+
+/// How far before a number (in bytes) a keyword such as "order" is looked for.
+const KEYWORD_LOOKBACK: usize = 80;
+
+/// Relations whose contact details a customer may pass on; a value given for
+/// one of them is not the customer's own.
+const RELATIONS: &str = concat!(
+    // English
+    "wife|husband|partner|spouse|boyfriend|girlfriend|fianc[eé]e?|colleague|co-?worker|workmate|",
+    "boss|manager|supervisor|friend|buddy|son|daughter|kid|child|children|baby|mother|mom|mum|",
+    "father|dad|parents?|brother|sister|sibling|cousin|uncle|aunt|nephew|niece|grand(?:mother|ma|",
+    "father|pa|son|daughter)|assistant|secretary|employee|employer|client|neighbou?r|",
+    "roommate|flatmate|teacher|doctor|lawyer|accountant|tenant|landlord|relative|team|",
+    "(?:mother|father|sister|brother)-in-law|in-laws|",
+    // Spanish
+    "esposa|esposo|marido|mujer|pareja|novi[oa]|colega|compañer[oa]|jef[ea]|gerente|amig[oa]|",
+    "hij[oa]|madre|mam[aá]|padre|pap[aá]|herman[oa]|prim[oa]|t[ií][oa]|abuel[oa]|suegr[oa]|",
+    "cuñad[oa]|sobrin[oa]|secretari[oa]|asistente|vecin[oa]|soci[oa]|emplead[oa]|",
+    // Portuguese
+    "mulher|namorad[oa]|chefe|filh[oa]|m[ãa]e|pai|irm[ãa]o?|sogr[oa]|cunhad[oa]|sobrinh[oa]|",
+    "secret[áa]ri[oa]|vizinh[oa]|s[óo]ci[oa]|funcion[áa]ri[oa]|",
+    // French
+    "femme|mari|copain|copine|coll[èe]gue|patron(?:ne)?|ami|amie|fils|fille|m[èe]re|p[èe]re|",
+    "fr[èe]re|s[œo]e?ur|assistante|voisine?|",
+    // German
+    "frau|mann|ehefrau|ehemann|freund(?:in)?|kolleg(?:e|in)|chef(?:in)?|sohn|tochter|mutter|",
+    "vater|bruder|schwester|partnerin|nachbar(?:in)?|kund(?:e|in)"
+);
+
+/// First-person possessives that introduce a relation ("my", "mi", "meu" …).
+const POSSESSIVES: &str = concat!(
+    "my|our|mi|mis|nuestr[oa]s?|meu|minha|meus|minhas|noss[oa]s?|mon|ma|mes|notre|",
+    "mein|meine|meinen|meinem|meiner|meines|unser|unsere|unserem|unseren|unserer"
+);
+
+/// Indonesian relations, which take the possessive after the noun ("istri saya").
+const RELATIONS_ID: &str =
+    "istri|suami|pacar|teman|kawan|rekan|bos|atasan|anak|ibu|ayah|bapak|kakak|adik|saudara|klien";
+
+static THIRD_PARTY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        concat!(
+            r"(?i)\b(?:{poss})\s+(?:[\p{{L}}\-]+\s+)?(?:{rel})(?:['’]s|s['’])?\b",
+            r"|\b(?:{rel})['’]s\b",
+            r"|\b(?:{rel_id})(?:\s+(?:saya|aku|kami)|ku)\b",
+            r"|\b(?:his|her|hers|him|their|theirs|she|ella|ellas|ellos|ele|ela|eles|elas|dele|dela|deles|delas)\b",
+            r"|\bde\s+(?:él|ella)\b",
+            r"|\bsus?\s+(?:correo|e-?mail|mail|tel[eé]fono|n[uú]mero|celular|m[oó]vil|whatsapp|nombre)\b",
+            r"|\b(?:son|sa|ses)\s+(?:e-?mail|courriel|num[eé]ro|t[eé]l[eé]phone|portable|nom)\b",
+            r"|\b(?:sein|seine|seinen|ihr|ihre|ihren)\s+(?:e-?mail|telefon\w*|nummer|handy\w*|namen?)\b"
+        ),
+        poss = POSSESSIVES,
+        rel = RELATIONS,
+        rel_id = RELATIONS_ID
+    ))
+    .expect("valid regex")
+});
+
+/// "Mike's email", "Ana's number": a named person's contact detail.
+static NAMED_POSSESSOR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"\b(\p{Lu}\p{Ll}+)['’]s\s+(?i:e-?mail|phone|number|cell|mobile|name|whatsapp|contact)\b",
+    )
+    .expect("valid regex")
+});
+
+/// Words that can start "X's email" without naming another person.
+const NOT_POSSESSORS: [&str; 10] = [
+    "it", "that", "what", "here", "there", "where", "who", "let", "how", "name",
+];
+
+static FIRST_PERSON: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?i)\b(?:i|i['’]m|i['’]d|i['’]ve|i['’]ll|me|my|mine|myself|yo|mi|mis|mío|mía|meu|minha|",
+        r"meus|minhas|eu|je|j['’]|moi|mon|ma|mes|ich|mich|mir|mein|meine|meinen|saya|aku)\b"
+    ))
+    .expect("valid regex")
+});
+
+/// A name followed by ", my wife": the name is someone else's.
+static RELATION_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        r"(?i)^\s*,?\s*(?:{poss})\s+(?:[\p{{L}}\-]+\s+)?(?:{rel})\b",
+        poss = POSSESSIVES,
+        rel = RELATIONS
+    ))
+    .expect("valid regex")
+});
+
+static EMAIL_IN_TEXT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?i)[a-z0-9](?:[a-z0-9._%+'\-]*[a-z0-9_%+\-])?@",
+        r"[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*\.[a-z]{2,63}\b"
+    ))
+    .expect("valid regex")
+});
+
+static PHONE_RUN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\+?\(?[0-9](?:[0-9 \t\u{a0}().\-/]*[0-9])?").expect("valid regex")
+});
+
+/// Identifiers, money and quantities announced before a number.
+static NUMBER_KEYWORD_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?i)(?:\b(?:orders?|tickets?|invoices?|inv|ref|reference|tracking|track|booking|confirmation|conf|",
+        r"account|acct|acc|a/c|case|claim|receipt|transaction|txn|trx|serial|sku|item|product|model|",
+        r"policy|member|membership|customer|client|user|ids?|pedido|orden|factura|reserva|reservaci[oó]n|",
+        r"seguimiento|rastreio|rastreamento|protocolo|boleto|cpf|cnpj|rg|dni|nie|nif|rfc|curp|",
+        r"passport|pasaporte|passaporte|ktp|npwp|resi|pesanan|zip|zipcode|postcode|postal|cep|c\.?p|",
+        r"pin|otp|card|cart[ãa]o|tarjeta|ending|iban|swift|bic|routing|vat|tax|shipment|parcel|",
+        r"package|awb|waybill|qty|quantity|cantidad|quantidade|jumlah|total|amount|price|cost|costs|",
+        r"valor|precio|pre[çc]o|harga|paid|pay|pagu[ée]|paguei|balance|saldo|fee|salary|budget)\.?",
+        r"|\blast\s+(?:4|four)",
+        r"|\b(?:zip|postal|post|pin|promo|discount|coupon|verification|security|access|tracking|",
+        r"confirmation|booking|reference|sort)\s+code",
+        r"|\bnota\s+fiscal",
+        r"|\bn[úu]mero\s+de\s+(?:pedido|orden|factura|seguimiento|reserva|cliente|cuenta|conta|protocolo|rastreio)",
+        r"|#)",
+        r"(?:\s*(?:no\.?|nr\.?|num\.?|numbers?|n[º°o]\.?|id|is|was|are|of|the|my|your|our|in|for|de|del|do|da|",
+        r"n[úu]mero|é|es|era|adalah|nomor|nomer|ends?|ending|with|:|-|=|#))*\s*[:#\-=]?\s*$"
+    ))
+    .expect("valid regex")
+});
+
+static CURRENCY_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)(?:[$€£¥₹฿₩₱]|\b(?:r\$|us\$|usd|eur|gbp|brl|mxn|thb|jpy|idr|inr|aud|cad|rp\.?|rs\.?))\s*$",
+    )
+    .expect("valid regex")
+});
+
+static UNIT_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?i)^\s*(?:[%$€£¥₹฿₩₱]|(?:usd|eur|gbp|brl|mxn|thb|jpy|idr|inr|aud|cad|dollars?|bucks|euros?|",
+        r"pounds?|reais|reals?|pesos?|baht|yen|rupees?|rupiah|units?|pcs|pieces?|items?|kgs?|grams?|g|",
+        r"lbs?|km|kms|miles?|m|cm|mm|mb|gb|tb|kb|people|persons?|pax|times|views|followers|users|seats|",
+        r"licen[cs]es|steps|points|pts|orders?|tickets?|unidades|piezas|peças|pessoas|personas|orang|",
+        r"buah|ml|l|liters?|litres?|sq|ft|meters?|metros|hours?|hrs?|minutes?|mins?|days?|years?|",
+        r"months?|weeks?)\b)"
+    ))
+    .expect("valid regex")
+});
+
+static DATE_YEAR_FIRST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\(?([0-9]{4})[-/.]([0-9]{1,2})[-/.]([0-9]{1,2})\)?[.,]?$").expect("valid regex")
+});
+
+static DATE_DAY_OR_MONTH_FIRST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\(?([0-9]{1,2})[-/.]([0-9]{1,2})(?:[-/.]([0-9]{2}|[0-9]{4}))?\)?[.,]?$")
+        .expect("valid regex")
+});
+
+static COMPACT_DATE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"^(?:(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])",
+        r"|(?:0[1-9]|[12][0-9]|3[01])(?:0[1-9]|1[0-2])(?:19|20)[0-9]{2})$"
+    ))
+    .expect("valid regex")
+});
+
+/// Number shapes that are never phone numbers: IP addresses, thousands with
+/// dots, amounts with cents, ZIP+4 and CEP postcodes, Brazilian CPF numbers.
+static NOT_PHONE_SHAPE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}",
+        r"|[0-9]{1,2}(?:\.[0-9]{3}){2,}",
+        r"|[0-9]+[.,][0-9]{2}",
+        r"|[0-9]{5}-[0-9]{3,4}",
+        r"|[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2})$"
+    ))
+    .expect("valid regex")
+});
+
+static CARD_NUMBER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"^(?:[0-9]{4}(?:[ \-]?[0-9]{4}){2,3}(?:[ \-]?[0-9]{1,3})?",
+        r"|[0-9]{4}[ \-]?[0-9]{6}[ \-]?[0-9]{5}",
+        r"|[0-9]{13,19})$"
+    ))
+    .expect("valid regex")
+});
+
+static YEAR: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:19|20)[0-9]{2}$").expect("valid regex"));
+
+const NAME_WORDS: &str = r"[\p{L}\p{M}'’\-]+(?:[ \t]+[\p{L}\p{M}'’\-]+){0,7}";
+
+/// Phrases after which a name follows, written in any case.
+static NAME_STRONG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        concat!(
+            r"(?i:\b(?:my\s+name\s+is|my\s+name['’]s|name['’]s|me\s+llamo|mi\s+nombre\s+es|",
+            r"meu\s+nome\s+[ée]|me\s+chamo|je\s+m['’]appelle|mon\s+nom\s+est|nama\s+saya(?:\s+adalah)?|",
+            r"ich\s+hei(?:ß|ss)e|mein\s+name\s+ist))[ \t]+({words})"
+        ),
+        words = NAME_WORDS
+    ))
+    .expect("valid regex")
+});
+
+/// Phrases after which a name follows only when it is capitalised.
+static NAME_WEAK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        r"(?i:\b(i['’]m|i\s+am|this\s+is|call\s+me|soy|sou(?:\s+(?:o|a))?|saya))[ \t]+({words})",
+        words = NAME_WORDS
+    ))
+    .expect("valid regex")
+});
+
+const GREETING: &str = concat!(
+    r"hi|hello|hey|hiya|yo|good\s+(?:morning|afternoon|evening|day)|hola|buenas|buenos\s+d[ií]as|",
+    r"ol[áa]|oi|bom\s+dia|boa\s+(?:tarde|noite)|bonjour|salut|halo|hai|hallo|guten\s+tag"
+);
+
+/// "Mike here" opening a message, after an optional greeting.
+static NAME_HERE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        concat!(
+            r"^\s*(?i:(?:{greeting})(?:\s+there)?[\s,!.]*)?",
+            r"(\p{{Lu}}[\p{{L}}\p{{M}}'’\-]*(?:[ \t]+(?:(?:da|de|do|dos|das|del|van|von|der|la|le)[ \t]+)?",
+            r"\p{{Lu}}[\p{{L}}\p{{M}}'’\-]*){{0,2}})[ \t]+(?i:here)\b"
+        ),
+        greeting = GREETING
+    ))
+    .expect("valid regex")
+});
+
+/// Text before "this is" when it opens a message or sentence.
+static OPENING_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        r"(?i)(?:^|[.!?\n]|\b(?:{greeting})(?:\s+there)?)[\s,!.]*$",
+        greeting = GREETING
+    ))
+    .expect("valid regex")
+});
+
+static NEGATION_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?i)\b(?:not|no|don['’]t|dont|doesn['’]t|never|without|except|nor|neither|não|nao|nem|sem|",
+        r"sin|ni|tampoco|nunca|pas|sans|kein|keine|nicht|ohne|tidak|bukan|tanpa|jangan)",
+        r"(?:\s+[\p{L}'’]+){0,2}\s*$"
+    ))
+    .expect("valid regex")
+});
+
+/// Lower-case particles allowed between the words of a name.
+const NAME_PARTICLES: [&str; 21] = [
+    "da", "de", "do", "dos", "das", "del", "della", "di", "du", "van", "von", "der", "den", "la",
+    "le", "bin", "binti", "al", "el", "y", "e",
+];
+
+/// Words that follow "I'm", "this is", "soy", "saya" … without being a name,
+/// separated by whitespace.
+const NOT_NAME_WORDS: &str = concat!(
+    // English function words
+    "a an the i me my you your we he she it they not no yes so very really just also still ",
+    "already always never now here there back from in at on with for of to by about into over and ",
+    "or but as if this that these those what who where when why how which all both each every any ",
+    "some one two only again too quite pretty kind is am are was were be been do does did have ",
+    "has had can could would should might must need want like please pls thanks thank ",
+    "hello hi hey ok okay well sure re mr mrs ms miss dr sir madam ",
+    // English states and activities
+    "interested looking fine good great sorry afraid glad happy sad ready available unable able ",
+    "trying having getting going writing calling contacting reaching wondering thinking planning ",
+    "using waiting asking hoping following checking confused frustrated new returning existing ",
+    "customer client user member owner buyer tired busy done finished late early home out away ",
+    "currently concerned curious worried disappointed satisfied unhappy excited hungry lost stuck ",
+    "unsure literally actually basically honestly definitely probably maybe urgent important ",
+    "regarding concerning someone somebody anyone anybody everyone everybody nobody today ",
+    "tomorrow tonight yesterday monday tuesday wednesday thursday friday saturday sunday morning ",
+    "afternoon evening asap later soon being coming leaving moving based located living staying ",
+    "visiting traveling travelling texting messaging emailing sending buying paying ordering ",
+    "shopping selling needing wanting in spelled misspelled wrong incorrect missing correct ",
+    "listed registered under different showing displayed changed same private confidential ",
+    "unknown anonymous guest test testing admin support sales team staff agent manager developer ",
+    "student teacher doctor engineer american canadian british english brazilian mexican spanish ",
+    "french german indian thai japanese indonesian australian chinese italian portuguese korean ",
+    "filipino vietnamese dutch irish scottish welsh usa uk us eu bot human real person ",
+    "speaking typing ",
+    // Spanish
+    "cliente nuevo nueva el la los las un una muy yo tu su aquí aqui interesado interesada ",
+    "usuario usuaria mexicano mexicana español española colombiano colombiana argentino argentina ",
+    "chileno chilena peruano peruana de del en con para por que estudiante dueño dueña hola ",
+    "gracias buenas nada alguien ",
+    // Portuguese
+    "novo nova o a um uma muito eu interessado interessada usuário brasileiro brasileira do da em ",
+    "com pra por que aluno aluna dono dona olá oi obrigado obrigada alguém cliente ",
+    // Indonesian
+    "ingin mau sudah belum tidak bukan lagi sedang akan bisa mohon minta perlu punya butuh tanya ",
+    "baru pelanggan dari di ke dengan juga masih sangat ini itu orang senang tinggal mencari ",
+    "terima kasih halo selamat ",
+);
+
+static NOT_NAMES: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| NOT_NAME_WORDS.split_whitespace().collect());
+
+/// A value found in the message, before "last mention wins" is applied.
+struct Found {
+    field: String,
+    value: String,
+    quote: Range<usize>,
+    /// Where the mention starts; the latest mention of a field wins.
+    at: usize,
+}
+
+/// Facts the customer states about themselves in `text`: at most one per
+/// field (the last mention wins), only for fields in `fields`, each value
+/// normalised and each quote an exact substring of `text`. Facts come in the
+/// order their quotes appear in the message.
+///
+/// `default_region` (ISO 3166 alpha-2) is used to read phone numbers written
+/// without a country code; without it only numbers starting with `+` or `00`
+/// are recognised.
+pub fn extract_facts(text: &str, fields: &FieldSet, default_region: Option<&str>) -> Vec<Fact> {
+    let emails: Vec<Range<usize>> = EMAIL_IN_TEXT.find_iter(text).map(|m| m.range()).collect();
+    let mut found = Vec::new();
+    if fields.get("email").is_some() {
+        find_emails(text, fields, &emails, &mut found);
+    }
+    if fields.get("phone").is_some() {
+        find_phones(text, fields, default_region, &emails, &mut found);
+    }
+    if fields.get("name").is_some() {
+        find_names(text, fields, default_region, &mut found);
+    }
+    find_options(text, fields, default_region, &emails, &mut found);
+
+    let mut latest: HashMap<String, Found> = HashMap::new();
+    for f in found {
+        match latest.get(&f.field) {
+            Some(existing) if existing.at > f.at => {}
+            _ => {
+                latest.insert(f.field.clone(), f);
+            }
+        }
+    }
+    let mut chosen: Vec<Found> = latest.into_values().collect();
+    chosen.sort_by_key(|f| (f.quote.start, f.quote.end));
+    chosen
+        .into_iter()
+        .map(|f| Fact {
+            quote: text[f.quote].to_owned(),
+            field: f.field,
+            value: f.value,
+        })
+        .collect()
+}
+
+/// Start of the sentence that contains byte `pos`: just after the last
+/// line break, or sentence punctuation followed by whitespace, before it, and
+/// never more than [`CLAUSE_LOOKBACK`] bytes back.
+fn clause_start(text: &str, pos: usize) -> usize {
+    let floor = tail(&text[..pos], CLAUSE_LOOKBACK);
+    let floor_start = pos - floor.len();
+    let mut next: Option<char> = None;
+    for (i, c) in floor.char_indices().rev() {
+        let ends_sentence = c == '\n'
+            || ("。！？".contains(c))
+            || (".!?;".contains(c) && next.is_none_or(char::is_whitespace));
+        if ends_sentence {
+            return floor_start + i + c.len_utf8();
+        }
+        next = Some(c);
+    }
+    floor_start
+}
+
+/// Whether the clause leading up to byte `pos` says the value that follows
+/// belongs to someone else ("my wife's email is", "his number", "el correo de
+/// mi colega"), with no later first-person phrase taking it back ("…, and my
+/// email is").
+fn about_someone_else(text: &str, pos: usize) -> bool {
+    let start = clause_start(text, pos);
+    let clause = &text[start..pos];
+    let relation_end = THIRD_PARTY.find_iter(clause).map(|m| m.end()).last();
+    let named_end = NAMED_POSSESSOR
+        .captures_iter(clause)
+        .filter(|c| {
+            c.get(1)
+                .is_some_and(|w| !NOT_POSSESSORS.contains(&w.as_str().to_lowercase().as_str()))
+        })
+        .filter_map(|c| c.get(0).map(|m| m.end()))
+        .last();
+    let Some(other_end) = relation_end.max(named_end) else {
+        return false;
+    };
+    !FIRST_PERSON.is_match(&clause[other_end..])
+}
+
+fn find_emails(text: &str, fields: &FieldSet, emails: &[Range<usize>], found: &mut Vec<Found>) {
+    for range in emails {
+        if about_someone_else(text, range.start) {
+            continue;
+        }
+        if let Ok(value) = fields.normalize("email", &text[range.clone()], None) {
+            found.push(Found {
+                field: "email".to_owned(),
+                value,
+                quote: range.clone(),
+                at: range.start,
+            });
+        }
+    }
+}
+
+/// Up to `max` bytes of `s` ending at its end, cut on a character boundary.
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// Up to `max` bytes of `s` from its start, cut on a character boundary.
+fn head(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn find_phones(
+    text: &str,
+    fields: &FieldSet,
+    region: Option<&str>,
+    emails: &[Range<usize>],
+    found: &mut Vec<Found>,
+) {
+    for run in PHONE_RUN.find_iter(text) {
+        let run_range = run.range();
+        if emails
+            .iter()
+            .any(|e| e.start < run_range.end && run_range.start < e.end)
+        {
+            continue;
+        }
+        let before = &text[..run_range.start];
+        if NUMBER_KEYWORD_BEFORE.is_match(tail(before, KEYWORD_LOOKBACK))
+            || CURRENCY_BEFORE.is_match(tail(before, 16))
+        {
+            continue;
+        }
+        let run_digits = run.as_str().chars().filter(char::is_ascii_digit).count();
+        if !run.as_str().starts_with('+') && run_digits >= 13 && CARD_NUMBER.is_match(run.as_str())
+        {
+            continue;
+        }
+        let tokens: Vec<Range<usize>> = whitespace_tokens(run.as_str())
+            .into_iter()
+            .map(|t| t.start + run_range.start..t.end + run_range.start)
+            .collect();
+        let mut i = 0;
+        while i < tokens.len() {
+            let last = tokens.len().min(i + MAX_PHONE_GROUPS);
+            let accepted = (i..last).rev().find_map(|j| {
+                let window = trim_window(text, tokens[i].start..tokens[j].end);
+                let ends_run = j + 1 == tokens.len();
+                accept_phone(
+                    text,
+                    window.clone(),
+                    &tokens[i..=j],
+                    ends_run,
+                    fields,
+                    region,
+                )
+                .map(|value| (j, window, value))
+            });
+            match accepted {
+                Some((j, window, value)) => {
+                    if !about_someone_else(text, window.start) {
+                        found.push(Found {
+                            field: "phone".to_owned(),
+                            value,
+                            at: window.start,
+                            quote: window,
+                        });
+                    }
+                    i = j + 1;
+                }
+                None => i += 1,
+            }
+        }
+    }
+}
+
+/// Drops separators a stretch of digit groups cannot start or end with.
+fn trim_window(text: &str, mut range: Range<usize>) -> Range<usize> {
+    loop {
+        let s = &text[range.clone()];
+        if s.ends_with(['.', '-', '/', '('])
+            || (s.ends_with(')') && s.matches('(').count() < s.matches(')').count())
+        {
+            range.end -= 1;
+        } else if s.starts_with(['.', '-', '/', ')']) {
+            range.start += 1;
+        } else {
+            return range;
+        }
+    }
+}
+
+/// The normalised phone number `window` holds, unless the number or its
+/// surroundings show it is something else.
+fn accept_phone(
+    text: &str,
+    window: Range<usize>,
+    tokens: &[Range<usize>],
+    ends_run: bool,
+    fields: &FieldSet,
+    region: Option<&str>,
+) -> Option<String> {
+    let w = &text[window.clone()];
+    let digits = w.chars().filter(char::is_ascii_digit).count();
+    let international = w.starts_with('+') || w.starts_with("00");
+    let significant = if !w.starts_with('+') && w.starts_with("00") {
+        digits - 2
+    } else {
+        digits
+    };
+    if !(7..=15).contains(&significant) {
+        return None;
+    }
+    let before = &text[..window.start];
+    let after = &text[window.end..];
+    let mut back = before.chars().rev();
+    match (back.next(), back.next()) {
+        (Some(c), _) if joins_numbers(c) || "@_#/\\=&$€£¥₹฿₩₱".contains(c) => {
+            return None;
+        }
+        (Some('.' | ',' | ':'), Some(d)) if d.is_ascii_digit() => return None,
+        _ => {}
+    }
+    let mut ahead = after.chars();
+    match (ahead.next(), ahead.next()) {
+        (Some(c), _) if joins_numbers(c) || "@_%".contains(c) => return None,
+        (Some('.' | ',' | ':'), Some(d)) if d.is_ascii_digit() => return None,
+        _ => {}
+    }
+    let token_texts: Vec<&str> = tokens.iter().map(|t| &text[t.clone()]).collect();
+    if token_texts.iter().any(|t| is_date_token(t)) {
+        return None;
+    }
+    if !international
+        && token_texts.len() > 1
+        && token_texts.first().is_some_and(|t| YEAR.is_match(t))
+    {
+        return None;
+    }
+    if NOT_PHONE_SHAPE.is_match(w) || COMPACT_DATE.is_match(w) {
+        return None;
+    }
+    if ends_run && UNIT_AFTER.is_match(head(after, 24)) {
+        return None;
+    }
+    fields.normalize("phone", w, region).ok()
+}
+
+/// Whether a letter or digit next to a number makes it part of a longer
+/// token ("ID4155550100"). Scripts written without spaces between words
+/// (Thai, Lao, Myanmar, Khmer, Chinese, Japanese) are excluded, since there a
+/// number normally touches the words around it.
+fn joins_numbers(c: char) -> bool {
+    c.is_alphanumeric()
+        && !matches!(c as u32, 0x0E00..=0x0EFF | 0x1000..=0x109F | 0x1780..=0x17FF | 0x2E80..)
+}
+
+/// Whether a digit group reads as a calendar date ("2024-05-01",
+/// "12/05/2024", "05.12.24", "5/12").
+fn is_date_token(token: &str) -> bool {
+    let number = |c: &regex::Captures<'_>, i: usize| -> u32 {
+        c.get(i).and_then(|m| m.as_str().parse().ok()).unwrap_or(0)
+    };
+    if let Some(c) = DATE_YEAR_FIRST.captures(token) {
+        let (month, day) = (number(&c, 2), number(&c, 3));
+        return (1..=12).contains(&month) && (1..=31).contains(&day);
+    }
+    if let Some(c) = DATE_DAY_OR_MONTH_FIRST.captures(token) {
+        let (a, b) = (number(&c, 1), number(&c, 2));
+        let day_month = (1..=31).contains(&a) && (1..=12).contains(&b);
+        let month_day = (1..=12).contains(&a) && (1..=31).contains(&b);
+        let slashed = c.get(3).is_some() || token.contains('/');
+        return slashed && (day_month || month_day);
+    }
+    false
+}
+
+fn find_names(text: &str, fields: &FieldSet, region: Option<&str>, found: &mut Vec<Found>) {
+    let mut seen: Vec<Range<usize>> = Vec::new();
+    let mut push = |quote: Range<usize>, name: Range<usize>, found: &mut Vec<Found>| {
+        if seen.contains(&name) || about_someone_else(text, name.start) {
+            return;
+        }
+        if RELATION_AFTER.is_match(&text[name.end..]) {
+            return;
+        }
+        if let Ok(value) = fields.normalize("name", &text[name.clone()], region) {
+            seen.push(name.clone());
+            found.push(Found {
+                field: "name".to_owned(),
+                value,
+                quote,
+                at: name.start,
+            });
+        }
+    };
+    for caps in NAME_STRONG.captures_iter(text) {
+        let (Some(whole), Some(words)) = (caps.get(0), caps.get(1)) else {
+            continue;
+        };
+        if let Some(name) = take_name(text, words.range(), false) {
+            push(whole.start()..name.end, name, found);
+        }
+    }
+    for caps in NAME_WEAK.captures_iter(text) {
+        let (Some(whole), Some(trigger), Some(words)) = (caps.get(0), caps.get(1), caps.get(2))
+        else {
+            continue;
+        };
+        if trigger.as_str().to_lowercase().starts_with("this")
+            && !OPENING_BEFORE.is_match(&text[..trigger.start()])
+        {
+            continue;
+        }
+        if let Some(name) = take_name(text, words.range(), true) {
+            push(whole.start()..name.end, name, found);
+        }
+    }
+    if let Some(caps) = NAME_HERE.captures(text)
+        && let (Some(whole), Some(words)) = (caps.get(0), caps.get(1))
+        && let Some(name) = take_name(text, words.range(), true)
+        && name.end == words.end()
+    {
+        push(name.start..whole.end(), name, found);
+    }
+}
+
+/// The name at the start of `words`: up to three words, with particles such
+/// as "da" or "van" allowed between them, ending before the first word that
+/// is not part of a name. With `capitalised`, every word must start with a
+/// capital letter (and not be shouted in capitals); otherwise the first word
+/// sets whether the rest must be capitalised.
+fn take_name(text: &str, words: Range<usize>, capitalised: bool) -> Option<Range<usize>> {
+    let mut end = None;
+    let mut count = 0;
+    let mut first_capitalised = false;
+    for token in whitespace_tokens(&text[words.clone()]) {
+        let range = words.start + token.start..words.start + token.end;
+        let word = text[range.clone()].trim_end_matches(['\'', '’', '-']);
+        let lower = word.to_lowercase();
+        if lower.ends_with("'s") || lower.ends_with("’s") {
+            return None;
+        }
+        if is_contraction(word) {
+            break;
+        }
+        if count > 0 && NAME_PARTICLES.contains(&lower.as_str()) {
+            continue;
+        }
+        if NOT_NAMES.contains(lower.as_str()) || count == MAX_NAME_WORDS {
+            break;
+        }
+        let starts_upper = word.chars().next().is_some_and(char::is_uppercase);
+        let shouted = word.chars().count() > 1 && word.chars().all(|c| !c.is_lowercase());
+        if count == 0 {
+            if word.chars().count() < 2 || (capitalised && (!starts_upper || shouted)) {
+                return None;
+            }
+            first_capitalised = starts_upper;
+        } else if (capitalised || first_capitalised) && !starts_upper {
+            break;
+        }
+        count += 1;
+        end = Some(range.start + word.len());
+    }
+    end.map(|end| words.start..end)
+}
+
+/// Whether `word` is a contraction such as "I'm" or "we're" (an apostrophe
+/// followed by a lower-case letter), unlike names such as "O'Brien".
+fn is_contraction(word: &str) -> bool {
+    let mut chars = word.chars().peekable();
+    while let Some(c) = chars.next() {
+        if (c == '\'' || c == '’') && chars.peek().is_some_and(|n| n.is_lowercase()) {
+            return true;
+        }
+    }
+    false
+}
+
+fn find_options(
+    text: &str,
+    fields: &FieldSet,
+    region: Option<&str>,
+    emails: &[Range<usize>],
+    found: &mut Vec<Found>,
+) {
+    for def in fields.iter() {
+        if !def.format.has_options() || BUILTIN_FIELDS.contains(&def.name.as_str()) {
+            continue;
+        }
+        let mentions: Vec<(usize, Range<usize>)> = option_mentions(text, &def.options)
+            .into_iter()
+            .filter(|(i, r)| {
+                def.options[*i].trim().chars().count() >= 2
+                    && !emails.iter().any(|e| e.start < r.end && r.start < e.end)
+                    && !negated(text, r.start)
+                    && !about_someone_else(text, r.start)
+            })
+            .collect();
+        let (Some(first), Some(last)) = (mentions.first(), mentions.last()) else {
+            continue;
+        };
+        let mut chosen: Vec<usize> = mentions.iter().map(|(i, _)| *i).collect();
+        chosen.sort_unstable();
+        chosen.dedup();
+        let (raw, quote) = match def.format {
+            FieldFormat::Checkbox => {
+                let names: Vec<&str> = chosen.iter().map(|&i| def.options[i].as_str()).collect();
+                (names.join(", "), first.1.start..last.1.end)
+            }
+            _ if chosen.len() == 1 => (def.options[chosen[0]].clone(), last.1.clone()),
+            _ => continue,
+        };
+        if let Ok(value) = fields.normalize(&def.name, &raw, region) {
+            found.push(Found {
+                field: def.name.clone(),
+                value,
+                at: quote.start,
+                quote,
+            });
+        }
+    }
+}
+
+/// Whether a negation ("not", "don't want", "sin") closely precedes byte `pos`
+/// in the same clause.
+fn negated(text: &str, pos: usize) -> bool {
+    NEGATION_BEFORE.is_match(&text[clause_start(text, pos)..pos])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::FieldDef;
+
+    fn fields() -> FieldSet {
+        let custom = vec![
+            FieldDef {
+                options: vec!["Basic".into(), "Premium".into(), "Premium Plus".into()],
+                ..FieldDef::new("plan", FieldFormat::Radio)
+            },
+            FieldDef {
+                options: vec![
+                    "Email".into(),
+                    "SMS".into(),
+                    "WhatsApp".into(),
+                    "Phone call".into(),
+                ],
+                ..FieldDef::new("contact_channels", FieldFormat::Checkbox)
+            },
+            FieldDef {
+                options: vec!["Small".into(), "Medium".into(), "Large".into(), "X".into()],
+                ..FieldDef::new("company_size", FieldFormat::Select)
+            },
+        ];
+        FieldSet::new(custom, &[]).expect("valid field set")
+    }
+
+    fn builtins_only() -> FieldSet {
+        FieldSet::new(Vec::new(), &[]).expect("valid field set")
+    }
+
+    fn value_of(text: &str, field: &str, region: Option<&str>) -> Option<String> {
+        let facts = extract_facts(text, &fields(), region);
+        for fact in &facts {
+            assert!(
+                text.contains(&fact.quote),
+                "quote {:?} not in {text:?}",
+                fact.quote
+            );
+        }
+        let mut values = facts
+            .into_iter()
+            .filter(|f| f.field == field)
+            .map(|f| f.value);
+        let value = values.next();
+        assert!(
+            values.next().is_none(),
+            "more than one {field} fact in {text:?}"
+        );
+        value
+    }
+
+    fn expect_values(field: &str, region: Option<&str>, cases: &[(&str, Option<&str>)]) {
+        for (text, expected) in cases {
+            assert_eq!(
+                value_of(text, field, region).as_deref(),
+                *expected,
+                "{field} in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn emails_are_found_and_normalised() {
+        expect_values(
+            "email",
+            None,
+            &[
+                (
+                    "my email is John.Doe@Example.COM",
+                    Some("john.doe@example.com"),
+                ),
+                (
+                    "reach me at jane+shop@mail.example.co.uk.",
+                    Some("jane+shop@mail.example.co.uk"),
+                ),
+                ("(ana@sub.domain.com.br)", Some("ana@sub.domain.com.br")),
+                ("it's bob@example.org!", Some("bob@example.org")),
+                (
+                    "email: O'Neil@example.ie, thanks",
+                    Some("o'neil@example.ie"),
+                ),
+                ("mi correo es Maria_G@Correo.es", Some("maria_g@correo.es")),
+                (
+                    "meu email é joao.silva@empresa.com.br",
+                    Some("joao.silva@empresa.com.br"),
+                ),
+                ("no email here, just @handles and a@b", None),
+                ("john..doe@example.com", None),
+            ],
+        );
+    }
+
+    #[test]
+    fn last_email_mention_wins() {
+        expect_values(
+            "email",
+            None,
+            &[
+                (
+                    "my email is a@x.com, sorry, actually b@x.com",
+                    Some("b@x.com"),
+                ),
+                ("b@x.com or a@x.com", Some("a@x.com")),
+            ],
+        );
+    }
+
+    #[test]
+    fn email_quote_is_verbatim() {
+        let text = "Write to Me@Example.com.";
+        let facts = extract_facts(text, &builtins_only(), None);
+        assert_eq!(
+            facts,
+            vec![Fact {
+                field: "email".into(),
+                value: "me@example.com".into(),
+                quote: "Me@Example.com".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn international_phone_formats() {
+        expect_values(
+            "phone",
+            None,
+            &[
+                ("call me on +1 415 555 0100", Some("+14155550100")),
+                ("my number: +1 (415) 555-0100.", Some("+14155550100")),
+                ("UK office +44 20 7946 0958", Some("+442079460958")),
+                ("mobile +44 7911 123456", Some("+447911123456")),
+                ("+44 (0)20 7946 0958 is best", Some("+442079460958")),
+                ("meu whats +55 11 91234-5678", Some("+5511912345678")),
+                ("mi móvil es +34 612 34 56 78", Some("+34612345678")),
+                ("mi cel +52 55 1234 5678", Some("+525512345678")),
+                ("เบอร์ +66 81 234 5678 ครับ", Some("+66812345678")),
+                ("携帯 +81 90-1234-5678", Some("+819012345678")),
+                ("WA saya +62 812-3456-7890", Some("+6281234567890")),
+                ("Tel. +49 30 123456", Some("+4930123456")),
+                ("my number is +91 98765 43210", Some("+919876543210")),
+                ("ring +61 412 345 678 anytime", Some("+61412345678")),
+                ("0044 20 7946 0958", Some("+442079460958")),
+            ],
+        );
+    }
+
+    #[test]
+    fn national_phone_formats_with_region() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("call me at (415) 555-0100", "US", "+14155550100"),
+            ("my cell is 415.555.0100!", "US", "+14155550100"),
+            ("4155550100", "US", "+14155550100"),
+            ("020 7946 0958 is my office", "GB", "+442079460958"),
+            ("07911 123456", "GB", "+447911123456"),
+            ("meu celular é (11) 91234-5678", "BR", "+5511912345678"),
+            ("llámame al 612 34 56 78", "ES", "+34612345678"),
+            ("mi número es 55 1234 5678", "MX", "+525512345678"),
+            ("โทร 081-234-5678", "TH", "+66812345678"),
+            ("電話は090-1234-5678です", "JP", "+819012345678"),
+            ("nomor saya 0812-3456-7890", "ID", "+6281234567890"),
+            ("Telefon 030 123456", "DE", "+4930123456"),
+            ("mera number 98765 43210 hai", "IN", "+919876543210"),
+            ("mob 0412 345 678", "AU", "+61412345678"),
+        ];
+        for (text, region, expected) in cases {
+            assert_eq!(
+                value_of(text, "phone", Some(region)).as_deref(),
+                Some(*expected),
+                "{text:?} ({region})"
+            );
+        }
+    }
+
+    #[test]
+    fn national_phone_needs_region() {
+        expect_values(
+            "phone",
+            None,
+            &[("call me at (415) 555-0100", None), ("07911 123456", None)],
+        );
+    }
+
+    #[test]
+    fn invalid_phone_numbers_are_ignored() {
+        expect_values(
+            "phone",
+            Some("US"),
+            &[
+                ("call me at 555-555-5555", None),
+                ("my number is 123-456-7890", None),
+                ("+1 555 555 5555", None),
+                ("call 12345", None),
+            ],
+        );
+    }
+
+    #[test]
+    fn identifiers_are_not_phone_numbers() {
+        let texts = [
+            "my order number is 4155550100",
+            "Order #4155550100 hasn't arrived",
+            "order 415 555 0100",
+            "ticket 4155550100",
+            "invoice no. 4155550100",
+            "ref: 4155550100",
+            "reference number 4155550100",
+            "tracking number is 4155550100",
+            "booking 4155550100",
+            "confirmation code 4155550100",
+            "account no 4155550100",
+            "acct # 4155550100",
+            "#4155550100",
+            "pedido 4155550100",
+            "número de pedido 4155550100",
+            "orden 4155550100",
+            "factura 4155550100",
+            "customer id: 4155550100",
+            "ID4155550100",
+            "https://shop.example.com/orders/4155550100",
+        ];
+        for text in texts {
+            assert_eq!(value_of(text, "phone", Some("US")), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn dates_and_times_are_not_phone_numbers() {
+        let cases: &[(&str, &str)] = &[
+            ("delivered 2024-05-01", "US"),
+            ("on 12/05/2024 please", "GB"),
+            ("on 05.12.2024", "DE"),
+            ("20240501", "US"),
+            ("01052024", "GB"),
+            ("between 2024-05-01 and 2024-05-09", "US"),
+            ("at 10:30 2024", "US"),
+            ("12/05/2024 10:30", "GB"),
+        ];
+        for (text, region) in cases {
+            assert_eq!(value_of(text, "phone", Some(region)), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn postcodes_are_not_phone_numbers() {
+        let cases: &[(&str, &str)] = &[
+            ("zip 94105-1234", "US"),
+            ("94105-1234", "US"),
+            ("CEP 01310-100", "BR"),
+            ("01310-100", "BR"),
+            ("postcode 12345678", "DE"),
+            ("postal code 30123456", "DE"),
+            ("CP 06600 1234", "MX"),
+        ];
+        for (text, region) in cases {
+            assert_eq!(value_of(text, "phone", Some(region)), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn money_is_not_a_phone_number() {
+        let cases: &[(&str, &str)] = &[
+            ("I paid $4155550100", "US"),
+            ("$ 415 555 0100", "US"),
+            ("4155550100 USD", "US"),
+            ("4155550100 dollars", "US"),
+            ("R$ 11 91234-5678", "BR"),
+            ("total 4155550100", "US"),
+            ("the price was 30123456 EUR", "DE"),
+            ("€30123456", "DE"),
+            ("1234567.89", "US"),
+            ("1,234,567.89", "US"),
+            ("Rp 81.234.567", "ID"),
+            ("12.345.678", "DE"),
+        ];
+        for (text, region) in cases {
+            assert_eq!(value_of(text, "phone", Some(region)), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn cards_are_not_phone_numbers() {
+        let cases: &[(&str, &str)] = &[
+            ("card 4242 4242 4242 4242", "US"),
+            ("4242 4242 4242 4242", "US"),
+            ("4242-4242-4242-4242", "US"),
+            ("4242424242424242", "US"),
+            ("3782 822463 10005", "US"),
+            ("card ending 4242", "US"),
+            ("card ending in 4155550100", "US"),
+            ("last four 4242", "US"),
+            ("last 4 digits 4242", "US"),
+        ];
+        for (text, region) in cases {
+            assert_eq!(value_of(text, "phone", Some(region)), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn years_and_quantities_are_not_phone_numbers() {
+        let cases: &[(&str, &str)] = &[
+            ("since 2019 2020 2021", "US"),
+            ("we need 30123456 units", "DE"),
+            ("30123456 pcs", "DE"),
+            ("about 30123456 people", "DE"),
+            ("qty 30123456", "DE"),
+            ("growth of 30123456%", "DE"),
+            ("192.168.100.101", "US"),
+            ("v1.2.3.4567890", "US"),
+        ];
+        for (text, region) in cases {
+            assert_eq!(value_of(text, "phone", Some(region)), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn phone_is_found_next_to_other_numbers() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("order 12345, call me at 415 555 0100", "US", "+14155550100"),
+            ("2023 415 555 0100", "US", "+14155550100"),
+            ("on 12/05/2024 call 020 7946 0958", "GB", "+442079460958"),
+            ("call 415 555 0100 2 times", "US", "+14155550100"),
+            ("zip 94105, phone 415-555-0100", "US", "+14155550100"),
+            (
+                "my account is 555123 and my number is (415) 555-0100",
+                "US",
+                "+14155550100",
+            ),
+            ("I'm 35. 415 555 0100", "US", "+14155550100"),
+            ("this is Bill 415 555 0100", "US", "+14155550100"),
+            ("Hi, I'm Nik 0812-3456-7890", "ID", "+6281234567890"),
+        ];
+        for (text, region, expected) in cases {
+            assert_eq!(
+                value_of(text, "phone", Some(region)).as_deref(),
+                Some(*expected),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn phone_quote_is_the_number_as_written() {
+        let text = "ok call me at (415) 555-0100, thanks";
+        let facts = extract_facts(text, &builtins_only(), Some("US"));
+        assert_eq!(
+            facts,
+            vec![Fact {
+                field: "phone".into(),
+                value: "+14155550100".into(),
+                quote: "(415) 555-0100".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn last_phone_mention_wins() {
+        expect_values(
+            "phone",
+            Some("US"),
+            &[
+                (
+                    "415 555 0100, sorry I mean 415 555 0199",
+                    Some("+14155550199"),
+                ),
+                (
+                    "call +44 20 7946 0958 or (415) 555-0100",
+                    Some("+14155550100"),
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn english_names() {
+        expect_values(
+            "name",
+            None,
+            &[
+                ("my name is Sarah", Some("Sarah")),
+                ("My name is Sarah Connor, I need help", Some("Sarah Connor")),
+                ("my name is john smith", Some("john smith")),
+                ("my name's Dave.", Some("Dave")),
+                ("Name's Bond. James Bond.", Some("Bond")),
+                ("Hi, I'm Mike", Some("Mike")),
+                ("I’m Zoë and I have a question", Some("Zoë")),
+                ("I am Priya Patel", Some("Priya Patel")),
+                ("Hi, this is Mike from Acme", Some("Mike")),
+                ("Hello! This is Jean-Luc Picard.", Some("Jean-Luc Picard")),
+                ("Hi, Mike here", Some("Mike")),
+                ("Mike here, quick question", Some("Mike")),
+                ("Good morning, Anna Smith here.", Some("Anna Smith")),
+                ("please call me Liz", Some("Liz")),
+                ("I'm Sean O'Brien", Some("Sean O'Brien")),
+                ("I'm Will", Some("Will")),
+                ("this is May Chen", Some("May Chen")),
+                ("My name is Sarah Connor Thanks", Some("Sarah Connor")),
+            ],
+        );
+    }
+
+    #[test]
+    fn names_with_particles_and_word_limit() {
+        expect_values(
+            "name",
+            None,
+            &[
+                (
+                    "meu nome é Maria José da Silva",
+                    Some("Maria José da Silva"),
+                ),
+                ("I'm Ludwig van Beethoven", Some("Ludwig van Beethoven")),
+                ("mi nombre es Juan de la Cruz", Some("Juan de la Cruz")),
+                ("my name is Ana Maria Lopez Garcia", Some("Ana Maria Lopez")),
+                ("I'm Maria da", Some("Maria")),
+                ("my name is Ana, from Lisbon", Some("Ana")),
+            ],
+        );
+    }
+
+    #[test]
+    fn multilingual_names() {
+        expect_values(
+            "name",
+            None,
+            &[
+                ("Hola, me llamo Lucía", Some("Lucía")),
+                ("mi nombre es Carlos Pérez", Some("Carlos Pérez")),
+                ("Hola, soy Andrés", Some("Andrés")),
+                ("Olá, meu nome é João", Some("João")),
+                ("me chamo Ana Paula", Some("Ana Paula")),
+                ("Oi, sou o Pedro", Some("Pedro")),
+                ("oi sou a Mariana", Some("Mariana")),
+                ("Bonjour, je m'appelle Léa", Some("Léa")),
+                ("je m’appelle Jean Dupont", Some("Jean Dupont")),
+                ("Halo, nama saya Budi Santoso", Some("Budi Santoso")),
+                ("nama saya adalah Siti", Some("Siti")),
+                ("Saya Dewi, mau tanya", Some("Dewi")),
+                ("Hallo, ich heiße Jürgen", Some("Jürgen")),
+                ("ich heisse Anna Müller", Some("Anna Müller")),
+            ],
+        );
+    }
+
+    #[test]
+    fn common_phrases_are_not_names() {
+        let texts = [
+            "I'm looking for a refund",
+            "I'm Looking For A Refund",
+            "I'm fine thanks",
+            "I'm Interested in the premium plan",
+            "I'm from Brazil",
+            "I'm From Brazil",
+            "I'm here to ask about my order",
+            "We're here to help",
+            "It's here",
+            "I'm not sure",
+            "I'm Not sure",
+            "I'm sorry to bother you",
+            "I'm Sorry",
+            "I'm a returning customer",
+            "I'm A returning customer",
+            "I am Interested",
+            "I'm Brazilian",
+            "I'M LOOKING FOR MY ORDER",
+            "I'm OK",
+            "this is urgent",
+            "This is Urgent!",
+            "the problem is that this is Windows related",
+            "call me at 5pm",
+            "call me Tomorrow",
+            "Anyone here?",
+            "Someone here told me to write",
+            "soy de México",
+            "soy Cliente nuevo",
+            "sou de São Paulo",
+            "saya mau tanya",
+            "Saya Ingin bertanya",
+            "my name is spelled wrong",
+            "my name is on the account",
+            "I'm Mike's wife",
+            "This is Mike's account",
+            "I'm J",
+            "Ich bin Kunde",
+        ];
+        for text in texts {
+            assert_eq!(value_of(text, "name", None), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn name_quote_includes_the_phrase() {
+        let text = "Hello, my name is Maria José da Silva.";
+        let facts = extract_facts(text, &builtins_only(), None);
+        assert_eq!(
+            facts,
+            vec![Fact {
+                field: "name".into(),
+                value: "Maria José da Silva".into(),
+                quote: "my name is Maria José da Silva".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn last_name_mention_wins() {
+        expect_values(
+            "name",
+            None,
+            &[
+                ("I'm Mike. Actually my name is Michael", Some("Michael")),
+                ("Hi, Ann here. I'm Ann Lee", Some("Ann Lee")),
+            ],
+        );
+    }
+
+    #[test]
+    fn third_party_values_are_skipped() {
+        let cases: &[(&str, &str)] = &[
+            ("my colleague's email is bob@example.com", "email"),
+            ("My wife's number is 415 555 0100", "phone"),
+            ("his email is bob@example.com", "email"),
+            ("her name is Ana", "name"),
+            ("her name's Ana", "name"),
+            ("my boss, John, uses bob@example.com", "email"),
+            ("the email of my friend is bob@example.com", "email"),
+            ("you can reach my husband at 415-555-0100", "phone"),
+            ("my best friend's phone is 415 555 0100", "phone"),
+            ("el correo de mi colega es bob@example.com", "email"),
+            ("el teléfono de mi esposa es 415 555 0100", "phone"),
+            ("su correo es bob@example.com", "email"),
+            ("o email do meu chefe é bob@example.com", "email"),
+            ("o telefone da minha mãe é 415 555 0100", "phone"),
+            ("o email dele é bob@example.com", "email"),
+            ("l'email de mon collègue est bob@example.com", "email"),
+            ("email teman saya bob@example.com", "email"),
+            ("die Nummer meiner Frau ist 415 555 0100", "phone"),
+            ("Mike's email is bob@example.com", "email"),
+            ("I'm Mike, my wife's email is w@example.com", "email"),
+            ("This is Ana, my wife", "name"),
+            ("contact him on 415 555 0100", "phone"),
+        ];
+        for (text, field) in cases {
+            assert_eq!(
+                value_of(text, field, Some("US")),
+                None,
+                "{field} in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn own_values_after_third_party_mentions_are_kept() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "My wife's name is Ana, and my email is me@example.com",
+                "email",
+                "me@example.com",
+            ),
+            ("her name is Ana and my name is Mike", "name", "Mike"),
+            (
+                "my wife's email is w@example.com and mine is me@example.com",
+                "email",
+                "me@example.com",
+            ),
+            (
+                "my colleague's email is c@example.com. My email is me@example.com",
+                "email",
+                "me@example.com",
+            ),
+            (
+                "my email is me@example.com and my wife's is w@example.com",
+                "email",
+                "me@example.com",
+            ),
+            (
+                "my wife says call me at 415 555 0100",
+                "phone",
+                "+14155550100",
+            ),
+            ("I'm Mike, his email is bob@example.com", "name", "Mike"),
+        ];
+        for (text, field, expected) in cases {
+            assert_eq!(
+                value_of(text, field, Some("US")).as_deref(),
+                Some(*expected),
+                "{field} in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn radio_and_select_options_need_a_single_match() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("plan", "I'd like the premium plan", Some("Premium")),
+            ("plan", "we're on Premium Plus", Some("Premium Plus")),
+            ("plan", "BASIC please", Some("Basic")),
+            ("plan", "basic or premium?", None),
+            ("plan", "Premium, premium!", Some("Premium")),
+            ("plan", "I don't want Basic", None),
+            ("plan", "not basic, Premium", Some("Premium")),
+            ("plan", "my boss wants Premium", None),
+            ("plan", "premiums are high", None),
+            ("company_size", "we're a medium company", Some("Medium")),
+            ("company_size", "X marks the spot", None),
+            ("company_size", "small or large", None),
+        ];
+        for (field, text, expected) in cases {
+            assert_eq!(
+                value_of(text, field, None).as_deref(),
+                *expected,
+                "{field} in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn checkbox_options_collect_every_match() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("whatsapp or sms works", Some("SMS, WhatsApp")),
+            ("phone call only", Some("Phone call")),
+            ("Email, SMS and WhatsApp", Some("Email, SMS, WhatsApp")),
+            ("my email is me@example.com", Some("Email")),
+            ("no SMS please", None),
+            ("whatever works", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                value_of(text, "contact_channels", None).as_deref(),
+                *expected,
+                "{text:?}"
+            );
+        }
+        let text = "Contact me by SMS or whatsapp";
+        let facts = extract_facts(text, &fields(), None);
+        let fact = facts
+            .iter()
+            .find(|f| f.field == "contact_channels")
+            .expect("fact");
+        assert_eq!(fact.quote, "SMS or whatsapp");
+    }
+
+    #[test]
+    fn option_inside_email_address_is_ignored() {
+        let text = "write to basic@example.com";
+        assert_eq!(value_of(text, "plan", None), None);
+        assert_eq!(
+            value_of(text, "email", None).as_deref(),
+            Some("basic@example.com")
+        );
+    }
+
+    #[test]
+    fn only_fields_in_the_set_are_extracted() {
+        let text = "I'm Ana, premium plan, ana@example.com, +1 415 555 0100";
+        let facts = extract_facts(text, &builtins_only(), None);
+        let names: Vec<&str> = facts.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(names, vec!["name", "email", "phone"]);
+    }
+
+    #[test]
+    fn full_message_yields_facts_in_text_order() {
+        let text =
+            "Hi, I'm Ana Lima. Email ana.lima@example.com, phone (11) 91234-5678. We want Premium.";
+        let facts = extract_facts(text, &fields(), Some("BR"));
+        let expected = vec![
+            Fact {
+                field: "name".into(),
+                value: "Ana Lima".into(),
+                quote: "I'm Ana Lima".into(),
+            },
+            Fact {
+                field: "contact_channels".into(),
+                value: "Email".into(),
+                quote: "Email".into(),
+            },
+            Fact {
+                field: "email".into(),
+                value: "ana.lima@example.com".into(),
+                quote: "ana.lima@example.com".into(),
+            },
+            Fact {
+                field: "phone".into(),
+                value: "+5511912345678".into(),
+                quote: "(11) 91234-5678".into(),
+            },
+            Fact {
+                field: "plan".into(),
+                value: "Premium".into(),
+                quote: "Premium".into(),
+            },
+        ];
+        assert_eq!(facts, expected);
+    }
+
+    #[test]
+    fn every_fact_normalises_and_quotes_verbatim() {
+        let set = fields();
+        let texts = [
+            "my name is Ana, call +44 20 7946 0958 or ana@example.com",
+            "Order #123 — I'm Bob; (415) 555-0100; premium plus",
+            "😀 Olá, sou a Joana — joana@exemplo.pt, +351 912 345 678",
+        ];
+        for text in texts {
+            for fact in extract_facts(text, &set, Some("US")) {
+                assert!(text.contains(&fact.quote), "{fact:?}");
+                assert_eq!(
+                    set.normalize(&fact.field, &fact.value, Some("US"))
+                        .as_deref(),
+                    Ok(fact.value.as_str())
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn empty_and_plain_text_yield_nothing() {
+        for text in [
+            "",
+            "   ",
+            "hello, how are you?",
+            "what time do you open tomorrow?",
+        ] {
+            assert!(
+                extract_facts(text, &fields(), Some("US")).is_empty(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn own_details_with_similar_words_are_kept() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "my customer account email is me@example.com",
+                "email",
+                "me@example.com",
+            ),
+            (
+                "my family name is Silva, email me@example.com",
+                "email",
+                "me@example.com",
+            ),
+            (
+                "Bom dia, o email é me@example.com",
+                "email",
+                "me@example.com",
+            ),
+            ("It's email me@example.com", "email", "me@example.com"),
+        ];
+        for (text, field, expected) in cases {
+            assert_eq!(
+                value_of(text, field, None).as_deref(),
+                Some(*expected),
+                "{text:?}"
+            );
+        }
+    }
+
+    /// Pseudo-random messages built from awkward pieces (multibyte letters,
+    /// separators, digits, triggers) must never make extraction panic, and
+    /// every fact must still quote the text verbatim and normalise.
+    #[test]
+    fn arbitrary_messages_never_panic() {
+        let pieces = [
+            "my name is ",
+            "I'm ",
+            "Mike",
+            "José",
+            "da",
+            " ",
+            "  ",
+            "\n",
+            ".",
+            ",",
+            "-",
+            "(",
+            ")",
+            "+",
+            "00",
+            "0",
+            "415",
+            "555",
+            "0100",
+            "2024",
+            "/",
+            "@",
+            "a@b.co",
+            "ñ",
+            "😀",
+            "é",
+            "’",
+            "'s",
+            "order #",
+            "$",
+            "here",
+            "no phone please",
+            "premium",
+            "ครับ",
+            "電話",
+            "saya ",
+            "sou a ",
+            ":",
+        ];
+        let set = fields();
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..400 {
+            let mut text = String::new();
+            for _ in 0..24 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            for region in [None, Some("US"), Some("BR")] {
+                for fact in extract_facts(&text, &set, region) {
+                    assert!(text.contains(&fact.quote), "{fact:?} in {text:?}");
+                    assert!(
+                        set.normalize(&fact.field, &fact.value, region).is_ok(),
+                        "{fact:?}"
+                    );
+                }
+            }
+            let _ = super::super::declines::declined_fields(&text, &set);
+            let middle: String = text
+                .chars()
+                .skip(text.chars().count() / 2)
+                .take(5)
+                .collect();
+            if middle.trim().chars().count() >= 2 {
+                assert!(
+                    super::super::grounding::find_quote(&middle, &text).is_some(),
+                    "{middle:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fact_serializes() {
+        let fact = Fact {
+            field: "email".into(),
+            value: "a@b.co".into(),
+            quote: "A@b.co".into(),
+        };
+        let json = serde_json::to_string(&fact).expect("serializable");
+        assert_eq!(
+            json,
+            r#"{"field":"email","value":"a@b.co","quote":"A@b.co"}"#
+        );
+        let back: Fact = serde_json::from_str(&json).expect("deserializable");
+        assert_eq!(back, fact);
+    }
 }

@@ -2,6 +2,7 @@
 //! transaction the caller owns, so one batch of events commits or rolls back
 //! as a whole and the broker ack can follow the commit.
 
+pub mod asks;
 pub mod chat;
 pub mod conversations;
 pub mod customers;

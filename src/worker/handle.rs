@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::config::{WorkspaceSettings, WorkspacesSettings};
+use crate::config::{AsksSettings, WorkspaceSettings, WorkspacesSettings};
 use crate::event::{
     ChatMessage, ConversationClosed, ConversationStatus, CustomerForget, CustomerRef, Envelope,
     Event, EventBody, FieldChange, IdentityHint, Outbound, ProfileUpdate, ProfileUpdated, Sender,
 };
-use crate::extract::{declines, patterns};
+use crate::extract::triggers::Triggers;
 use crate::fields::FieldSet;
+use crate::policy::AskPolicy;
 use crate::policy::Source;
 use crate::state::{CacheUpdate, Turn};
 use crate::store::chat::{self, Recorded, StoredMessage, WorkspaceDefaults};
@@ -27,6 +28,8 @@ pub struct Workspaces {
     settings: WorkspacesSettings,
     field_sets: HashMap<String, FieldSet>,
     default_fields: FieldSet,
+    policy: AskPolicy,
+    triggers: Triggers,
 }
 
 /// A configured workspace: its settings and fields.
@@ -35,21 +38,32 @@ pub struct Workspace<'a> {
     pub settings: &'a WorkspaceSettings,
     /// Profile fields.
     pub fields: &'a FieldSet,
+    /// Ask limits.
+    pub policy: &'a AskPolicy,
+    /// Natural moments to ask.
+    pub triggers: &'a Triggers,
 }
 
 impl Workspaces {
     /// Resolves the field sets of every configured workspace.
-    pub fn new(settings: WorkspacesSettings) -> Result<Workspaces, crate::config::ConfigError> {
+    pub fn new(
+        settings: WorkspacesSettings,
+        asks: &AsksSettings,
+    ) -> Result<Workspaces, crate::config::ConfigError> {
         let default_fields = settings.default.field_set()?;
         let field_sets = settings
             .list
             .iter()
             .map(|(id, workspace)| Ok((id.clone(), workspace.field_set()?)))
             .collect::<Result<_, crate::config::ConfigError>>()?;
+        let triggers = Triggers::new(&asks.triggers)
+            .map_err(|e| crate::config::ConfigError::Invalid(format!("asks.triggers: {e}")))?;
         Ok(Workspaces {
             settings,
             field_sets,
             default_fields,
+            policy: asks.policy.clone(),
+            triggers,
         })
     }
 
@@ -60,7 +74,12 @@ impl Workspaces {
             .field_sets
             .get(workspace_id)
             .unwrap_or(&self.default_fields);
-        Some(Workspace { settings, fields })
+        Some(Workspace {
+            settings,
+            fields,
+            policy: &self.policy,
+            triggers: &self.triggers,
+        })
     }
 }
 
@@ -178,36 +197,16 @@ async fn chat_message(
         .await?;
     }
     if stored.enrichment_enabled && message.sender == Sender::Customer {
-        let region = stored
-            .default_region
-            .as_deref()
-            .or(workspace.settings.default_region.as_deref());
-        let region = message
-            .visitor
-            .as_ref()
-            .and_then(|v| v.country.as_deref())
-            .filter(|c| c.len() == 2)
-            .or(region);
-        for fact in patterns::extract_facts(&message.text, workspace.fields, region) {
-            let write = FieldWrite {
-                workspace_id: &envelope.workspace_id,
-                customer_id: stored.customer_id,
-                field: &fact.field,
-                value: &fact.value,
-                source: Source::Customer,
-                actor: Some("pattern"),
-                evidence: Some(&fact.quote),
-                message_id: Some(stored.message_id),
-                confidence: Some(1.0),
-                model: None,
-                prompt_version: None,
-            };
-            record_write(conn, &write, &mut changes, effects).await?;
-        }
-        for field in declines::declined_fields(&message.text, workspace.fields) {
-            field_store::record_decline(conn, stored.customer_id, &field, stored.message_id)
-                .await?;
-        }
+        super::enrich::enrich_offline(
+            conn,
+            workspace,
+            envelope,
+            message,
+            &stored,
+            &mut changes,
+            effects,
+        )
+        .await?;
     }
     announce_changes(
         conn,
@@ -264,7 +263,7 @@ async fn apply_identity_hint(
     Ok(())
 }
 
-async fn record_write(
+pub(crate) async fn record_write(
     conn: &mut PgConnection,
     write: &FieldWrite<'_>,
     changes: &mut Vec<FieldChange>,

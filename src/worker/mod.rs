@@ -4,6 +4,7 @@
 //! with [`Worker::run_until_stopped`]; a stop signal stops consuming, lets the
 //! lanes finish and ack what they hold, and closes the connections.
 
+pub mod enrich;
 pub mod handle;
 pub mod lane;
 pub mod metrics;
@@ -71,7 +72,10 @@ impl Worker {
     /// Connects to every store, applies migrations, syncs workspaces and
     /// declares the topology.
     pub async fn build(settings: Settings) -> Result<Worker, WorkerError> {
-        let workspaces = Arc::new(Workspaces::new(settings.workspaces.clone())?);
+        let workspaces = Arc::new(Workspaces::new(
+            settings.workspaces.clone(),
+            &settings.asks,
+        )?);
         let pool = store::connect(&settings.postgres).await?;
         store::migrate(&pool).await?;
         store::workspaces::sync(&pool, &settings.workspaces).await?;

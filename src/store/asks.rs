@@ -1,0 +1,121 @@
+//! The state the ask policy reads (known fields, declines, earlier asks) and
+//! the ask log it writes. Read inside the message's transaction, so the policy
+//! always sees the truth, whatever the cache holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::extract::decision::{AskState, Known, PastAsk};
+
+/// Known fields and ask state of a customer in a conversation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionState {
+    /// Field values on the profile.
+    pub known: BTreeMap<String, Known>,
+    /// Asks and declines.
+    pub asks: AskState,
+}
+
+/// Loads the decision state in one round trip.
+pub async fn load_state(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    conversation_id: i64,
+    customer_turn: u32,
+) -> Result<DecisionState, StoreError> {
+    let (known, declined, asks, attempts): (
+        sqlx::types::Json<BTreeMap<String, Known>>,
+        Vec<String>,
+        sqlx::types::Json<Vec<PastAsk>>,
+        sqlx::types::Json<BTreeMap<String, u32>>,
+    ) = sqlx::query_as(
+        "SELECT
+           (SELECT coalesce(jsonb_object_agg(field, jsonb_build_object('value', value, 'source', source)), '{}')
+              FROM enrich.customer_fields WHERE customer_id = $1),
+           (SELECT coalesce(array_agg(field ORDER BY field), '{}') FROM enrich.declined_fields WHERE customer_id = $1),
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('field', field, 'customer_turn', customer_turn,
+                                                         'pending', outcome = 'pending') ORDER BY id), '[]')
+              FROM enrich.asks WHERE conversation_id = $2),
+           (SELECT coalesce(jsonb_object_agg(field, n), '{}')
+              FROM (SELECT field, count(*) AS n FROM enrich.asks WHERE customer_id = $1 GROUP BY field) a)",
+    )
+    .bind(customer_id)
+    .bind(conversation_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(DecisionState {
+        known: known.0,
+        asks: AskState {
+            customer_turn,
+            asks: asks.0,
+            field_attempts: attempts.0,
+            declined: declined.into_iter().collect::<BTreeSet<_>>(),
+        },
+    })
+}
+
+/// An ask to log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAsk<'a> {
+    /// Tenant.
+    pub workspace_id: &'a str,
+    /// enricher's conversation id.
+    pub conversation_id: i64,
+    /// The customer.
+    pub customer_id: Uuid,
+    /// The field.
+    pub field: &'a str,
+    /// Suggested question.
+    pub question: &'a str,
+    /// Why now.
+    pub reason: &'a str,
+    /// Language of the question.
+    pub language: &'a str,
+    /// Event id of the customer message it answers.
+    pub in_reply_to: &'a str,
+    /// Customer turn it answers.
+    pub customer_turn: u32,
+}
+
+/// Logs an ask as pending.
+pub async fn record_ask(conn: &mut PgConnection, ask: &NewAsk<'_>) -> Result<i64, StoreError> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO enrich.asks (workspace_id, conversation_id, customer_id, field, question, reason, language,
+                                  in_reply_to, customer_turn)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING id",
+    )
+    .bind(ask.workspace_id)
+    .bind(ask.conversation_id)
+    .bind(ask.customer_id)
+    .bind(ask.field)
+    .bind(ask.question)
+    .bind(ask.reason)
+    .bind(ask.language)
+    .bind(ask.in_reply_to)
+    .bind(ask.customer_turn as i32)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+/// Marks pending asks that went unanswered for `after_turns` customer turns as ignored.
+pub async fn close_ignored(
+    conn: &mut PgConnection,
+    conversation_id: i64,
+    customer_turn: u32,
+    after_turns: u32,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE enrich.asks SET outcome = 'ignored', outcome_at = now()
+          WHERE conversation_id = $1 AND outcome = 'pending' AND customer_turn + $3 <= $2",
+    )
+    .bind(conversation_id)
+    .bind(customer_turn as i32)
+    .bind(after_turns as i32)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
