@@ -471,3 +471,345 @@ fn moment_calls_for(ctx: &TurnContext<'_>, field: &str) -> bool {
 fn is_language_code(code: &str) -> bool {
     (2..=3).contains(&code.len()) && code.chars().all(|c| c.is_ascii_lowercase())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::triggers::TriggerConfig;
+
+    struct World {
+        fields: FieldSet,
+        known: BTreeMap<String, Known>,
+        asks: AskState,
+        policy: AskPolicy,
+        triggers: Triggers,
+    }
+
+    impl World {
+        fn new() -> World {
+            World {
+                fields: FieldSet::new(vec![], &["name".into(), "email".into()]).expect("fields"),
+                known: BTreeMap::new(),
+                asks: AskState {
+                    customer_turn: 1,
+                    ..AskState::default()
+                },
+                policy: AskPolicy::default(),
+                triggers: Triggers::new(&[
+                    TriggerConfig {
+                        name: "send".into(),
+                        reason: "wants something sent".into(),
+                        fields: vec!["email".into()],
+                        keywords: vec!["send me".into()],
+                    },
+                    TriggerConfig {
+                        name: "booking".into(),
+                        reason: "wants to book".into(),
+                        fields: vec!["name".into(), "phone".into()],
+                        keywords: vec!["book".into()],
+                    },
+                ])
+                .expect("triggers"),
+            }
+        }
+
+        fn ctx<'a>(&'a self, text: &'a str) -> TurnContext<'a> {
+            TurnContext {
+                fields: &self.fields,
+                default_region: Some("US"),
+                text,
+                known: &self.known,
+                asks: &self.asks,
+                policy: &self.policy,
+                triggers: &self.triggers,
+            }
+        }
+
+        fn offline(&self, text: &str) -> Decision {
+            let ctx = self.ctx(text);
+            let stage = pattern_stage(&ctx);
+            decide(&ctx, &stage, &offline_proposal(&ctx, &stage))
+        }
+
+        fn with_model(&self, text: &str, proposal: &Proposal) -> Decision {
+            let ctx = self.ctx(text);
+            decide(&ctx, &pattern_stage(&ctx), proposal)
+        }
+    }
+
+    fn fact(field: &str, value: &str, quote: &str) -> ProposedFact {
+        ProposedFact {
+            field: field.into(),
+            value: value.into(),
+            quote: quote.into(),
+        }
+    }
+
+    fn ask(field: &str) -> ProposedAsk {
+        ProposedAsk {
+            field: field.into(),
+            question: format!("What is your {field}?"),
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn volunteered_name_is_recorded_and_send_asks_for_email() {
+        let world = World::new();
+        let decision = world.offline("Hi, Mike here. Can you send me the price list?");
+        assert_eq!(decision.facts.len(), 1);
+        assert_eq!(
+            (
+                decision.facts[0].field.as_str(),
+                decision.facts[0].value.as_str()
+            ),
+            ("name", "Mike")
+        );
+        let asked = decision.ask.expect("an ask");
+        assert_eq!(asked.field, "email");
+        assert!(!asked.question.is_empty());
+    }
+
+    #[test]
+    fn a_plain_greeting_asks_nothing() {
+        assert_eq!(
+            World::new()
+                .offline("Hello! What are your opening hours?")
+                .ask,
+            None
+        );
+    }
+
+    #[test]
+    fn booking_asks_name_first_then_phone() {
+        let mut world = World::new();
+        assert_eq!(
+            world
+                .offline("I'd like to book a table")
+                .ask
+                .map(|a| a.field),
+            Some("name".into())
+        );
+        world.known.insert(
+            "name".into(),
+            Known {
+                value: "Ann".into(),
+                source: Source::Customer,
+            },
+        );
+        assert_eq!(
+            world
+                .offline("I'd like to book a table")
+                .ask
+                .map(|a| a.field),
+            Some("phone".into())
+        );
+    }
+
+    #[test]
+    fn model_values_must_be_grounded_in_the_customer_text() {
+        let world = World::new();
+        let text = "hi, I need help with my order";
+        let proposal = Proposal {
+            facts: vec![
+                fact("name", "John", "I need help"),
+                fact("email", "john@x.com", "john@x.com"),
+                fact("vip_tag", "yes", "help"),
+            ],
+            ..Proposal::default()
+        };
+        let decision = world.with_model(text, &proposal);
+        assert!(decision.facts.is_empty());
+        let reasons: Vec<&str> = decision.rejections.iter().map(|r| r.reason).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "value_not_in_quote",
+                "quote_not_in_customer_text",
+                "unconfigured_field"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_grounded_model_fact_is_normalised() {
+        let world = World::new();
+        let text = "you can reach me at Mike.Tan@Acme.io!";
+        let proposal = Proposal {
+            facts: vec![fact("email", "Mike.Tan@Acme.io", "Mike.Tan@Acme.io")],
+            ..Proposal::default()
+        };
+        let decision = world.with_model(text, &proposal);
+        assert_eq!(decision.facts.len(), 1);
+        assert_eq!(decision.facts[0].value, "mike.tan@acme.io");
+    }
+
+    #[test]
+    fn agent_values_are_locked_against_the_customer() {
+        let mut world = World::new();
+        world.known.insert(
+            "email".into(),
+            Known {
+                value: "agent@x.com".into(),
+                source: Source::Agent,
+            },
+        );
+        let decision = world.offline("my email is me@y.com");
+        assert!(decision.facts.is_empty());
+        assert_eq!(decision.rejections[0].reason, "outranked");
+    }
+
+    #[test]
+    fn asks_for_known_declined_or_extra_fields_are_dropped() {
+        let mut world = World::new();
+        world.known.insert(
+            "name".into(),
+            Known {
+                value: "Ann".into(),
+                source: Source::Customer,
+            },
+        );
+        world.asks.declined.insert("email".into());
+        let proposal = Proposal {
+            asks: vec![ask("name"), ask("email")],
+            ..Proposal::default()
+        };
+        let decision = world.with_model("ok send me info", &proposal);
+        assert_eq!(decision.ask, None);
+        let reasons: Vec<&str> = decision.rejections.iter().map(|r| r.reason).collect();
+        assert_eq!(reasons, vec!["known_field", "declined_field"]);
+    }
+
+    #[test]
+    fn two_asks_become_one() {
+        let world = World::new();
+        let proposal = Proposal {
+            asks: vec![ask("email"), ask("name")],
+            ..Proposal::default()
+        };
+        let decision = world.with_model("send me the brochure", &proposal);
+        assert_eq!(decision.ask.map(|a| a.field), Some("email".into()));
+        assert_eq!(decision.rejections[0].reason, "multiple_asks");
+    }
+
+    #[test]
+    fn cooldown_and_caps_hold() {
+        let mut world = World::new();
+        world.asks.asks.push(PastAsk {
+            field: "name".into(),
+            customer_turn: 1,
+            pending: true,
+        });
+        world.asks.customer_turn = 3;
+        let decision = world.with_model(
+            "send me it",
+            &Proposal {
+                asks: vec![ask("email")],
+                ..Proposal::default()
+            },
+        );
+        assert_eq!(decision.rejections[0].reason, "cooldown");
+        world.asks.customer_turn = 4;
+        let decision = world.with_model(
+            "send me it",
+            &Proposal {
+                asks: vec![ask("email")],
+                ..Proposal::default()
+            },
+        );
+        assert_eq!(decision.ask.map(|a| a.field), Some("email".into()));
+        world.asks.asks.push(PastAsk {
+            field: "phone".into(),
+            customer_turn: 2,
+            pending: false,
+        });
+        world.asks.customer_turn = 10;
+        let decision = world.with_model(
+            "send me it",
+            &Proposal {
+                asks: vec![ask("email")],
+                ..Proposal::default()
+            },
+        );
+        assert_eq!(decision.rejections[0].reason, "conversation_cap");
+        world.asks.asks.clear();
+        world.asks.field_attempts.insert("email".into(), 2);
+        let decision = world.with_model(
+            "send me it",
+            &Proposal {
+                asks: vec![ask("email")],
+                ..Proposal::default()
+            },
+        );
+        assert_eq!(decision.rejections[0].reason, "field_cap");
+    }
+
+    #[test]
+    fn optional_fields_are_asked_only_when_the_moment_calls_for_it() {
+        let world = World::new();
+        let decision = world.with_model(
+            "thanks",
+            &Proposal {
+                asks: vec![ask("phone")],
+                ..Proposal::default()
+            },
+        );
+        assert_eq!(decision.rejections[0].reason, "optional_field");
+        let decision = world.with_model(
+            "can I book for 7pm",
+            &Proposal {
+                asks: vec![ask("phone")],
+                ..Proposal::default()
+            },
+        );
+        assert_eq!(decision.ask.map(|a| a.field), Some("phone".into()));
+    }
+
+    #[test]
+    fn a_bare_no_after_an_ask_declines_that_field() {
+        let mut world = World::new();
+        world.asks.asks.push(PastAsk {
+            field: "email".into(),
+            customer_turn: 1,
+            pending: true,
+        });
+        world.asks.customer_turn = 2;
+        assert_eq!(
+            world.offline("no thanks").declined,
+            vec!["email".to_owned()]
+        );
+        assert!(world.offline("what time do you open?").declined.is_empty());
+    }
+
+    #[test]
+    fn the_gate_skips_when_there_is_nothing_to_learn() {
+        let mut world = World::new();
+        let ctx = world.ctx("hello");
+        let stage = pattern_stage(&ctx);
+        assert_eq!(gate(&ctx, &stage, true, true), Gate::CallModel);
+        assert_eq!(
+            gate(&ctx, &stage, false, true),
+            Gate::Skip("enrichment_off")
+        );
+        assert_eq!(gate(&ctx, &stage, true, false), Gate::Skip("budget_spent"));
+        world.known.insert(
+            "name".into(),
+            Known {
+                value: "A".into(),
+                source: Source::Customer,
+            },
+        );
+        world.known.insert(
+            "email".into(),
+            Known {
+                value: "a@b.co".into(),
+                source: Source::Customer,
+            },
+        );
+        let ctx = world.ctx("hello");
+        assert_eq!(
+            gate(&ctx, &stage, true, true),
+            Gate::Skip("nothing_to_collect")
+        );
+    }
+}

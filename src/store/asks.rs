@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::PgConnection;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::StoreError;
@@ -19,6 +20,13 @@ pub struct DecisionState {
     pub asks: AskState,
 }
 
+type StateRow = (
+    Json<BTreeMap<String, Known>>,
+    Vec<String>,
+    Json<Vec<PastAsk>>,
+    Json<BTreeMap<String, u32>>,
+);
+
 /// Loads the decision state in one round trip.
 pub async fn load_state(
     conn: &mut PgConnection,
@@ -26,12 +34,7 @@ pub async fn load_state(
     conversation_id: i64,
     customer_turn: u32,
 ) -> Result<DecisionState, StoreError> {
-    let (known, declined, asks, attempts): (
-        sqlx::types::Json<BTreeMap<String, Known>>,
-        Vec<String>,
-        sqlx::types::Json<Vec<PastAsk>>,
-        sqlx::types::Json<BTreeMap<String, u32>>,
-    ) = sqlx::query_as(
+    let (known, declined, asks, attempts): StateRow = sqlx::query_as(
         "SELECT
            (SELECT coalesce(jsonb_object_agg(field, jsonb_build_object('value', value, 'source', source)), '{}')
               FROM enrich.customer_fields WHERE customer_id = $1),
