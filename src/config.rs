@@ -30,6 +30,52 @@ pub struct Settings {
     pub workspaces: WorkspacesSettings,
     /// When and how often to ask for missing fields.
     pub asks: AsksSettings,
+    /// The OpenAI-compatible model; no `base_url` means offline mode.
+    pub llm: LlmSettings,
+}
+
+/// How the model returns structured output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// A forced tool call (works with OpenAI, vLLM, Ollama, llama.cpp).
+    Tools,
+    /// `response_format: json_schema` with the strict schema.
+    JsonSchema,
+    /// `response_format: json_object`, the schema in the prompt.
+    JsonObject,
+}
+
+/// The model endpoint and how it is called.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlmSettings {
+    /// OpenAI-compatible base URL (`https://api.openai.com/v1`); empty = offline.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Model name sent with each request.
+    pub model: String,
+    /// Name of the environment variable that holds the API key.
+    pub api_key_env: String,
+    /// Structured-output mode.
+    pub mode: OutputMode,
+    /// Bound of one HTTP attempt.
+    pub timeout_ms: u64,
+    /// Retries of 429, 5xx and timeouts after the first attempt.
+    pub max_retries: u32,
+    /// First backoff between attempts (doubles, with jitter).
+    pub backoff_ms: u64,
+    /// Longest wait between attempts, `Retry-After` included.
+    pub max_backoff_ms: u64,
+    /// Calls in flight at once.
+    pub max_concurrent: usize,
+    /// Tokens one conversation may spend; the model is skipped beyond it.
+    pub conversation_token_budget: u32,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Longest answer.
+    pub max_completion_tokens: u32,
+    /// Directory of the prompt templates.
+    pub prompts_dir: PathBuf,
 }
 
 /// The ask policy and the moments that call for an ask.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod event;
 pub mod extract;
 pub mod fields;
+pub mod llm;
 pub mod policy;
 pub mod queue;
 pub mod state;

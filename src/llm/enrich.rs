@@ -1,0 +1,267 @@
+//! One enrichment call: render the prompts, send the request in the
+//! configured structured-output mode, and turn whatever comes back into a
+//! [`Proposal`] for the decision core, or into a classified failure.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::client::{CallReport, LlmClient, LlmError};
+use super::prompts::{EnrichContext, PromptError, Prompts};
+use super::schema::{self, FieldEnums, TOOL_NAME};
+use crate::config::{LlmSettings, OutputMode};
+use crate::extract::decision::Proposal;
+
+/// Outcome of one enrichment call, with its accounting.
+#[derive(Debug, Clone)]
+pub struct ModelCall {
+    /// The proposal, or why there is none.
+    pub proposal: Result<Proposal, CallFailure>,
+    /// Model name.
+    pub model: String,
+    /// Prompt version.
+    pub prompt_version: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Completion tokens.
+    pub completion_tokens: u32,
+    /// HTTP attempts.
+    pub attempts: u32,
+    /// Wall time.
+    pub latency: Duration,
+}
+
+impl ModelCall {
+    /// Stable outcome code for the LLM-calls table.
+    pub fn outcome(&self) -> &'static str {
+        match &self.proposal {
+            Ok(_) => "ok",
+            Err(failure) => failure.outcome(),
+        }
+    }
+}
+
+/// Why a call gave no proposal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallFailure {
+    /// The HTTP call failed.
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    /// The model refused.
+    #[error("refusal")]
+    Refusal,
+    /// The answer was cut off (`finish_reason: length`).
+    #[error("truncated")]
+    Truncated,
+    /// The answer is not the tool call asked for.
+    #[error("malformed output: {0}")]
+    MalformedOutput(String),
+    /// The prompts could not be rendered.
+    #[error("prompt error: {0}")]
+    Prompt(String),
+}
+
+impl CallFailure {
+    /// Stable outcome code.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            CallFailure::Llm(error) => error.outcome(),
+            CallFailure::Refusal => "refusal",
+            CallFailure::Truncated => "truncated",
+            CallFailure::MalformedOutput(_) => "malformed_output",
+            CallFailure::Prompt(_) => "prompt_error",
+        }
+    }
+}
+
+/// Calls the model for enrichment.
+#[derive(Clone)]
+pub struct LlmEnricher {
+    client: LlmClient,
+    prompts: Prompts,
+    model: String,
+    mode: OutputMode,
+    temperature: f32,
+    max_tokens: u32,
+}
+
+impl LlmEnricher {
+    /// Builds the enricher from settings; `None` when no endpoint is configured.
+    pub fn from_settings(
+        settings: &LlmSettings,
+        prompts: Prompts,
+    ) -> Result<Option<LlmEnricher>, reqwest::Error> {
+        let Some(base_url) = settings
+            .base_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(LlmEnricher {
+            client: LlmClient::new(settings, base_url)?,
+            prompts,
+            model: settings.model.clone(),
+            mode: settings.mode,
+            temperature: settings.temperature,
+            max_tokens: settings.max_completion_tokens,
+        }))
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The prompt version in use.
+    pub fn prompt_version(&self) -> String {
+        self.prompts.current().version().to_owned()
+    }
+
+    /// Builds the request body for `context` (also used to key recorded answers).
+    pub fn request(
+        &self,
+        context: &EnrichContext,
+        enums: &FieldEnums,
+    ) -> Result<(Value, String), PromptError> {
+        let rendered = self.prompts.current().render(context)?;
+        let mut system = rendered.system;
+        let mut body = json!({
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        });
+        match self.mode {
+            OutputMode::Tools => {
+                body["tools"] = json!([schema::tool_definition(enums)]);
+                body["tool_choice"] = json!({"type": "function", "function": {"name": TOOL_NAME}});
+            }
+            OutputMode::JsonSchema => {
+                body["response_format"] = json!({"type": "json_schema", "json_schema": {
+                    "name": TOOL_NAME, "strict": true, "schema": schema::parameters_schema(enums)}});
+            }
+            OutputMode::JsonObject => {
+                system.push_str("\n\nAnswer with one JSON object matching this schema:\n");
+                system.push_str(&schema::parameters_schema(enums).to_string());
+                body["response_format"] = json!({"type": "json_object"});
+            }
+        }
+        body["messages"] = json!([
+            {"role": "system", "content": system},
+            {"role": "user", "content": rendered.user},
+        ]);
+        Ok((body, rendered.version))
+    }
+
+    /// Sends `request` and interprets the answer.
+    pub async fn call(&self, request: &Value, prompt_version: String) -> ModelCall {
+        let CallReport {
+            result,
+            attempts,
+            latency,
+        } = self.client.chat(request).await;
+        let (proposal, prompt_tokens, completion_tokens) = match result {
+            Ok(completion) => (
+                interpret(&completion.message, completion.finish_reason.as_deref()),
+                completion.prompt_tokens,
+                completion.completion_tokens,
+            ),
+            Err(error) => (Err(CallFailure::Llm(error)), 0, 0),
+        };
+        ModelCall {
+            proposal,
+            model: self.model.clone(),
+            prompt_version,
+            prompt_tokens,
+            completion_tokens,
+            attempts,
+            latency,
+        }
+    }
+
+    /// Renders, sends and interprets.
+    pub async fn propose(&self, context: &EnrichContext, enums: &FieldEnums) -> ModelCall {
+        match self.request(context, enums) {
+            Ok((request, version)) => self.call(&request, version).await,
+            Err(error) => ModelCall {
+                proposal: Err(CallFailure::Prompt(error.to_string())),
+                model: self.model.clone(),
+                prompt_version: self.prompt_version(),
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                attempts: 0,
+                latency: Duration::ZERO,
+            },
+        }
+    }
+}
+
+/// Reads the proposal out of a completion message, whichever way the server
+/// delivered it: a tool call, or JSON in the content.
+pub fn interpret(message: &Value, finish_reason: Option<&str>) -> Result<Proposal, CallFailure> {
+    if message
+        .get("refusal")
+        .is_some_and(|r| !r.is_null() && r.as_str() != Some(""))
+    {
+        return Err(CallFailure::Refusal);
+    }
+    if finish_reason == Some("length") {
+        return Err(CallFailure::Truncated);
+    }
+    let arguments = message
+        .get("tool_calls")
+        .and_then(|calls| calls.get(0))
+        .and_then(|call| call.get("function"))
+        .and_then(|function| function.get("arguments"))
+        .cloned()
+        .or_else(|| {
+            message
+                .get("content")
+                .filter(|c| c.as_str().is_some_and(|s| !s.trim().is_empty()))
+                .cloned()
+        })
+        .ok_or_else(|| CallFailure::MalformedOutput("no tool call and no content".into()))?;
+    schema::parse_output(&arguments)
+        .map(Proposal::from)
+        .map_err(CallFailure::MalformedOutput)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_calls_and_content_both_work() {
+        let tool = json!({"tool_calls": [{"type": "function", "function": {"name": TOOL_NAME,
+            "arguments": "{\"facts\":[],\"ask\":{\"field\":\"email\",\"question\":\"Email?\",\"reason\":\"send\"},\"declined\":[],\"language\":\"en\"}"}}]});
+        assert_eq!(
+            interpret(&tool, Some("tool_calls")).expect("ok").asks[0].field,
+            "email"
+        );
+        let content = json!({"content": "{\"facts\":[{\"field\":\"name\",\"value\":\"Ann\",\"quote\":\"I'm Ann\"}]}"});
+        assert_eq!(
+            interpret(&content, Some("stop")).expect("ok").facts[0].value,
+            "Ann"
+        );
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        assert_eq!(
+            interpret(&json!({"refusal": "no"}), None),
+            Err(CallFailure::Refusal)
+        );
+        assert_eq!(
+            interpret(&json!({"content": "{\"facts\":["}), Some("length")),
+            Err(CallFailure::Truncated)
+        );
+        assert!(matches!(
+            interpret(&json!({"content": "hello"}), None),
+            Err(CallFailure::MalformedOutput(_))
+        ));
+        assert!(matches!(
+            interpret(&json!({"content": null}), None),
+            Err(CallFailure::MalformedOutput(_))
+        ));
+    }
+}

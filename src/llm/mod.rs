@@ -1,0 +1,9 @@
+//! The model side of enrichment: the OpenAI-compatible client, the strict
+//! tool schema, the prompt templates, and one call that turns a customer
+//! message into a proposal. Nothing here decides what is written; the
+//! decision core disposes of every proposal.
+
+pub mod client;
+pub mod enrich;
+pub mod prompts;
+pub mod schema;

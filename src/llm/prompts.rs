@@ -1,0 +1,317 @@
+//! Operator-tunable prompt templates (minijinja, undefined variables are
+//! errors). The prompt version is a hash of the templates' text and travels
+//! with every result they produce. Templates are reloaded on SIGHUP and when
+//! a file changes; a set that fails to parse or to render sample data is
+//! logged and the last good set stays in use.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// Templates of the enrichment call.
+pub const SYSTEM_TEMPLATE: &str = "enrich_system.j2";
+/// The per-message template.
+pub const TURN_TEMPLATE: &str = "enrich_turn.j2";
+const TEMPLATES: [&str; 2] = [SYSTEM_TEMPLATE, TURN_TEMPLATE];
+
+/// A field as the prompt describes it (never with its value).
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptField {
+    /// Name.
+    pub name: String,
+    /// Human label.
+    pub label: String,
+    /// What it means.
+    pub description: String,
+    /// Format.
+    pub format: String,
+    /// Options of select/radio/checkbox fields.
+    pub options: Vec<String>,
+    /// Whether the workspace requires it.
+    pub required: bool,
+}
+
+/// The most recent ask, for the prompt.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastAsk {
+    /// Field asked for.
+    pub field: String,
+    /// Customer turns since.
+    pub turns_ago: u32,
+}
+
+/// One turn shown to the model.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptTurn {
+    /// `customer`, `bot`, `agent` or `system`.
+    pub sender: String,
+    /// Text.
+    pub text: String,
+}
+
+/// Everything the enrichment templates receive.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnrichContext {
+    /// The tool's name.
+    pub tool_name: String,
+    /// Field definitions.
+    pub fields: Vec<PromptField>,
+    /// Names of fields already known.
+    pub known_fields: Vec<String>,
+    /// Missing fields in ask-priority order.
+    pub missing_fields: Vec<String>,
+    /// Fields the customer declined.
+    pub declined: Vec<String>,
+    /// Whether the ask policy allows an ask now.
+    pub asks_allowed: bool,
+    /// The last ask of this conversation.
+    pub last_ask: Option<LastAsk>,
+    /// The last turns before the new message.
+    pub recent_turns: Vec<PromptTurn>,
+    /// The new customer message.
+    pub new_message: String,
+    /// How the customer wants to be addressed.
+    pub agent_instructions: Option<String>,
+}
+
+/// Rendered prompts with their version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// System message.
+    pub system: String,
+    /// User message.
+    pub user: String,
+    /// Hash of the templates.
+    pub version: String,
+}
+
+/// Why templates could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptError {
+    /// A template file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A template does not parse or does not render.
+    #[error("template error: {0:#}")]
+    Template(#[from] minijinja::Error),
+}
+
+/// One loaded, checked set of templates.
+#[derive(Debug)]
+pub struct PromptSet {
+    env: Environment<'static>,
+    version: String,
+}
+
+impl PromptSet {
+    /// Loads and checks the templates in `dir`.
+    pub fn load(dir: &Path) -> Result<PromptSet, PromptError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let mut hasher = Sha256::new();
+        for name in TEMPLATES {
+            let path = dir.join(name);
+            let source = std::fs::read_to_string(&path)
+                .map_err(|source| PromptError::Read { path, source })?;
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(source.as_bytes());
+            env.add_template_owned(name, source)?;
+        }
+        let version = hex::encode(&hasher.finalize()[..6]);
+        let set = PromptSet { env, version };
+        set.render(&sample_context())?;
+        Ok(set)
+    }
+
+    /// The templates' version hash.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Renders both messages.
+    pub fn render(&self, context: &EnrichContext) -> Result<Rendered, PromptError> {
+        let context = minijinja::Value::from(minijinja::value::Serde(context));
+        let system = self.env.get_template(SYSTEM_TEMPLATE)?.render(&context)?;
+        let user = self.env.get_template(TURN_TEMPLATE)?.render(&context)?;
+        Ok(Rendered {
+            system: system.trim().to_owned(),
+            user: user.trim().to_owned(),
+            version: self.version.clone(),
+        })
+    }
+}
+
+/// Sample data that exercises every variable, for checks.
+pub fn sample_context() -> EnrichContext {
+    EnrichContext {
+        tool_name: super::schema::TOOL_NAME.to_owned(),
+        fields: vec![
+            PromptField {
+                name: "name".into(),
+                label: "Name".into(),
+                description: "The customer's name".into(),
+                format: "text".into(),
+                options: vec![],
+                required: true,
+            },
+            PromptField {
+                name: "company_size".into(),
+                label: "Company size".into(),
+                description: "Employees".into(),
+                format: "select".into(),
+                options: vec!["1-10".into(), "11-50".into()],
+                required: false,
+            },
+        ],
+        known_fields: vec!["name".into()],
+        missing_fields: vec!["email".into()],
+        declined: vec!["phone".into()],
+        asks_allowed: true,
+        last_ask: Some(LastAsk {
+            field: "name".into(),
+            turns_ago: 3,
+        }),
+        recent_turns: vec![PromptTurn {
+            sender: "bot".into(),
+            text: "Hi! How can I help?".into(),
+        }],
+        new_message: "Can you send me the price list?".into(),
+        agent_instructions: Some("formal".into()),
+    }
+}
+
+/// The templates in use, swapped atomically on a good reload.
+#[derive(Debug, Clone)]
+pub struct Prompts {
+    dir: PathBuf,
+    current: Arc<RwLock<Arc<PromptSet>>>,
+}
+
+impl Prompts {
+    /// Loads the templates; fails when they are unusable at start-up.
+    pub fn load(dir: &Path) -> Result<Prompts, PromptError> {
+        let set = PromptSet::load(dir)?;
+        tracing::info!(version = set.version(), dir = %dir.display(), "prompts loaded");
+        Ok(Prompts {
+            dir: dir.to_owned(),
+            current: Arc::new(RwLock::new(Arc::new(set))),
+        })
+    }
+
+    /// The set in use.
+    pub fn current(&self) -> Arc<PromptSet> {
+        match self.current.read() {
+            Ok(set) => Arc::clone(&set),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Reloads from disk; on error keeps the last good set and returns the error.
+    pub fn reload(&self) -> Result<String, PromptError> {
+        match PromptSet::load(&self.dir) {
+            Ok(set) => {
+                let version = set.version().to_owned();
+                if let Ok(mut current) = self.current.write() {
+                    *current = Arc::new(set);
+                }
+                Ok(version)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Reloads on SIGHUP and whenever a template file's modification time changes.
+    pub async fn watch(self) {
+        let mut last_seen = self.modified();
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            #[cfg(unix)]
+            let signalled = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let signalled = std::future::pending::<Option<()>>();
+            tokio::select! {
+                _ = signalled => self.reload_and_log("SIGHUP"),
+                _ = tick.tick() => {
+                    let now = self.modified();
+                    if now != last_seen {
+                        last_seen = now;
+                        self.reload_and_log("file change");
+                    }
+                }
+            }
+        }
+    }
+
+    fn reload_and_log(&self, why: &str) {
+        match self.reload() {
+            Ok(version) => tracing::info!(version, trigger = why, "prompts reloaded"),
+            Err(error) => tracing::error!(error = %error, trigger = why,
+                kept = self.current().version(), "prompt reload failed; keeping the last good templates"),
+        }
+    }
+
+    fn modified(&self) -> Vec<Option<SystemTime>> {
+        TEMPLATES
+            .iter()
+            .map(|name| {
+                std::fs::metadata(self.dir.join(name))
+                    .and_then(|m| m.modified())
+                    .ok()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts")
+    }
+
+    #[test]
+    fn shipped_templates_render_sample_data() {
+        let set = PromptSet::load(&shipped()).expect("templates load");
+        let rendered = set.render(&sample_context()).expect("render");
+        assert!(rendered.system.contains("company_size"));
+        assert!(rendered.user.contains("Can you send me the price list?"));
+        assert_eq!(rendered.version.len(), 12);
+    }
+
+    #[test]
+    fn a_bad_template_keeps_the_last_good_set() {
+        let dir = std::env::temp_dir().join(format!("enricher-prompts-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for name in TEMPLATES {
+            std::fs::copy(shipped().join(name), dir.join(name)).expect("copy");
+        }
+        let prompts = Prompts::load(&dir).expect("loads");
+        let good = prompts.current().version().to_owned();
+        std::fs::write(dir.join(TURN_TEMPLATE), "{{ no_such_variable }}").expect("write");
+        assert!(prompts.reload().is_err(), "undefined variables are errors");
+        assert_eq!(prompts.current().version(), good);
+        std::fs::write(dir.join(TURN_TEMPLATE), "{{ new_message }} v2").expect("write");
+        let newer = prompts.reload().expect("reloads");
+        assert_ne!(newer, good);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,431 @@
+//! The tool the model must call, as a JSON schema generated from Rust types
+//! (so the parser and the schema cannot drift apart) and rewritten into what
+//! OpenAI's strict mode accepts: every object closed, every property
+//! required, optionals nullable, no `format`. At run time the field names are
+//! narrowed to enums of this workspace's fields, so even a sloppy model can
+//! only name fields that exist; the decision core still checks everything.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::extract::decision::{Proposal, ProposedAsk, ProposedFact};
+use crate::fields::FieldSet;
+
+/// Name of the enrichment tool.
+pub const TOOL_NAME: &str = "record_enrichment";
+
+/// What the model reports for one customer message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EnrichmentOutput {
+    /// Facts the customer stated about themselves in their new message(s).
+    pub facts: Vec<FactOutput>,
+    /// At most one field to ask for now, or null when no ask fits this moment.
+    pub ask: Option<AskOutput>,
+    /// Fields the customer refused to give.
+    pub declined: Vec<String>,
+    /// The customer's language as an ISO 639-1 code, e.g. "en", "es".
+    pub language: Option<String>,
+}
+
+/// One fact with the customer's own words it rests on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FactOutput {
+    /// The field name.
+    pub field: String,
+    /// The value, as the customer gave it.
+    pub value: String,
+    /// A verbatim span of the customer's message that states the value.
+    pub quote: String,
+}
+
+/// One ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AskOutput {
+    /// The one missing field to ask for.
+    pub field: String,
+    /// The question, in the customer's language and tone.
+    pub question: String,
+    /// Why this is a natural moment to ask.
+    pub reason: String,
+}
+
+impl From<EnrichmentOutput> for Proposal {
+    fn from(output: EnrichmentOutput) -> Proposal {
+        Proposal {
+            facts: output
+                .facts
+                .into_iter()
+                .map(|f| ProposedFact {
+                    field: f.field,
+                    value: f.value,
+                    quote: f.quote,
+                })
+                .collect(),
+            asks: output
+                .ask
+                .into_iter()
+                .map(|a| ProposedAsk {
+                    field: a.field,
+                    question: a.question,
+                    reason: a.reason,
+                })
+                .collect(),
+            declined: output.declined,
+            language: output.language,
+        }
+    }
+}
+
+/// The field-name enums of one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldEnums {
+    /// Fields the model may write.
+    pub writable: Vec<String>,
+    /// Fields the model may ask for.
+    pub askable: Vec<String>,
+    /// Every configured field (for declines).
+    pub all: Vec<String>,
+}
+
+impl FieldEnums {
+    /// Enums for a workspace: writable = AI-writable fields, askable = the
+    /// missing fields given (already in priority order).
+    pub fn for_fields(fields: &FieldSet, askable: Vec<String>) -> FieldEnums {
+        FieldEnums {
+            writable: fields
+                .iter()
+                .filter(|f| f.ai_writable)
+                .map(|f| f.name.clone())
+                .collect(),
+            askable,
+            all: fields.iter().map(|f| f.name.clone()).collect(),
+        }
+    }
+}
+
+/// The strict JSON schema of the tool's parameters for one call.
+pub fn parameters_schema(enums: &FieldEnums) -> Value {
+    let generated =
+        serde_json::to_value(schemars::schema_for!(EnrichmentOutput)).unwrap_or(Value::Null);
+    let mut schema = strict(inline_refs(&generated, &generated));
+    if let Value::Object(root) = &mut schema {
+        root.remove("$schema");
+        root.remove("title");
+        root.remove("$defs");
+        root.remove("definitions");
+    }
+    set_enum(
+        &mut schema,
+        &["properties", "facts", "items", "properties", "field"],
+        &enums.writable,
+    );
+    set_enum(
+        &mut schema,
+        &["properties", "ask", "properties", "field"],
+        &enums.askable,
+    );
+    set_enum(
+        &mut schema,
+        &["properties", "declined", "items"],
+        &enums.all,
+    );
+    if enums.askable.is_empty()
+        && let Some(ask) = schema.pointer_mut("/properties/ask")
+    {
+        *ask = json!({"type": "null", "description": "No field may be asked now."});
+    }
+    schema
+}
+
+/// The `tools` array entry for the enrichment tool.
+pub fn tool_definition(enums: &FieldEnums) -> Value {
+    json!({
+        "type": "function",
+        "function": {
+            "name": TOOL_NAME,
+            "description": "Record what the customer said about themselves and at most one field to ask for now.",
+            "strict": true,
+            "parameters": parameters_schema(enums),
+        }
+    })
+}
+
+/// Replaces `$ref`s with the definitions they point to.
+fn inline_refs(node: &Value, root: &Value) -> Value {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::String(reference)) = map.get("$ref") {
+                let pointer = reference.trim_start_matches('#');
+                if let Some(target) = root.pointer(pointer) {
+                    return inline_refs(target, root);
+                }
+            }
+            Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), inline_refs(v, root)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| inline_refs(v, root)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Rewrites a schema into strict mode: closed objects, all properties
+/// required, nullable optionals as `anyOf [T, null]`, no `format`.
+pub fn strict(node: Value) -> Value {
+    match node {
+        Value::Object(map) => {
+            let mut map: Map<String, Value> =
+                map.into_iter().map(|(k, v)| (k, strict(v))).collect();
+            map.remove("format");
+            map.remove("default");
+            if let Some(Value::Array(types)) = map.get("type").cloned() {
+                // ["string", "null"] → anyOf, which every strict validator accepts.
+                let variants: Vec<Value> = types
+                    .into_iter()
+                    .map(|t| {
+                        let mut variant = Map::new();
+                        variant.insert("type".into(), t.clone());
+                        if t == "object" || t == "array" {
+                            for key in ["properties", "required", "additionalProperties", "items"] {
+                                if let Some(v) = map.get(key) {
+                                    variant.insert(key.into(), v.clone());
+                                }
+                            }
+                        }
+                        Value::Object(variant)
+                    })
+                    .collect();
+                for key in [
+                    "type",
+                    "properties",
+                    "required",
+                    "additionalProperties",
+                    "items",
+                ] {
+                    map.remove(key);
+                }
+                map.insert("anyOf".into(), Value::Array(variants));
+            }
+            if map.get("type") == Some(&Value::String("object".into()))
+                || map.contains_key("properties")
+            {
+                let keys: Vec<Value> = map
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .map(|p| p.keys().cloned().map(Value::String).collect())
+                    .unwrap_or_default();
+                map.insert("required".into(), Value::Array(keys));
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            // schemars writes Option<Struct> as anyOf [{...}, {type: null}]; keep it.
+            Value::Object(map)
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(strict).collect()),
+        other => other,
+    }
+}
+
+fn set_enum(schema: &mut Value, path: &[&str], values: &[String]) {
+    let Some((key, rest)) = path.split_first() else {
+        if let Value::Object(map) = schema {
+            map.insert(
+                "enum".into(),
+                Value::Array(values.iter().cloned().map(Value::String).collect()),
+            );
+        }
+        return;
+    };
+    let Value::Object(map) = schema else { return };
+    if map.contains_key(*key) {
+        if let Some(next) = map.get_mut(*key) {
+            set_enum(next, rest, values);
+        }
+        return;
+    }
+    // Step through anyOf [T, null] wrappers.
+    if let Some(Value::Array(variants)) = map.get_mut("anyOf") {
+        for variant in variants.iter_mut().filter(|v| v.get(*key).is_some()) {
+            if let Some(next) = variant.get_mut(*key) {
+                set_enum(next, rest, values);
+            }
+        }
+    }
+}
+
+/// Every way a schema breaks OpenAI's strict mode, as paths with reasons.
+pub fn strict_violations(schema: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    walk(schema, "$", &mut problems);
+    problems
+}
+
+fn walk(node: &Value, path: &str, problems: &mut Vec<String>) {
+    match node {
+        Value::Object(map) => {
+            if map.contains_key("$ref") {
+                problems.push(format!("{path}: $ref is not inlined"));
+            }
+            if map.contains_key("format") {
+                problems.push(format!("{path}: `format` is not supported"));
+            }
+            let is_object = map.get("type") == Some(&Value::String("object".into()))
+                || map.contains_key("properties");
+            if is_object {
+                if map.get("additionalProperties") != Some(&Value::Bool(false)) {
+                    problems.push(format!(
+                        "{path}: object without additionalProperties: false"
+                    ));
+                }
+                let properties: Vec<&String> = map
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .map(|p| p.keys().collect())
+                    .unwrap_or_default();
+                let required: Vec<&str> = map
+                    .get("required")
+                    .and_then(Value::as_array)
+                    .map(|r| r.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                for property in properties {
+                    if !required.contains(&property.as_str()) {
+                        problems.push(format!("{path}: property `{property}` is not required"));
+                    }
+                }
+            }
+            for (key, child) in map {
+                walk(child, &format!("{path}.{key}"), problems);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                walk(child, &format!("{path}[{i}]"), problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Parses the tool's arguments leniently: servers wrap them in strings,
+/// drop empty arrays or add keys; a missing list is an empty list.
+pub fn parse_output(arguments: &Value) -> Result<EnrichmentOutput, String> {
+    let value = match arguments {
+        Value::String(text) => serde_json::from_str::<Value>(strip_code_fence(text))
+            .map_err(|e| format!("arguments are not JSON: {e}"))?,
+        other => other.clone(),
+    };
+    let Value::Object(map) = value else {
+        return Err("arguments are not a JSON object".into());
+    };
+    let facts = match map.get("facts") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| serde_json::from_value::<FactOutput>(item.clone()).ok())
+            .collect(),
+        Some(_) => return Err("`facts` is not a list".into()),
+    };
+    let ask = match map.get("ask") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            serde_json::from_value::<AskOutput>(value.clone())
+                .map_err(|e| format!("`ask` is malformed: {e}"))?,
+        ),
+    };
+    let declined = match map.get("declined") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let language = map
+        .get("language")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(EnrichmentOutput {
+        facts,
+        ask,
+        declined,
+        language,
+    })
+}
+
+fn strip_code_fence(text: &str) -> &str {
+    let trimmed = text.trim();
+    let without_open = trimmed
+        .strip_prefix("```json")
+        .or_else(|| trimmed.strip_prefix("```"))
+        .unwrap_or(trimmed);
+    without_open
+        .strip_suffix("```")
+        .unwrap_or(without_open)
+        .trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::{FieldDef, FieldFormat};
+
+    fn enums() -> FieldEnums {
+        let mut size = FieldDef::new("company_size", FieldFormat::Select);
+        size.options = vec!["1-10".into(), "11-50".into()];
+        let fields = FieldSet::new(vec![size], &["name".into(), "email".into()]).expect("fields");
+        FieldEnums::for_fields(&fields, vec!["email".into()])
+    }
+
+    #[test]
+    fn every_generated_schema_is_strict_valid() {
+        let schema = parameters_schema(&enums());
+        assert_eq!(
+            strict_violations(&schema),
+            Vec::<String>::new(),
+            "{schema:#}"
+        );
+        let no_ask = parameters_schema(&FieldEnums {
+            askable: vec![],
+            ..enums()
+        });
+        assert_eq!(
+            strict_violations(&no_ask),
+            Vec::<String>::new(),
+            "{no_ask:#}"
+        );
+    }
+
+    #[test]
+    fn the_checker_catches_loose_objects() {
+        let loose =
+            json!({"type": "object", "properties": {"a": {"type": "string", "format": "email"}}});
+        let problems = strict_violations(&loose);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn field_names_are_narrowed_to_the_workspace() {
+        let schema = parameters_schema(&enums());
+        let text = schema.to_string();
+        assert!(text.contains("company_size"));
+        let ask_enum = schema
+            .pointer("/properties/ask")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        assert!(ask_enum.contains("\"enum\":[\"email\"]"), "{ask_enum}");
+    }
+
+    #[test]
+    fn lenient_parsing_accepts_what_servers_send() {
+        let parsed = parse_output(&json!("```json\n{\"facts\":[{\"field\":\"name\",\"value\":\"Mike\",\"quote\":\"Mike here\"}]}\n```"))
+            .expect("parses");
+        assert_eq!(parsed.facts.len(), 1);
+        assert_eq!(parsed.ask, None);
+        assert!(parse_output(&json!("not json")).is_err());
+        assert!(parse_output(&json!({"facts": 3})).is_err());
+        let dropped =
+            parse_output(&json!({"facts": [{"field": "name"}], "ask": null})).expect("parses");
+        assert!(dropped.facts.is_empty(), "incomplete facts are dropped");
+    }
+}
