@@ -308,9 +308,48 @@ fn walk(node: &Value, path: &str, problems: &mut Vec<String>) {
     }
 }
 
+/// The tool's arguments as parsed, before the policy looks at them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedOutput {
+    /// Facts.
+    pub facts: Vec<FactOutput>,
+    /// Asks (the contract allows one; more are kept for the policy to refuse).
+    pub asks: Vec<AskOutput>,
+    /// Declined fields.
+    pub declined: Vec<String>,
+    /// Language code.
+    pub language: Option<String>,
+}
+
+impl From<ParsedOutput> for Proposal {
+    fn from(output: ParsedOutput) -> Proposal {
+        EnrichmentOutput {
+            facts: output.facts,
+            ask: None,
+            declined: output.declined,
+            language: output.language,
+        }
+        .into_proposal(output.asks)
+    }
+}
+
+impl EnrichmentOutput {
+    fn into_proposal(self, extra_asks: Vec<AskOutput>) -> Proposal {
+        let mut proposal = Proposal::from(self);
+        proposal
+            .asks
+            .extend(extra_asks.into_iter().map(|a| ProposedAsk {
+                field: a.field,
+                question: a.question,
+                reason: a.reason,
+            }));
+        proposal
+    }
+}
+
 /// Parses the tool's arguments leniently: servers wrap them in strings,
 /// drop empty arrays or add keys; a missing list is an empty list.
-pub fn parse_output(arguments: &Value) -> Result<EnrichmentOutput, String> {
+pub fn parse_output(arguments: &Value) -> Result<ParsedOutput, String> {
     let value = match arguments {
         Value::String(text) => serde_json::from_str::<Value>(strip_code_fence(text))
             .map_err(|e| format!("arguments are not JSON: {e}"))?,
@@ -327,12 +366,19 @@ pub fn parse_output(arguments: &Value) -> Result<EnrichmentOutput, String> {
             .collect(),
         Some(_) => return Err("`facts` is not a list".into()),
     };
-    let ask = match map.get("ask") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(
+    // One ask is the contract; a list is accepted so the policy, not the
+    // parser, is what reduces it to one.
+    let asks: Vec<AskOutput> = match map.get("ask").or_else(|| map.get("asks")) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| serde_json::from_value::<AskOutput>(item.clone()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("`ask` is malformed: {e}"))?,
+        Some(value) => vec![
             serde_json::from_value::<AskOutput>(value.clone())
                 .map_err(|e| format!("`ask` is malformed: {e}"))?,
-        ),
+        ],
     };
     let declined = match map.get("declined") {
         Some(Value::Array(items)) => items
@@ -345,9 +391,9 @@ pub fn parse_output(arguments: &Value) -> Result<EnrichmentOutput, String> {
         .get("language")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    Ok(EnrichmentOutput {
+    Ok(ParsedOutput {
         facts,
-        ask,
+        asks,
         declined,
         language,
     })
@@ -421,7 +467,17 @@ mod tests {
         let parsed = parse_output(&json!("```json\n{\"facts\":[{\"field\":\"name\",\"value\":\"Mike\",\"quote\":\"Mike here\"}]}\n```"))
             .expect("parses");
         assert_eq!(parsed.facts.len(), 1);
-        assert_eq!(parsed.ask, None);
+        assert!(parsed.asks.is_empty());
+        let two = parse_output(
+            &json!({"ask": [{"field": "email", "question": "q", "reason": "r"},
+                                               {"field": "name", "question": "q", "reason": "r"}]}),
+        )
+        .expect("parses");
+        assert_eq!(
+            Proposal::from(two).asks.len(),
+            2,
+            "the policy, not the parser, keeps one"
+        );
         assert!(parse_output(&json!("not json")).is_err());
         assert!(parse_output(&json!({"facts": 3})).is_err());
         let dropped =

@@ -1,57 +1,67 @@
-//! Enrichment of one customer message inside its transaction: load the
+//! Enrichment of one customer message inside a transaction: load the
 //! decision state, run the decision core, and write what it decided (facts
 //! with history, declines, the ask and its `ask.requested` event).
+//!
+//! Offline, the whole decision happens in the message's own transaction. With
+//! a model, the message's transaction records the pattern facts and marks the
+//! message for the model stage ([`super::ai`]), which runs after the commit so
+//! a slow model never holds back other conversations.
 
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::handle::{Effects, HandleError, Workspace};
 use crate::event::{AskRequested, ChatMessage, Envelope, FieldChange, Outbound};
-use crate::extract::decision::{self, Decision, Origin, TurnContext};
+use crate::extract::decision::{self, Decision, Gate, Origin, Proposal, TurnContext};
 use crate::policy::Source;
-use crate::store::asks::{self, NewAsk};
+use crate::store::asks::{self, DecisionState, NewAsk};
 use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
 use crate::store::outbox;
 
-/// Runs the offline decision (patterns and keyword triggers) for a customer
-/// message and writes the result.
-pub async fn enrich_offline(
-    conn: &mut PgConnection,
-    workspace: &Workspace<'_>,
-    envelope: &Envelope,
-    message: &ChatMessage,
-    stored: &StoredMessage,
-    changes: &mut Vec<FieldChange>,
-    effects: &mut Effects,
-) -> Result<(), HandleError> {
-    let turn = stored.customer_turn.max(0) as u32;
-    let state = asks::load_state(conn, stored.customer_id, stored.conversation_id, turn).await?;
-    let region = phone_region(workspace, stored, message);
-    let ctx = TurnContext {
-        fields: workspace.fields,
-        default_region: region,
-        text: &message.text,
-        known: &state.known,
-        asks: &state.asks,
-        policy: workspace.policy,
-        triggers: workspace.triggers,
-    };
-    let stage = decision::pattern_stage(&ctx);
-    let proposal = decision::offline_proposal(&ctx, &stage);
-    let decided = decision::decide(&ctx, &stage, &proposal);
-    if state.asks.asks.iter().any(|a| a.pending) {
-        asks::close_ignored(
-            conn,
-            stored.conversation_id,
-            turn,
-            workspace.policy.ignored_after_turns,
-        )
-        .await?;
+/// The stored customer message a decision is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    /// Tenant.
+    pub workspace_id: String,
+    /// The message's event id (the ask's `in_reply_to`).
+    pub event_id: String,
+    /// Backend conversation id.
+    pub conversation: String,
+    /// enricher's conversation id.
+    pub conversation_id: i64,
+    /// The customer.
+    pub customer_id: Uuid,
+    /// The stored message.
+    pub message_id: i64,
+    /// Its customer turn number in the conversation.
+    pub customer_turn: u32,
+    /// The customer's text.
+    pub text: String,
+    /// Region for phone numbers.
+    pub region: Option<String>,
+}
+
+impl MessageRef {
+    /// The reference of a message just stored.
+    pub fn new(
+        envelope: &Envelope,
+        message: &ChatMessage,
+        stored: &StoredMessage,
+        region: Option<&str>,
+    ) -> MessageRef {
+        MessageRef {
+            workspace_id: envelope.workspace_id.clone(),
+            event_id: envelope.id.clone(),
+            conversation: message.conversation_id.clone(),
+            conversation_id: stored.conversation_id,
+            customer_id: stored.customer_id,
+            message_id: stored.message_id,
+            customer_turn: stored.customer_turn.max(0) as u32,
+            text: message.text.clone(),
+            region: region.map(str::to_owned),
+        }
     }
-    apply(
-        conn, envelope, message, stored, &decided, None, changes, effects,
-    )
-    .await
 }
 
 /// The region used to read phone numbers: the visitor's country, else the workspace's.
@@ -69,6 +79,84 @@ pub fn phone_region<'a>(
         .or(workspace.settings.default_region.as_deref())
 }
 
+/// The decision context for a message and its state.
+pub fn context<'a>(
+    workspace: &'a Workspace<'_>,
+    target: &'a MessageRef,
+    state: &'a DecisionState,
+) -> TurnContext<'a> {
+    TurnContext {
+        fields: workspace.fields,
+        default_region: target.region.as_deref(),
+        text: &target.text,
+        known: &state.known,
+        asks: &state.asks,
+        policy: workspace.policy,
+        triggers: workspace.triggers,
+    }
+}
+
+/// What the message's own transaction did about enrichment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstPass {
+    /// Decided completely (offline mode, or nothing for the model to do).
+    Done,
+    /// Pattern facts written; the model should look at the message.
+    NeedsModel,
+}
+
+/// Runs the part of the decision that needs no model, inside the message's
+/// transaction. Offline (`with_model` false) that is everything, asks from
+/// keyword triggers included; with a model it is the pattern facts and
+/// declines, plus the gate that decides whether the model is worth a call.
+#[allow(clippy::too_many_arguments)]
+pub async fn first_pass(
+    conn: &mut PgConnection,
+    workspace: &Workspace<'_>,
+    target: &MessageRef,
+    with_model: bool,
+    changes: &mut Vec<FieldChange>,
+    effects: &mut Effects,
+) -> Result<FirstPass, HandleError> {
+    let state = asks::load_state(
+        conn,
+        target.customer_id,
+        target.conversation_id,
+        target.customer_turn,
+    )
+    .await?;
+    let ctx = context(workspace, target, &state);
+    let stage = decision::pattern_stage(&ctx);
+    let proposal = if with_model {
+        Proposal::default()
+    } else {
+        decision::offline_proposal(&ctx, &stage)
+    };
+    let decided = decision::decide(&ctx, &stage, &proposal);
+    if state.asks.asks.iter().any(|a| a.pending) {
+        asks::close_ignored(
+            conn,
+            target.conversation_id,
+            target.customer_turn,
+            workspace.policy.ignored_after_turns,
+        )
+        .await?;
+    }
+    apply(conn, target, &decided, None, changes, effects).await?;
+    if with_model && decision::gate(&ctx, &stage, true, true) == Gate::CallModel {
+        sqlx::query(
+            "UPDATE enrich.messages SET ai_status = 'pending', customer_turn = $2 WHERE id = $1",
+        )
+        .bind(target.message_id)
+        .bind(target.customer_turn as i32)
+        .execute(&mut *conn)
+        .await
+        .map_err(crate::store::StoreError::from)?;
+        return Ok(FirstPass::NeedsModel);
+    }
+    Ok(FirstPass::Done)
+}
+
 /// Which model produced a decision, for the history.
 #[derive(Debug, Clone, Copy)]
 pub struct ModelStamp<'a> {
@@ -79,12 +167,9 @@ pub struct ModelStamp<'a> {
 }
 
 /// Writes a decision: facts (by source rank, with history), declines, the ask.
-#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     conn: &mut PgConnection,
-    envelope: &Envelope,
-    message: &ChatMessage,
-    stored: &StoredMessage,
+    target: &MessageRef,
     decided: &Decision,
     model: Option<ModelStamp<'_>>,
     changes: &mut Vec<FieldChange>,
@@ -99,14 +184,14 @@ pub async fn apply(
             Origin::Model => ("model", model),
         };
         let write = FieldWrite {
-            workspace_id: &envelope.workspace_id,
-            customer_id: stored.customer_id,
+            workspace_id: &target.workspace_id,
+            customer_id: target.customer_id,
             field: &fact.field,
             value: &fact.value,
             source: Source::Customer,
             actor: Some(actor),
             evidence: Some(&fact.quote),
-            message_id: Some(stored.message_id),
+            message_id: Some(target.message_id),
             confidence: None,
             model: stamp.map(|s| s.model),
             prompt_version: stamp.map(|s| s.prompt_version),
@@ -114,34 +199,33 @@ pub async fn apply(
         super::handle::record_write(conn, &write, changes, effects).await?;
     }
     for field in &decided.declined {
-        field_store::record_decline(conn, stored.customer_id, field, stored.message_id).await?;
+        field_store::record_decline(conn, target.customer_id, field, target.message_id).await?;
     }
     if let Some(ask) = &decided.ask {
-        let turn = stored.customer_turn.max(0) as u32;
         asks::record_ask(
             conn,
             &NewAsk {
-                workspace_id: &envelope.workspace_id,
-                conversation_id: stored.conversation_id,
-                customer_id: stored.customer_id,
+                workspace_id: &target.workspace_id,
+                conversation_id: target.conversation_id,
+                customer_id: target.customer_id,
                 field: &ask.field,
                 question: &ask.question,
                 reason: &ask.reason,
                 language: &ask.language,
-                in_reply_to: &envelope.id,
-                customer_turn: turn,
+                in_reply_to: &target.event_id,
+                customer_turn: target.customer_turn,
             },
         )
         .await?;
         let event = Outbound::AskRequested(AskRequested {
-            workspace_id: envelope.workspace_id.clone(),
-            conversation_id: message.conversation_id.clone(),
-            customer_id: stored.customer_id,
+            workspace_id: target.workspace_id.clone(),
+            conversation_id: target.conversation.clone(),
+            customer_id: target.customer_id,
             field: ask.field.clone(),
             question: ask.question.clone(),
             language: ask.language.clone(),
             reason: ask.reason.clone(),
-            in_reply_to: envelope.id.clone(),
+            in_reply_to: target.event_id.clone(),
         });
         effects.outbox.push(outbox::enqueue(conn, &event).await?);
     }

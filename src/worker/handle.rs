@@ -30,6 +30,7 @@ pub struct Workspaces {
     default_fields: FieldSet,
     policy: AskPolicy,
     triggers: Triggers,
+    with_model: bool,
 }
 
 /// A configured workspace: its settings and fields.
@@ -49,6 +50,7 @@ impl Workspaces {
     pub fn new(
         settings: WorkspacesSettings,
         asks: &AsksSettings,
+        with_model: bool,
     ) -> Result<Workspaces, crate::config::ConfigError> {
         let default_fields = settings.default.field_set()?;
         let field_sets = settings
@@ -64,6 +66,7 @@ impl Workspaces {
             default_fields,
             policy: asks.policy.clone(),
             triggers,
+            with_model,
         })
     }
 
@@ -92,6 +95,8 @@ pub struct Effects {
     pub outbox: Vec<Pending>,
     /// Values proposed but not written, by reason (for metrics).
     pub rejections: Vec<&'static str>,
+    /// Customer messages for the model stage.
+    pub model_jobs: Vec<super::enrich::MessageRef>,
 }
 
 /// Why an event could not be handled.
@@ -124,7 +129,15 @@ pub async fn handle(
     let mut effects = Effects::default();
     match &event.body {
         EventBody::ChatMessage(message) => {
-            chat_message(conn, &workspace, &event.envelope, message, &mut effects).await?
+            chat_message(
+                conn,
+                &workspace,
+                workspaces.with_model,
+                &event.envelope,
+                message,
+                &mut effects,
+            )
+            .await?
         }
         EventBody::ProfileUpdate(update) => {
             profile_update(conn, &workspace, &event.envelope, update, &mut effects).await?
@@ -152,6 +165,7 @@ fn defaults<'a>(workspace: &'a Workspace<'_>) -> WorkspaceDefaults<'a> {
 async fn chat_message(
     conn: &mut PgConnection,
     workspace: &Workspace<'_>,
+    workspaces_with_model: bool,
     envelope: &Envelope,
     message: &ChatMessage,
     effects: &mut Effects,
@@ -197,16 +211,20 @@ async fn chat_message(
         .await?;
     }
     if stored.enrichment_enabled && message.sender == Sender::Customer {
-        super::enrich::enrich_offline(
+        let region = super::enrich::phone_region(workspace, &stored, message);
+        let target = super::enrich::MessageRef::new(envelope, message, &stored, region);
+        let pass = super::enrich::first_pass(
             conn,
             workspace,
-            envelope,
-            message,
-            &stored,
+            &target,
+            workspaces_with_model,
             &mut changes,
             effects,
         )
         .await?;
+        if pass == super::enrich::FirstPass::NeedsModel {
+            effects.model_jobs.push(target);
+        }
     }
     announce_changes(
         conn,
@@ -282,7 +300,7 @@ pub(crate) async fn record_write(
     Ok(())
 }
 
-async fn announce_changes(
+pub(crate) async fn announce_changes(
     conn: &mut PgConnection,
     workspace_id: &str,
     customer_id: Uuid,

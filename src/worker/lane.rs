@@ -43,6 +43,8 @@ pub struct LaneContext {
     pub amqp: Arc<AmqpSettings>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The model stage, when a model is configured.
+    pub model_stage: Option<Arc<super::ai::ModelStage>>,
 }
 
 /// Runs a lane until its sender is dropped and its queue is drained.
@@ -114,7 +116,9 @@ impl LaneContext {
     async fn finish(&self, batch: Vec<Job>, effects: Vec<Effects>) {
         let mut cache_updates = Vec::new();
         let mut pending = Vec::new();
+        let mut model_jobs = Vec::new();
         for effect in effects {
+            model_jobs.extend(effect.model_jobs);
             for reason in &effect.rejections {
                 self.metrics.rejection(reason);
             }
@@ -126,6 +130,11 @@ impl LaneContext {
             tracing::error!(error = %error, "cache update failed after commit");
         }
         publish_pending(&self.publisher, &self.pool, pending).await;
+        if let Some(stage) = &self.model_stage {
+            for job in model_jobs {
+                stage.submit(job);
+            }
+        }
         for job in batch {
             self.metrics.events_stored.inc();
             acknowledge(&job.delivery).await;

@@ -4,6 +4,7 @@
 //! with [`Worker::run_until_stopped`]; a stop signal stops consuming, lets the
 //! lanes finish and ack what they hold, and closes the connections.
 
+pub mod ai;
 pub mod enrich;
 pub mod handle;
 pub mod lane;
@@ -26,9 +27,12 @@ use tokio::task::JoinSet;
 
 use crate::config::Settings;
 use crate::event::{Event, Limits};
+use crate::llm::enrich::LlmEnricher;
+use crate::llm::prompts::Prompts;
 use crate::queue::{self, publisher::Publisher, topology};
 use crate::state::Cache;
 use crate::store::{self, outbox};
+use ai::ModelStage;
 use handle::Workspaces;
 use lane::{Job, LaneContext};
 use metrics::Metrics;
@@ -54,6 +58,12 @@ pub enum WorkerError {
     /// RabbitMQ is unreachable or the connection could not be recovered.
     #[error("rabbitmq: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The prompt templates are unusable.
+    #[error("prompts: {0}")]
+    Prompts(#[from] crate::llm::prompts::PromptError),
+    /// The model client could not be built.
+    #[error("llm client: {0}")]
+    Llm(String),
 }
 
 /// A worker ready to consume.
@@ -66,15 +76,22 @@ pub struct Worker {
     publisher: Publisher,
     workspaces: Arc<Workspaces>,
     metrics: Arc<Metrics>,
+    model: Option<(LlmEnricher, Prompts)>,
 }
 
 impl Worker {
     /// Connects to every store, applies migrations, syncs workspaces and
     /// declares the topology.
     pub async fn build(settings: Settings) -> Result<Worker, WorkerError> {
+        let with_model = settings
+            .llm
+            .base_url
+            .as_deref()
+            .is_some_and(|url| !url.trim().is_empty());
         let workspaces = Arc::new(Workspaces::new(
             settings.workspaces.clone(),
             &settings.asks,
+            with_model,
         )?);
         let pool = store::connect(&settings.postgres).await?;
         store::migrate(&pool).await?;
@@ -87,6 +104,16 @@ impl Worker {
             .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
             .await?;
         let publisher = Publisher::open(&connection, &settings.amqp).await?;
+        let prompts = Prompts::load(&settings.llm.prompts_dir)?;
+        let model = LlmEnricher::from_settings(&settings.llm, prompts.clone())
+            .map_err(|e| WorkerError::Llm(e.to_string()))?
+            .map(|enricher| (enricher, prompts));
+        match &model {
+            Some((enricher, _)) => tracing::info!(model = enricher.model(), "model configured"),
+            None => {
+                tracing::info!("no model configured: offline mode (patterns and keyword triggers)")
+            }
+        }
         Ok(Worker {
             settings,
             pool,
@@ -96,6 +123,7 @@ impl Worker {
             publisher,
             workspaces,
             metrics: Arc::new(Metrics::default()),
+            model,
         })
     }
 
@@ -110,6 +138,29 @@ impl Worker {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), WorkerError> {
         let lanes = self.settings.worker.lanes;
+        let model_stage = self.model.as_ref().map(|(enricher, _)| {
+            ModelStage::new(
+                self.pool.clone(),
+                self.cache.clone(),
+                self.publisher.clone(),
+                Arc::clone(&self.workspaces),
+                enricher.clone(),
+                self.settings.llm.clone(),
+                self.settings.redis.recent_turns,
+                Arc::clone(&self.metrics),
+            )
+        });
+        let prompt_watcher = self
+            .model
+            .as_ref()
+            .map(|(_, prompts)| tokio::spawn(prompts.clone().watch()));
+        if let Some(stage) = &model_stage {
+            match stage.resume_pending().await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "resuming messages left for the model"),
+                Err(error) => tracing::warn!(error = %error, "could not resume pending model work"),
+            }
+        }
         let context = Arc::new(LaneContext {
             pool: self.pool.clone(),
             cache: self.cache.clone(),
@@ -118,6 +169,7 @@ impl Worker {
             worker: Arc::new(self.settings.worker.clone()),
             amqp: Arc::new(self.settings.amqp.clone()),
             metrics: Arc::clone(&self.metrics),
+            model_stage,
         });
         let lane_capacity = (usize::from(self.settings.amqp.prefetch) / lanes).max(1) * 2;
         let mut senders = Vec::with_capacity(lanes);
@@ -184,6 +236,9 @@ impl Worker {
         }
         relay.abort();
         counters.abort();
+        if let Some(watcher) = prompt_watcher {
+            watcher.abort();
+        }
         self.metrics.log();
         if let Err(error) = self.connection.close(200, "shutdown".into()).await {
             tracing::debug!(error = %error, "connection close failed");

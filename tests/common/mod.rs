@@ -24,6 +24,8 @@ use sqlx::{Connection, PgPool};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod fake_llm;
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -142,6 +144,7 @@ impl TestApp {
     /// Settings as the worker would load them with this test's overrides.
     pub fn settings(&self) -> Settings {
         let mut settings = Settings::load_from(&repo_root().join("config")).expect("settings load");
+        settings.llm.prompts_dir = repo_root().join("prompts");
         for (key, value) in &self.settings_env {
             match key.as_str() {
                 "ENRICHER__POSTGRES__URL" => {
@@ -167,6 +170,22 @@ impl TestApp {
                     settings.amqp.retry_queue_prefix = value.clone()
                 }
                 "ENRICHER__WORKSPACES__RESTRICT" => settings.workspaces.restrict = value == "true",
+                "ENRICHER__LLM__BASE_URL" => settings.llm.base_url = Some(value.clone()),
+                "ENRICHER__LLM__TIMEOUT_MS" => {
+                    settings.llm.timeout_ms = value.parse().expect("number")
+                }
+                "ENRICHER__LLM__MAX_RETRIES" => {
+                    settings.llm.max_retries = value.parse().expect("number")
+                }
+                "ENRICHER__LLM__BACKOFF_MS" => {
+                    settings.llm.backoff_ms = value.parse().expect("number")
+                }
+                "ENRICHER__LLM__MODEL" => settings.llm.model = value.clone(),
+                "ENRICHER__LLM__MODE" => {
+                    settings.llm.mode =
+                        serde_json::from_value(serde_json::Value::String(value.clone()))
+                            .expect("mode")
+                }
                 "ENRICHER_ENV" => {}
                 other => panic!("the in-process harness does not map {other}; add it"),
             }

@@ -1,0 +1,482 @@
+//! The model stage. A customer message that needs the model is committed and
+//! acked first, marked `ai_status = 'pending'`; this stage then calls the
+//! model, one message at a time per conversation (asks depend on the previous
+//! turn) and many conversations at once, and writes the decision in its own
+//! transaction with the call's accounting. A crash or restart loses nothing:
+//! pending messages are picked up again at start-up. A failed call degrades:
+//! the message stays stored, the failure is recorded, the conversation flows on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::enrich::{self, MessageRef, ModelStamp};
+use super::handle::{Effects, HandleError, Workspaces};
+use super::lane::publish_pending;
+use super::metrics::Metrics;
+use crate::config::LlmSettings;
+use crate::extract::decision::{self, Decision, Gate, PastAsk, Rejected};
+use crate::fields::FieldSet;
+use crate::llm::enrich::{LlmEnricher, ModelCall};
+use crate::llm::prompts::{EnrichContext, LastAsk, PromptField, PromptTurn};
+use crate::llm::schema::{FieldEnums, TOOL_NAME};
+use crate::queue::publisher::Publisher;
+use crate::state::{Cache, CacheUpdate};
+use crate::store::StoreError;
+use crate::store::asks::{self, DecisionState};
+
+/// Everything the model stage needs.
+pub struct ModelStage {
+    pool: PgPool,
+    cache: Cache,
+    publisher: Publisher,
+    workspaces: Arc<Workspaces>,
+    enricher: LlmEnricher,
+    settings: LlmSettings,
+    recent_turns: usize,
+    metrics: Arc<Metrics>,
+    conversations: Mutex<HashMap<String, mpsc::UnboundedSender<MessageRef>>>,
+}
+
+const IDLE: Duration = Duration::from_secs(30);
+
+impl ModelStage {
+    /// Builds the stage.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        pool: PgPool,
+        cache: Cache,
+        publisher: Publisher,
+        workspaces: Arc<Workspaces>,
+        enricher: LlmEnricher,
+        settings: LlmSettings,
+        recent_turns: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<ModelStage> {
+        Arc::new(ModelStage {
+            pool,
+            cache,
+            publisher,
+            workspaces,
+            enricher,
+            settings,
+            recent_turns,
+            metrics,
+            conversations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Queues a message behind earlier ones of its conversation.
+    pub fn submit(self: &Arc<Self>, job: MessageRef) {
+        let key = format!("{}/{}", job.workspace_id, job.conversation);
+        let Ok(mut conversations) = self.conversations.lock() else {
+            return;
+        };
+        let job = match conversations.get(&key) {
+            Some(sender) => match sender.send(job) {
+                Ok(()) => return,
+                Err(returned) => returned.0,
+            },
+            None => job,
+        };
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let _ = sender.send(job);
+        conversations.insert(key.clone(), sender);
+        tokio::spawn(Arc::clone(self).drain(key, receiver));
+    }
+
+    async fn drain(self: Arc<Self>, key: String, mut jobs: mpsc::UnboundedReceiver<MessageRef>) {
+        loop {
+            match tokio::time::timeout(IDLE, jobs.recv()).await {
+                Ok(Some(job)) => self.process(job).await,
+                Ok(None) => return,
+                Err(_) => {
+                    // Idle: retire, unless a job slipped in while we were checking.
+                    let Ok(mut conversations) = self.conversations.lock() else {
+                        return;
+                    };
+                    match jobs.try_recv() {
+                        Ok(job) => {
+                            drop(conversations);
+                            self.process(job).await;
+                        }
+                        Err(_) => {
+                            conversations.remove(&key);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues messages left pending by an earlier run.
+    pub async fn resume_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let rows: Vec<(String, String, String, i64, Uuid, i64, Option<i32>, String)> = sqlx::query_as(
+            "SELECT m.workspace_id, m.event_id, c.external_id, m.conversation_id, m.customer_id, m.id,
+                    m.customer_turn, m.text
+               FROM enrich.messages m JOIN enrich.conversations c ON c.id = m.conversation_id
+              WHERE m.ai_status = 'pending'
+                 OR (m.ai_status = 'running' AND m.ai_claimed_at < now() - interval '5 minutes')
+              ORDER BY m.id LIMIT 10000",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let count = rows.len();
+        for (
+            workspace_id,
+            event_id,
+            conversation,
+            conversation_id,
+            customer_id,
+            message_id,
+            turn,
+            text,
+        ) in rows
+        {
+            sqlx::query("UPDATE enrich.messages SET ai_status = 'pending' WHERE id = $1")
+                .bind(message_id)
+                .execute(&self.pool)
+                .await?;
+            let region = self
+                .workspaces
+                .get(&workspace_id)
+                .and_then(|w| w.settings.default_region.clone());
+            self.submit(MessageRef {
+                workspace_id,
+                event_id,
+                conversation,
+                conversation_id,
+                customer_id,
+                message_id,
+                customer_turn: turn.unwrap_or(0).max(0) as u32,
+                text,
+                region,
+            });
+        }
+        Ok(count)
+    }
+
+    #[tracing::instrument(skip_all, fields(event_id = %job.event_id, conversation = %job.conversation))]
+    async fn process(&self, job: MessageRef) {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match self.try_process(&job).await {
+                Ok(()) => return,
+                Err(HandleError::Store(error)) if error.is_transient() && attempt < 5 => {
+                    tracing::warn!(error = %error, attempt, "model stage store error; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "model stage failed; the message stays stored without AI enrichment");
+                    let _ = sqlx::query(
+                        "UPDATE enrich.messages SET ai_status = 'failed' WHERE id = $1",
+                    )
+                    .bind(job.message_id)
+                    .execute(&self.pool)
+                    .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn try_process(&self, job: &MessageRef) -> Result<(), HandleError> {
+        let claimed = sqlx::query(
+            "UPDATE enrich.messages SET ai_status = 'running', ai_claimed_at = now()
+              WHERE id = $1 AND ai_status = 'pending'",
+        )
+        .bind(job.message_id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from)?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(());
+        }
+        let Some(workspace) = self.workspaces.get(&job.workspace_id) else {
+            return self.finish_without_call(job, "skipped").await;
+        };
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
+        let state = asks::load_state(
+            &mut conn,
+            job.customer_id,
+            job.conversation_id,
+            job.customer_turn,
+        )
+        .await?;
+        let (spent, instructions, turns) = self.conversation_facts(&mut conn, job).await?;
+        drop(conn);
+        let ctx = enrich::context(&workspace, job, &state);
+        let stage = decision::pattern_stage(&ctx);
+        let budget_left = spent < i64::from(self.settings.conversation_token_budget);
+        if let Gate::Skip(reason) = decision::gate(&ctx, &stage, true, budget_left) {
+            tracing::debug!(reason, "model skipped");
+            if reason == "budget_spent" {
+                self.metrics.rejection("budget_spent");
+            }
+            return self.finish_without_call(job, "skipped").await;
+        }
+        let askable = askable_fields(
+            workspace.fields,
+            &state,
+            &stage,
+            ctx.policy,
+            job.customer_turn,
+        );
+        let enums = FieldEnums::for_fields(workspace.fields, askable.clone());
+        let prompt = prompt_context(workspace.fields, &state, askable, turns, job, instructions);
+        let call = self.enricher.propose(&prompt, &enums).await;
+        let proposal = call.proposal.clone().unwrap_or_default();
+        let mut decided = decision::decide(&ctx, &stage, &proposal);
+        self.drop_stale_ask(job, &mut decided).await?;
+        self.write(job, &decided, &call).await
+    }
+
+    async fn conversation_facts(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        job: &MessageRef,
+    ) -> Result<(i64, Option<String>, Vec<PromptTurn>), StoreError> {
+        let (spent, instructions): (i64, Option<String>) = sqlx::query_as(
+            "SELECT (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint
+                       FROM enrich.llm_calls WHERE conversation_id = $1),
+                    (SELECT agent_instructions FROM enrich.customers WHERE id = $2)",
+        )
+        .bind(job.conversation_id)
+        .bind(job.customer_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT sender, text FROM (SELECT id, sender, text FROM enrich.messages
+                                        WHERE conversation_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) t
+              ORDER BY id",
+        )
+        .bind(job.conversation_id)
+        .bind(job.message_id)
+        .bind(self.recent_turns as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+        let turns = rows
+            .into_iter()
+            .map(|(sender, text)| PromptTurn { sender, text })
+            .collect();
+        Ok((spent, instructions, turns))
+    }
+
+    /// An ask is only useful as a reply to the customer's latest message.
+    async fn drop_stale_ask(
+        &self,
+        job: &MessageRef,
+        decided: &mut Decision,
+    ) -> Result<(), StoreError> {
+        if decided.ask.is_none() {
+            return Ok(());
+        }
+        let latest: i32 =
+            sqlx::query_scalar("SELECT customer_turns FROM enrich.conversations WHERE id = $1")
+                .bind(job.conversation_id)
+                .fetch_one(&self.pool)
+                .await?;
+        if latest.max(0) as u32 > job.customer_turn
+            && let Some(ask) = decided.ask.take()
+        {
+            decided.rejections.push(Rejected {
+                field: ask.field,
+                reason: "stale",
+                kind: "ask",
+            });
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        job: &MessageRef,
+        decided: &Decision,
+        call: &ModelCall,
+    ) -> Result<(), HandleError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let mut effects = Effects::default();
+        let mut changes = Vec::new();
+        let stamp = ModelStamp {
+            model: &call.model,
+            prompt_version: &call.prompt_version,
+        };
+        enrich::apply(
+            &mut tx,
+            job,
+            decided,
+            Some(stamp),
+            &mut changes,
+            &mut effects,
+        )
+        .await?;
+        super::handle::announce_changes(
+            &mut tx,
+            &job.workspace_id,
+            job.customer_id,
+            changes,
+            &mut effects,
+        )
+        .await?;
+        let rejections = rejection_counts(&decided.rejections);
+        sqlx::query(
+            "INSERT INTO enrich.llm_calls (workspace_id, conversation_id, customer_id, purpose, model, prompt_version,
+                                           prompt_tokens, completion_tokens, latency_ms, attempts, outcome, rejections)
+             VALUES ($1, $2, $3, 'enrich', $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&job.workspace_id)
+        .bind(job.conversation_id)
+        .bind(job.customer_id)
+        .bind(&call.model)
+        .bind(&call.prompt_version)
+        .bind(call.prompt_tokens as i32)
+        .bind(call.completion_tokens as i32)
+        .bind(call.latency.as_millis().min(i32::MAX as u128) as i32)
+        .bind(call.attempts as i32)
+        .bind(call.outcome())
+        .bind(sqlx::types::Json(rejections))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let status = if call.proposal.is_ok() {
+            "done"
+        } else {
+            "failed"
+        };
+        sqlx::query("UPDATE enrich.messages SET ai_status = $2 WHERE id = $1")
+            .bind(job.message_id)
+            .bind(status)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        if let Err(failure) = &call.proposal {
+            self.metrics.rejection(failure.outcome());
+            tracing::warn!(
+                outcome = failure.outcome(),
+                attempts = call.attempts,
+                "model call failed; AI skipped for this message"
+            );
+        }
+        for reason in &effects.rejections {
+            self.metrics.rejection(reason);
+        }
+        self.after_commit(effects).await;
+        Ok(())
+    }
+
+    async fn finish_without_call(&self, job: &MessageRef, status: &str) -> Result<(), HandleError> {
+        sqlx::query("UPDATE enrich.messages SET ai_status = $2 WHERE id = $1")
+            .bind(job.message_id)
+            .bind(status)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn after_commit(&self, effects: Effects) {
+        let updates: Vec<CacheUpdate> = effects.cache;
+        if let Err(error) = self.cache.apply(&updates).await {
+            tracing::error!(error = %error, "cache update failed after the model stage");
+        }
+        publish_pending(&self.publisher, &self.pool, effects.outbox).await;
+    }
+}
+
+fn rejection_counts(rejections: &[Rejected]) -> HashMap<String, u32> {
+    let mut counts = HashMap::new();
+    for rejected in rejections {
+        *counts
+            .entry(format!("{}:{}", rejected.kind, rejected.reason))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Fields the policy would let the model ask for now, in priority order.
+fn askable_fields(
+    fields: &FieldSet,
+    state: &DecisionState,
+    stage: &decision::PatternStage,
+    policy: &crate::policy::AskPolicy,
+    customer_turn: u32,
+) -> Vec<String> {
+    let asks = &state.asks.asks;
+    let cooling = asks.last().is_some_and(|last| {
+        customer_turn.saturating_sub(last.customer_turn) <= policy.cooldown_turns
+    });
+    if cooling || asks.len() as u32 >= policy.max_per_conversation {
+        return Vec::new();
+    }
+    let mut missing: Vec<&crate::fields::FieldDef> = fields
+        .iter()
+        .filter(|f| !state.known.contains_key(&f.name))
+        .filter(|f| !stage.facts.iter().any(|fact| fact.field == f.name))
+        .filter(|f| !state.asks.declined.contains(&f.name) && !stage.declined.contains(&f.name))
+        .filter(|f| {
+            state.asks.field_attempts.get(&f.name).copied().unwrap_or(0)
+                < policy.max_attempts_per_field
+        })
+        .filter(|f| f.required || f.name == "phone")
+        .collect();
+    missing.sort_by_key(|f| (f.ask_priority, f.name.clone()));
+    missing.into_iter().map(|f| f.name.clone()).collect()
+}
+
+fn prompt_context(
+    fields: &FieldSet,
+    state: &DecisionState,
+    askable: Vec<String>,
+    recent_turns: Vec<PromptTurn>,
+    job: &MessageRef,
+    agent_instructions: Option<String>,
+) -> EnrichContext {
+    let last_ask = state.asks.asks.last().map(
+        |PastAsk {
+             field,
+             customer_turn,
+             ..
+         }| LastAsk {
+            field: field.clone(),
+            turns_ago: job.customer_turn.saturating_sub(*customer_turn),
+        },
+    );
+    EnrichContext {
+        tool_name: TOOL_NAME.to_owned(),
+        fields: fields
+            .iter()
+            .filter(|f| f.ai_writable)
+            .map(|f| PromptField {
+                name: f.name.clone(),
+                label: f.label.clone(),
+                description: f.description.clone(),
+                format: serde_json::to_value(f.format)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                options: f.options.clone(),
+                required: f.required,
+            })
+            .collect(),
+        known_fields: state.known.keys().cloned().collect(),
+        missing_fields: fields
+            .iter()
+            .filter(|f| f.required && !state.known.contains_key(&f.name))
+            .map(|f| f.name.clone())
+            .collect(),
+        declined: state.asks.declined.iter().cloned().collect(),
+        asks_allowed: !askable.is_empty(),
+        last_ask,
+        recent_turns,
+        new_message: job.text.clone(),
+        agent_instructions,
+    }
+}

@@ -1,0 +1,436 @@
+//! The model path end to end: a scripted OpenAI-compatible server in the test
+//! process, the real broker and stores. Whatever the model says, only
+//! grounded, configured, valid values reach Postgres, asks obey the policy,
+//! and model failures never stop a conversation.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fake_llm::{FakeModel, new_message, nothing, proposal, tool_call};
+use common::{TestApp, chat, unique};
+use serde_json::json;
+use wiremock::ResponseTemplate;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn app_with_model(model: &FakeModel) -> TestApp {
+    let mut app = TestApp::new().await;
+    app.set("ENRICHER__LLM__BASE_URL", &model.base_url());
+    app.set("ENRICHER__LLM__TIMEOUT_MS", "1500");
+    app.set("ENRICHER__LLM__BACKOFF_MS", "50");
+    app
+}
+
+/// Waits until every customer message has left the model stage.
+async fn settle(app: &TestApp, customer_messages: i64) {
+    app.wait_for_count(
+        "SELECT count(*) FROM enrich.messages WHERE sender = 'customer' AND (ai_status IS NULL OR ai_status IN ('done','failed','skipped'))",
+        customer_messages,
+        WAIT,
+    )
+    .await;
+}
+
+async fn field(app: &TestApp, name: &str) -> Option<(String, String)> {
+    sqlx::query_as("SELECT value, actor FROM enrich.customer_fields WHERE field = $1")
+        .bind(name)
+        .fetch_optional(&app.pool)
+        .await
+        .expect("field")
+}
+
+async fn asked(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT field FROM enrich.ask_log ORDER BY asked_at")
+        .fetch_all(&app.pool)
+        .await
+        .expect("asks")
+}
+
+async fn outcomes(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT outcome FROM enrich.llm_calls ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .expect("llm calls")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_volunteered_fact_is_recorded_with_model_and_prompt_version() {
+    let model = FakeModel::start(|_, request| {
+        let text = new_message(request);
+        if text.contains("Sofía") {
+            tool_call(proposal(
+                &[("name", "Sofía Pérez", "les escribe Sofía Pérez")],
+                Some("email"),
+            ))
+        } else {
+            nothing()
+        }
+    })
+    .await;
+    let app = app_with_model(&model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(
+        &ws,
+        "m1",
+        "c1",
+        "u1",
+        "customer",
+        "hola, les escribe Sofía Pérez y quiero el catálogo",
+    )])
+    .await;
+    settle(&app, 1).await;
+    assert_eq!(
+        field(&app, "name").await,
+        Some(("Sofía Pérez".into(), "model".into()))
+    );
+    let (model_name, version): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT model, prompt_version FROM enrich.field_history WHERE field = 'name'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("history");
+    assert_eq!(model_name.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(version.map(|v| v.len()), Some(12));
+    assert_eq!(asked(&app).await, vec!["email"]);
+    let (calls, tokens): (i64, i64) =
+        sqlx::query_as("SELECT calls::bigint, prompt_tokens FROM enrich.llm_usage")
+            .fetch_one(&app.pool)
+            .await
+            .expect("usage view");
+    assert_eq!((calls, tokens), (1, 420));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn made_up_borrowed_and_unconfigured_values_never_reach_postgres() {
+    let model = FakeModel::start(|_, request| {
+        let text = new_message(request);
+        if text == "yes that's right" {
+            // The address only appears in the bot's question.
+            tool_call(proposal(
+                &[("email", "bot.said@example.com", "bot.said@example.com")],
+                None,
+            ))
+        } else {
+            tool_call(proposal(
+                &[
+                    ("name", "Johnathan", "hi there"),
+                    ("phone", "+14155550123", "call me maybe"),
+                    ("vip_status", "gold", "hi there"),
+                    ("credit_card", "4111111111111111", "hi there"),
+                ],
+                None,
+            ))
+        }
+    })
+    .await;
+    let app = app_with_model(&model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[
+        chat(&ws, "m1", "c1", "u1", "customer", "hi there, call me maybe"),
+        chat(
+            &ws,
+            "m2",
+            "c1",
+            "u1",
+            "bot",
+            "Is your email bot.said@example.com?",
+        ),
+        chat(&ws, "m3", "c1", "u1", "customer", "yes that's right"),
+    ])
+    .await;
+    settle(&app, 2).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM enrich.customer_fields")
+            .await,
+        0
+    );
+    let rejections: serde_json::Value = sqlx::query_scalar(
+        "SELECT jsonb_object_agg(key, value) FROM enrich.llm_calls, jsonb_each(rejections)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("rejections");
+    for reason in [
+        "fact:value_not_in_quote",
+        "fact:unconfigured_field",
+        "fact:quote_not_in_customer_text",
+    ] {
+        assert!(
+            rejections.get(reason).is_some(),
+            "no {reason} in {rejections}"
+        );
+    }
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn asks_obey_the_policy_and_a_decline_holds_across_conversations() {
+    // This model asks for email on every turn, and for two fields at once.
+    let model = FakeModel::start(|_, _| {
+        tool_call(json!({"facts": [], "ask": [
+            {"field": "email", "question": "Your email?", "reason": "always"},
+            {"field": "name", "question": "Your name?", "reason": "always"}], "declined": [], "language": "en"}))
+    })
+    .await;
+    let app = app_with_model(&model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    let turn = |i: usize, conversation: &str, text: &str| {
+        chat(
+            &ws,
+            &format!("{conversation}-{i}"),
+            conversation,
+            "u1",
+            "customer",
+            text,
+        )
+    };
+    // Turn 1 asks; turns 2-3 are in cooldown; turn 4 may ask again (cap 2); later turns hit the cap.
+    for (i, text) in [
+        "send me the brochure",
+        "ok",
+        "thanks",
+        "and the prices?",
+        "hm",
+        "hello?",
+        "anyone?",
+        "bye",
+    ]
+    .iter()
+    .enumerate()
+    {
+        app.publish(&[turn(i, "c1", text)]).await;
+        settle(&app, i as i64 + 1).await;
+    }
+    let first = asked(&app).await;
+    assert_eq!(
+        first,
+        vec!["email", "email"],
+        "one field per ask, cooldown and the per-conversation cap"
+    );
+    let turns: Vec<i32> = sqlx::query_scalar("SELECT customer_turn FROM enrich.asks ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .expect("turns");
+    assert_eq!(turns, vec![1, 4]);
+
+    // A new conversation: email was asked twice already (field cap), so only name may be asked.
+    app.publish(&[turn(
+        0,
+        "c2",
+        "I'd rather not give my name. Can you send me the menu?",
+    )])
+    .await;
+    settle(&app, 9).await;
+    assert_eq!(
+        asked(&app).await.len(),
+        2,
+        "email hit its per-field cap and name was declined"
+    );
+    app.publish(&[
+        turn(1, "c2", "ok"),
+        turn(2, "c2", "x"),
+        turn(3, "c2", "book a table please"),
+    ])
+    .await;
+    settle(&app, 12).await;
+    assert!(
+        !asked(&app).await.contains(&"name".to_owned()),
+        "a decline holds in later turns"
+    );
+    app.publish(&[turn(0, "c3", "new chat: book me in")]).await;
+    settle(&app, 13).await;
+    assert!(
+        !asked(&app).await.contains(&"name".to_owned()),
+        "a decline holds in later conversations"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrections_replace_values_and_agent_values_stay_locked() {
+    let model = FakeModel::start(|_, request| {
+        let text = new_message(request);
+        if let Some(start) = text.find("actually ") {
+            let email = text[start + 9..].trim_end_matches('.').to_owned();
+            tool_call(proposal(&[("email", &email, &email)], None))
+        } else if text.contains("Robert") {
+            tool_call(proposal(&[("name", "Robert", "I'm Robert")], None))
+        } else {
+            nothing()
+        }
+    })
+    .await;
+    let app = app_with_model(&model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(
+        &ws,
+        "m1",
+        "c1",
+        "u1",
+        "customer",
+        "my email is first@example.com",
+    )])
+    .await;
+    settle(&app, 1).await;
+    app.publish(&[
+        json!({"type": "profile.update", "version": 1, "id": "p1", "workspace_id": ws,
+        "occurred_at": "2026-03-01T10:00:00Z", "platform": "web", "platform_user_id": "u1",
+        "fields": {"name": "Bob Agent"}, "source": "agent", "actor": "agent-7"}),
+    ])
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM enrich.customer_fields WHERE field = 'name'",
+        1,
+        WAIT,
+    )
+    .await;
+    app.publish(&[chat(
+        &ws,
+        "m2",
+        "c1",
+        "u1",
+        "customer",
+        "sorry, it's actually second@example.com. I'm Robert",
+    )])
+    .await;
+    settle(&app, 2).await;
+    assert_eq!(
+        field(&app, "email").await.map(|f| f.0),
+        Some("second@example.com".into())
+    );
+    assert_eq!(
+        field(&app, "name").await,
+        Some(("Bob Agent".into(), "agent-7".into()))
+    );
+    let history: Vec<(Option<String>, String)> = sqlx::query_as(
+        "SELECT old_value, new_value FROM enrich.field_history WHERE field = 'email' ORDER BY change_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("history");
+    assert_eq!(
+        history,
+        vec![
+            (None, "first@example.com".into()),
+            (
+                Some("first@example.com".into()),
+                "second@example.com".into()
+            )
+        ]
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_is_retried_after_retry_after() {
+    let model = FakeModel::start(|n, _| {
+        if n == 0 {
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_json(json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}}))
+        } else {
+            tool_call(proposal(&[("name", "Mike", "Mike here")], None))
+        }
+    })
+    .await;
+    let app = app_with_model(&model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    let started = Instant::now();
+    app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", "hey, Mike here")])
+        .await;
+    settle(&app, 1).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited for Retry-After"
+    );
+    let (outcome, attempts, latency): (String, i32, i32) =
+        sqlx::query_as("SELECT outcome, attempts, latency_ms FROM enrich.llm_calls")
+            .fetch_one(&app.pool)
+            .await
+            .expect("call");
+    assert_eq!((outcome.as_str(), attempts), ("ok", 2));
+    assert!(latency >= 1000, "latency {latency} ms includes the wait");
+    assert_eq!(field(&app, "name").await.map(|f| f.0), Some("Mike".into()));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn model_failures_skip_ai_record_the_failure_and_lose_nothing() {
+    let model = FakeModel::start(|_, request| {
+        let text = new_message(request);
+        match text.as_str() {
+            "timeout" => nothing().set_delay(Duration::from_secs(5)),
+            "server error" => ResponseTemplate::new(500).set_body_json(json!({"error": {"message": "boom", "type": "server_error", "param": null, "code": null}})),
+            "malformed" => ResponseTemplate::new(200).set_body_json(json!({"choices": [{"finish_reason": "tool_calls", "message": {
+                "tool_calls": [{"type": "function", "function": {"name": "record_enrichment", "arguments": "{\"facts\": [ {oops"}}]}}]})),
+            "refusal" => ResponseTemplate::new(200).set_body_json(json!({"choices": [{"finish_reason": "stop", "message": {"content": null, "refusal": "I can't help with that"}}]})),
+            "length" => ResponseTemplate::new(200).set_body_json(json!({"choices": [{"finish_reason": "length", "message": {"content": "{\"facts\": ["}}]})),
+            _ => tool_call(proposal(&[("name", "Zoe", "I'm Zoe")], None)),
+        }
+    })
+    .await;
+    let mut app = app_with_model(&model).await;
+    app.set("ENRICHER__LLM__TIMEOUT_MS", "300");
+    app.set("ENRICHER__LLM__MAX_RETRIES", "1");
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    let texts = [
+        "timeout",
+        "server error",
+        "malformed",
+        "refusal",
+        "length",
+        "I'm Zoe",
+    ];
+    let events: Vec<_> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| chat(&ws, &format!("m{i}"), "c1", "u1", "customer", t))
+        .collect();
+    app.publish(&events).await;
+    settle(&app, texts.len() as i64).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM enrich.messages").await,
+        texts.len() as i64,
+        "every message stored"
+    );
+    assert_eq!(
+        outcomes(&app).await,
+        vec![
+            "timeout",
+            "http_error",
+            "malformed_output",
+            "refusal",
+            "truncated",
+            "ok"
+        ]
+    );
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("SELECT attempts FROM enrich.llm_calls ORDER BY id LIMIT 2")
+            .fetch_all(&app.pool)
+            .await
+            .expect("attempts");
+    assert_eq!(attempts, vec![2, 2], "one retry each, then give up");
+    assert_eq!(
+        field(&app, "name").await.map(|f| f.0),
+        Some("Zoe".into()),
+        "the conversation kept flowing"
+    );
+    let failed: Vec<String> =
+        sqlx::query_scalar("SELECT ai_status FROM enrich.messages ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("statuses");
+    assert_eq!(
+        failed,
+        vec!["failed", "failed", "failed", "failed", "failed", "done"]
+    );
+    worker.stop().await;
+}
