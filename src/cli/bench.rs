@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// Skip the direct-SQL floor.
     #[arg(long)]
     pub no_floor: bool,
+    /// Benchmark the model path: every event is a customer message the model
+    /// sees, answered by a built-in fake model after this many milliseconds.
+    #[arg(long)]
+    pub model_delay_ms: Option<u64>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -102,9 +106,20 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     let run_id = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let workspace = format!("{run_id}-ws");
 
+    let model_url = match args.model_delay_ms {
+        Some(delay) => {
+            let address = super::fake_model::start(Duration::from_millis(delay)).await?;
+            Some(format!("http://{address}/v1"))
+        }
+        None => None,
+    };
+    anyhow::ensure!(
+        model_url.is_none() || args.worker_pid.is_none(),
+        "--model-delay-ms starts its own worker pointed at the fake model; drop --worker-pid"
+    );
     let mut spawned = match args.worker_pid {
         Some(_) => None,
-        None => Some(spawn_worker()?),
+        None => Some(spawn_worker(model_url.as_deref())?),
     };
     let worker_pid = args.worker_pid.or(spawned.as_ref().map(Child::id));
     // Let the worker connect and declare its topology before the clock starts.
@@ -122,11 +137,11 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             let due = started + interval * index as u32;
             tokio::time::sleep_until(due.into()).await;
         }
-        let event = synthetic_event(&workspace, &run_id, index, args.conversations, Utc::now());
-        sender.send(&serde_json::to_vec(&event)?).await?;
-        if pacing.is_some() {
-            sender.settle().await?;
+        let mut event = synthetic_event(&workspace, &run_id, index, args.conversations, Utc::now());
+        if model_url.is_some() {
+            event["sender"] = serde_json::json!("customer");
         }
+        sender.send(&serde_json::to_vec(&event)?).await?;
     }
     sender.finish().await?;
     let published_in = started.elapsed();
@@ -147,6 +162,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             args.events
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if model_url.is_some() {
+        wait_for_model_stage(&pool, &workspace, deadline).await?;
     }
     let peak_rss_kib = worker_pid.and_then(peak_rss_kib);
     if let Some(child) = spawned.as_mut() {
@@ -214,7 +232,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         None => println!("  worker peak RSS       unknown"),
     }
 
-    if !args.no_floor {
+    if model_url.is_some() {
+        report_model_path(&pool, &workspace, args.events, commit_timestamps).await?;
+    } else if !args.no_floor {
         let floor =
             direct_sql_floor(&pool, settings, &run_id, args.events, args.conversations).await?;
         println!(
@@ -319,14 +339,69 @@ async fn cleanup(pool: &PgPool, workspace: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_worker() -> anyhow::Result<Child> {
+fn spawn_worker(model_url: Option<&str>) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
-    Ok(Command::new(exe)
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?)
+    let mut command = Command::new(exe);
+    command.arg("run").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    if let Some(url) = model_url {
+        command.env("ENRICHER__LLM__BASE_URL", url).env("ENRICHER__LLM__MODEL", "bench-model");
+    }
+    Ok(command.spawn()?)
+}
+
+async fn wait_for_model_stage(pool: &PgPool, workspace: &str, deadline: Instant) -> anyhow::Result<()> {
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM enrich.messages WHERE workspace_id = $1 AND ai_status IN ('pending', 'running')",
+        )
+        .bind(workspace)
+        .fetch_one(pool)
+        .await?;
+        if open == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{open} messages still wait for the model");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The worker's own time on the model path: publish → commit of the model
+/// stage's transaction, minus the time spent waiting for the model.
+async fn report_model_path(pool: &PgPool, workspace: &str, events: usize, commit_timestamps: bool) -> anyhow::Result<()> {
+    let commit = if commit_timestamps { "pg_xact_commit_timestamp(l.xmin)" } else { "l.created_at" };
+    let rows: Vec<(DateTime<Utc>, DateTime<Utc>, i32, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT m.occurred_at, {commit}, l.latency_ms, l.outcome
+           FROM enrich.llm_calls l JOIN enrich.messages m ON m.id = l.message_id
+          WHERE m.workspace_id = $1"
+    )))
+    .bind(workspace)
+    .fetch_all(pool)
+    .await?;
+    let failures = rows.iter().filter(|r| r.3 != "ok").count();
+    let first = rows.iter().map(|r| r.0).min();
+    let last = rows.iter().map(|r| r.1).max();
+    let span = match (first, last) {
+        (Some(first), Some(last)) => (last - first).to_std().unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    let mut overhead: Vec<f64> = rows
+        .iter()
+        .map(|(published, committed, model_ms, _)| {
+            (*committed - *published).num_microseconds().unwrap_or(0) as f64 / 1000.0 - f64::from(*model_ms)
+        })
+        .collect();
+    println!("  model path            {} of {events} events called the model, {failures} failed", rows.len());
+    println!(
+        "  model-path throughput {:.0} events/s (publish → model-stage commit)",
+        rows.len() as f64 / span.as_secs_f64().max(1e-9)
+    );
+    if let Some(p) = percentiles(&mut overhead) {
+        println!(
+            "  worker's own time     p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms (publish → commit minus model latency)",
+            p.p50, p.p95, p.p99
+        );
+    }
+    Ok(())
 }
 
 fn stop_worker(child: &mut Child) {

@@ -2,4 +2,5 @@
 //! worker: publishing events and benchmarking.
 
 pub mod bench;
+pub mod fake_model;
 pub mod send;

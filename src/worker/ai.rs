@@ -328,8 +328,9 @@ impl ModelStage {
         let rejections = rejection_counts(&decided.rejections);
         sqlx::query(
             "INSERT INTO enrich.llm_calls (workspace_id, conversation_id, customer_id, purpose, model, prompt_version,
-                                           prompt_tokens, completion_tokens, latency_ms, attempts, outcome, rejections)
-             VALUES ($1, $2, $3, 'enrich', $4, $5, $6, $7, $8, $9, $10, $11)",
+                                           prompt_tokens, completion_tokens, latency_ms, attempts, outcome, rejections,
+                                           message_id)
+             VALUES ($1, $2, $3, 'enrich', $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&job.workspace_id)
         .bind(job.conversation_id)
@@ -342,6 +343,7 @@ impl ModelStage {
         .bind(call.attempts as i32)
         .bind(call.outcome())
         .bind(sqlx::types::Json(rejections))
+        .bind(job.message_id)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;

@@ -138,9 +138,15 @@ impl Worker {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), WorkerError> {
         let lanes = self.settings.worker.lanes;
-        let model_stage = self.model.as_ref().map(|(enricher, _)| {
+        // The model stage gets its own pool so hundreds of conversations
+        // waiting on the model never starve the lanes of connections.
+        let model_pool = match &self.model {
+            Some(_) => Some(store::connect(&self.settings.postgres).await?),
+            None => None,
+        };
+        let model_stage = self.model.as_ref().zip(model_pool).map(|((enricher, _), model_pool)| {
             ModelStage::new(
-                self.pool.clone(),
+                model_pool,
                 self.cache.clone(),
                 self.publisher.clone(),
                 Arc::clone(&self.workspaces),
