@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod eval;
 pub mod event;
 pub mod extract;
 pub mod fields;

@@ -35,6 +35,8 @@ enum Command {
     },
     /// Measure throughput and latency through the real broker into a running worker.
     Bench(cli::bench::BenchArgs),
+    /// Score the decision core on the eval cases (see evals/README.md).
+    Eval(enricher::eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +105,7 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => cli::bench::run(&settings, args).await,
+        Command::Eval(args) => enricher::eval::run(&settings, args).await,
     }
 }
 

@@ -342,14 +342,24 @@ async fn cleanup(pool: &PgPool, workspace: &str) -> anyhow::Result<()> {
 fn spawn_worker(model_url: Option<&str>) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
-    command.arg("run").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    command
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     if let Some(url) = model_url {
-        command.env("ENRICHER__LLM__BASE_URL", url).env("ENRICHER__LLM__MODEL", "bench-model");
+        command
+            .env("ENRICHER__LLM__BASE_URL", url)
+            .env("ENRICHER__LLM__MODEL", "bench-model");
     }
     Ok(command.spawn()?)
 }
 
-async fn wait_for_model_stage(pool: &PgPool, workspace: &str, deadline: Instant) -> anyhow::Result<()> {
+async fn wait_for_model_stage(
+    pool: &PgPool,
+    workspace: &str,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     loop {
         let open: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM enrich.messages WHERE workspace_id = $1 AND ai_status IN ('pending', 'running')",
@@ -360,23 +370,36 @@ async fn wait_for_model_stage(pool: &PgPool, workspace: &str, deadline: Instant)
         if open == 0 {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "{open} messages still wait for the model");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{open} messages still wait for the model"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// The worker's own time on the model path: publish → commit of the model
 /// stage's transaction, minus the time spent waiting for the model.
-async fn report_model_path(pool: &PgPool, workspace: &str, events: usize, commit_timestamps: bool) -> anyhow::Result<()> {
-    let commit = if commit_timestamps { "pg_xact_commit_timestamp(l.xmin)" } else { "l.created_at" };
-    let rows: Vec<(DateTime<Utc>, DateTime<Utc>, i32, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT m.occurred_at, {commit}, l.latency_ms, l.outcome
+async fn report_model_path(
+    pool: &PgPool,
+    workspace: &str,
+    events: usize,
+    commit_timestamps: bool,
+) -> anyhow::Result<()> {
+    let commit = if commit_timestamps {
+        "pg_xact_commit_timestamp(l.xmin)"
+    } else {
+        "l.created_at"
+    };
+    let rows: Vec<(DateTime<Utc>, DateTime<Utc>, i32, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT m.occurred_at, {commit}, l.latency_ms, l.outcome
            FROM enrich.llm_calls l JOIN enrich.messages m ON m.id = l.message_id
           WHERE m.workspace_id = $1"
-    )))
-    .bind(workspace)
-    .fetch_all(pool)
-    .await?;
+        )))
+        .bind(workspace)
+        .fetch_all(pool)
+        .await?;
     let failures = rows.iter().filter(|r| r.3 != "ok").count();
     let first = rows.iter().map(|r| r.0).min();
     let last = rows.iter().map(|r| r.1).max();
@@ -387,10 +410,14 @@ async fn report_model_path(pool: &PgPool, workspace: &str, events: usize, commit
     let mut overhead: Vec<f64> = rows
         .iter()
         .map(|(published, committed, model_ms, _)| {
-            (*committed - *published).num_microseconds().unwrap_or(0) as f64 / 1000.0 - f64::from(*model_ms)
+            (*committed - *published).num_microseconds().unwrap_or(0) as f64 / 1000.0
+                - f64::from(*model_ms)
         })
         .collect();
-    println!("  model path            {} of {events} events called the model, {failures} failed", rows.len());
+    println!(
+        "  model path            {} of {events} events called the model, {failures} failed",
+        rows.len()
+    );
     println!(
         "  model-path throughput {:.0} events/s (publish → model-stage commit)",
         rows.len() as f64 / span.as_secs_f64().max(1e-9)

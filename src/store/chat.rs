@@ -2,11 +2,16 @@
 //! creates the customer through the identity, opens the conversation and keeps
 //! every counter.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use sqlx::PgConnection;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::StoreError;
+use super::asks::DecisionState;
 use crate::event::{ChatMessage, Envelope};
+use crate::extract::decision::{AskState, Known, PastAsk};
 
 /// What recording a message produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +41,8 @@ pub struct StoredMessage {
     pub default_region: Option<String>,
     /// Customer messages in this conversation so far, this one included.
     pub customer_turn: i32,
+    /// Known fields and ask state, for customer messages of enabled workspaces.
+    pub state: Option<DecisionState>,
 }
 
 /// Workspace defaults used when a message creates its workspace.
@@ -47,17 +54,22 @@ pub struct WorkspaceDefaults<'a> {
     pub default_region: Option<&'a str>,
 }
 
-type RecordRow = (
-    bool,
-    Option<Uuid>,
-    Option<i64>,
-    Option<i64>,
-    Option<bool>,
-    Option<bool>,
-    Option<bool>,
-    Option<String>,
-    Option<i32>,
-);
+#[derive(sqlx::FromRow)]
+struct RecordRow {
+    duplicate: bool,
+    customer_id: Option<Uuid>,
+    conversation_id: Option<i64>,
+    message_id: Option<i64>,
+    new_customer: Option<bool>,
+    new_conversation: Option<bool>,
+    enrichment_enabled: Option<bool>,
+    default_region: Option<String>,
+    customer_turn: Option<i32>,
+    known: Option<Json<BTreeMap<String, Known>>>,
+    declined: Option<Vec<String>>,
+    asks: Option<Json<Vec<PastAsk>>>,
+    field_attempts: Option<Json<BTreeMap<String, u32>>>,
+}
 
 /// Records one chat message inside the caller's transaction.
 pub async fn record_message(
@@ -74,7 +86,7 @@ pub async fn record_message(
         .map_err(|e| StoreError::Permanent(sqlx::Error::Encode(Box::new(e))))?;
     let row: RecordRow = sqlx::query_as(
         "SELECT duplicate, customer_id, conversation_id, message_id, new_customer, new_conversation,
-                enrichment_enabled, default_region, customer_turn
+                enrichment_enabled, default_region, customer_turn, known, declined, asks, field_attempts
            FROM enrich.record_chat_message($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
     )
     .bind(&envelope.workspace_id)
@@ -93,31 +105,34 @@ pub async fn record_message(
     .bind(workspace.enrichment)
     .fetch_one(&mut *conn)
     .await?;
-    let (
-        duplicate,
-        customer_id,
-        conversation_id,
-        message_id,
-        new_customer,
-        new_conversation,
-        enabled,
-        region,
-        turn,
-    ) = row;
-    if duplicate {
+    if row.duplicate {
         return Ok(Recorded::Duplicate);
     }
-    match (customer_id, conversation_id, message_id) {
+    let customer_turn = row.customer_turn.unwrap_or(0);
+    let state = match (row.known, row.declined, row.asks, row.field_attempts) {
+        (Some(known), Some(declined), Some(asks), Some(attempts)) => Some(DecisionState {
+            known: known.0,
+            asks: AskState {
+                customer_turn: customer_turn.max(0) as u32,
+                asks: asks.0,
+                field_attempts: attempts.0,
+                declined: declined.into_iter().collect::<BTreeSet<_>>(),
+            },
+        }),
+        _ => None,
+    };
+    match (row.customer_id, row.conversation_id, row.message_id) {
         (Some(customer_id), Some(conversation_id), Some(message_id)) => {
             Ok(Recorded::Stored(StoredMessage {
                 customer_id,
                 conversation_id,
                 message_id,
-                new_customer: new_customer.unwrap_or(false),
-                new_conversation: new_conversation.unwrap_or(false),
-                enrichment_enabled: enabled.unwrap_or(true),
-                default_region: region,
-                customer_turn: turn.unwrap_or(0),
+                new_customer: row.new_customer.unwrap_or(false),
+                new_conversation: row.new_conversation.unwrap_or(false),
+                enrichment_enabled: row.enrichment_enabled.unwrap_or(true),
+                default_region: row.default_region,
+                customer_turn,
+                state,
             }))
         }
         _ => Err(StoreError::Permanent(sqlx::Error::Protocol(

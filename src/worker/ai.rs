@@ -44,6 +44,10 @@ pub struct ModelStage {
 
 const IDLE: Duration = Duration::from_secs(30);
 
+/// A message left for the model: workspace, event id, conversation, its id,
+/// customer, message id, customer turn, text.
+type PendingRow = (String, String, String, i64, Uuid, i64, Option<i32>, String);
+
 impl ModelStage {
     /// Builds the stage.
     #[allow(clippy::too_many_arguments)]
@@ -116,7 +120,7 @@ impl ModelStage {
 
     /// Queues messages left pending by an earlier run.
     pub async fn resume_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let rows: Vec<(String, String, String, i64, Uuid, i64, Option<i32>, String)> = sqlx::query_as(
+        let rows: Vec<PendingRow> = sqlx::query_as(
             "SELECT m.workspace_id, m.event_id, c.external_id, m.conversation_id, m.customer_id, m.id,
                     m.customer_turn, m.text
                FROM enrich.messages m JOIN enrich.conversations c ON c.id = m.conversation_id

@@ -144,18 +144,22 @@ impl Worker {
             Some(_) => Some(store::connect(&self.settings.postgres).await?),
             None => None,
         };
-        let model_stage = self.model.as_ref().zip(model_pool).map(|((enricher, _), model_pool)| {
-            ModelStage::new(
-                model_pool,
-                self.cache.clone(),
-                self.publisher.clone(),
-                Arc::clone(&self.workspaces),
-                enricher.clone(),
-                self.settings.llm.clone(),
-                self.settings.redis.recent_turns,
-                Arc::clone(&self.metrics),
-            )
-        });
+        let model_stage = self
+            .model
+            .as_ref()
+            .zip(model_pool)
+            .map(|((enricher, _), model_pool)| {
+                ModelStage::new(
+                    model_pool,
+                    self.cache.clone(),
+                    self.publisher.clone(),
+                    Arc::clone(&self.workspaces),
+                    enricher.clone(),
+                    self.settings.llm.clone(),
+                    self.settings.redis.recent_turns,
+                    Arc::clone(&self.metrics),
+                )
+            });
         let prompt_watcher = self
             .model
             .as_ref()

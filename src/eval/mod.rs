@@ -1,0 +1,276 @@
+//! `enricher eval`: the quality gate for the decision core. It plays the
+//! conversations in `evals/cases` through the same code the worker runs,
+//! scores the facts recorded and asks made against what each case expects,
+//! checks the safety properties (grounded writes, configured fields, one
+//! useful ask at a time), writes reports and fails when a threshold in
+//! `evals/thresholds.toml` is missed, so CI catches a regression before an
+//! operator does.
+//!
+//! Modes: `offline` runs the deterministic extractor and keyword triggers
+//! (what the worker does without a model); `hostile` runs scripted
+//! adversarial "models" and holds the run to the safety gate only; `live`
+//! and `replay` run a language model, or its recorded answers, and need the
+//! LLM client.
+//!
+//! Exit status: `run` returns an error when a threshold is missed (its
+//! message lists the misses), so the binary exits with status 1; a case file
+//! that cannot be read or parsed is also an error (status 1), naming the
+//! file and line.
+
+pub mod case;
+pub mod hostile;
+pub mod metrics;
+pub mod report;
+pub mod runner;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Settings;
+use case::{Case, load_cases};
+use metrics::{Scorecard, score, top_patterns};
+use report::{Report, TERMINAL_FAILURE_LINES, Thresholds};
+use runner::{CaseRun, EvalEnv, OfflineProposer, Proposer, run_cases};
+
+/// Where answers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LlmMode {
+    /// Deterministic extractor and keyword triggers; no model.
+    Offline,
+    /// A configured language model (`ENRICHER__LLM__*`).
+    Live,
+    /// Recorded model answers from `evals/cassettes`.
+    Replay,
+    /// Scripted adversarial models; judged on the safety gate only.
+    Hostile,
+}
+
+impl LlmMode {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LlmMode::Offline => "offline",
+            LlmMode::Live => "live",
+            LlmMode::Replay => "replay",
+            LlmMode::Hostile => "hostile",
+        }
+    }
+}
+
+/// Options of `enricher eval`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalArgs {
+    /// Case files or directories (searched recursively for *.jsonl).
+    #[arg(default_value = "evals/cases")]
+    pub paths: Vec<PathBuf>,
+    /// Where facts and asks are proposed: offline, live, replay or hostile.
+    #[arg(long, value_enum, default_value_t = LlmMode::Offline)]
+    pub llm: LlmMode,
+    /// Record the model's answers as cassettes (live mode only).
+    #[arg(long)]
+    pub record: bool,
+    /// Thresholds file.
+    #[arg(long, default_value = "evals/thresholds.toml")]
+    pub thresholds: PathBuf,
+    /// Directory the JSON, Markdown and SVG reports are written to.
+    #[arg(long, default_value = "evals/reports")]
+    pub reports: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Tags shown in the terminal table and the chart need this many cases.
+    #[arg(long, default_value_t = 3)]
+    pub min_tag_cases: u64,
+}
+
+/// Cases run at once; offline proposers are instant, a model is not.
+const CONCURRENCY: usize = 8;
+
+/// Runs `enricher eval`. Returns an error listing the missed thresholds
+/// when the run does not meet them.
+pub async fn run(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
+    let loaded = load_cases(&args.paths)?;
+    let cases: Vec<Case> = loaded.into_iter().map(|l| l.case).collect();
+    let env = EvalEnv::new(&settings.asks).context("compiling asks.triggers")?;
+    let thresholds = Thresholds::load(&args.thresholds).map_err(anyhow::Error::msg)?;
+    if args.record && args.llm != LlmMode::Live {
+        eprintln!("enricher eval: --record only applies to --llm live; ignored");
+    }
+    let (card, applied) = match args.llm {
+        LlmMode::Offline => {
+            let runs = run_with(&cases, &env, &[&OfflineProposer], &args).await?;
+            (score(&runs), thresholds)
+        }
+        LlmMode::Hostile => {
+            let proposers: Vec<hostile::HostileProposer> = hostile::Script::ALL
+                .into_iter()
+                .map(hostile::HostileProposer::new)
+                .collect();
+            let refs: Vec<&dyn Proposer> = proposers.iter().map(|p| p as &dyn Proposer).collect();
+            let runs = run_with(&cases, &env, &refs, &args).await?;
+            let mut applied = thresholds.maximums_only();
+            applied.maximum.extend(hostile::gate().maximum);
+            (score(&runs), applied)
+        }
+        LlmMode::Live | LlmMode::Replay => {
+            bail!("live/replay mode needs the LLM client: not available in this build")
+        }
+    };
+    finish(&card, &applied, &args)
+}
+
+/// Runs every case with each proposer. With more than one proposer each
+/// run's case id and tags name the proposer (`id@name`, `name`).
+async fn run_with(
+    cases: &[Case],
+    env: &EvalEnv,
+    proposers: &[&dyn Proposer],
+    args: &EvalArgs,
+) -> anyhow::Result<Vec<CaseRun>> {
+    let total = (cases.len() * proposers.len()) as u64;
+    let progress = if args.no_progress || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} cases {msg}") {
+            bar.set_style(style);
+        }
+        bar
+    };
+    let mut all = Vec::with_capacity(total as usize);
+    for proposer in proposers {
+        progress.set_message(proposer.name().to_owned());
+        let done = |_: &CaseRun| progress.inc(1);
+        let mut runs = run_cases(cases, env, *proposer, CONCURRENCY, &done).await?;
+        if proposers.len() > 1 {
+            for run in &mut runs {
+                run.case_id = format!("{}@{}", run.case_id, proposer.name());
+                run.tags.push(proposer.name().to_owned());
+            }
+        }
+        all.extend(runs);
+    }
+    progress.finish_and_clear();
+    Ok(all)
+}
+
+fn finish(card: &Scorecard, thresholds: &Thresholds, args: &EvalArgs) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    let run_name = format!("{}-{}", now.format("%Y%m%d-%H%M%S"), args.llm.as_str());
+    let created_at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let threshold_failures = thresholds.check(&card.overall.summary());
+    let report = Report {
+        run: &run_name,
+        mode: args.llm.as_str(),
+        created_at: &created_at,
+        paths: args.paths.iter().map(|p| p.display().to_string()).collect(),
+        card,
+        thresholds,
+        threshold_failures: &threshold_failures,
+        min_tag_cases: args.min_tag_cases,
+    };
+    print!("{}", report::terminal_table(&report));
+    let written = report::write_reports(&args.reports, &report)
+        .with_context(|| format!("writing reports to {}", args.reports.display()))?;
+    println!(
+        "\nreports: {}, {}, {}",
+        written.json.display(),
+        written.markdown.display(),
+        written.svg.display()
+    );
+    if threshold_failures.is_empty() {
+        println!("thresholds ({}): passed", args.thresholds.display());
+        return Ok(());
+    }
+    println!("\nmost frequent misses:");
+    for (pattern, cases) in top_patterns(&card.failures, 8) {
+        let mut ids = cases.clone();
+        ids.dedup();
+        let shown: Vec<&str> = ids.iter().take(6).copied().collect();
+        println!("  {} × {pattern}: {}", cases.len(), shown.join(", "));
+    }
+    println!("\nmisses (case, 0-based turn index):");
+    for line in report::failure_lines(&card.failures, TERMINAL_FAILURE_LINES.saturating_sub(10)) {
+        println!("{line}");
+    }
+    let listed: Vec<String> = threshold_failures.iter().map(|f| f.to_string()).collect();
+    bail!(
+        "eval {} missed {} threshold(s): {}",
+        run_name,
+        listed.len(),
+        listed.join("; ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics::Counts;
+
+    fn args(reports: PathBuf) -> EvalArgs {
+        EvalArgs {
+            paths: vec![PathBuf::from("evals/cases")],
+            llm: LlmMode::Offline,
+            record: false,
+            thresholds: PathBuf::from("evals/thresholds.toml"),
+            reports,
+            no_progress: true,
+            min_tag_cases: 1,
+        }
+    }
+
+    #[test]
+    fn a_missed_threshold_is_an_error_naming_it() {
+        let reports = std::env::temp_dir().join(format!("enricher-eval-{}", uuid::Uuid::new_v4()));
+        let card = Scorecard {
+            overall: Counts {
+                cases: 1,
+                customer_turns: 1,
+                redundant_asks: 1,
+                ..Counts::default()
+            },
+            ..Scorecard::default()
+        };
+        let thresholds = Thresholds {
+            maximum: [("redundant_asks".to_owned(), 0.0)].into_iter().collect(),
+            ..Thresholds::default()
+        };
+        let error = finish(&card, &thresholds, &args(reports.clone())).expect_err("fails");
+        assert!(
+            error
+                .to_string()
+                .contains("redundant_asks = 1 (needs <= 0)"),
+            "{error}"
+        );
+        assert!(finish(&card, &Thresholds::default(), &args(reports.clone())).is_ok());
+        let written = std::fs::read_dir(&reports).expect("reports").count();
+        assert!(written >= 3, "json, md and svg per run");
+        std::fs::remove_dir_all(&reports).expect("cleanup");
+    }
+
+    #[test]
+    fn live_and_replay_need_the_llm_client() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let settings =
+            Settings::load_from(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"))
+                .expect("settings");
+        let mut args = args(std::env::temp_dir());
+        args.paths = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("evals/cases")];
+        args.thresholds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("evals/thresholds.toml");
+        for mode in [LlmMode::Live, LlmMode::Replay] {
+            args.llm = mode;
+            let error = runtime
+                .block_on(run(&settings, args.clone()))
+                .expect_err("not available");
+            assert!(
+                error.to_string().contains("needs the LLM client"),
+                "{error}"
+            );
+        }
+    }
+}
