@@ -377,7 +377,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "the decision core passes a model's question through unchecked, so one naming two fields is published"]
     fn a_question_for_two_fields_is_never_published() {
         let card = run_scripts(&[Script::TwoFieldQuestion]);
         assert_eq!(

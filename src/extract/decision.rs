@@ -187,6 +187,50 @@ pub enum Gate {
     Skip(&'static str),
 }
 
+static PLAIN_GREETING: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?iu)^\W*((hi|hello|hey|hiya|yo|good (morning|afternoon|evening)|thanks|thank you|thx|ok|okay|bye|goodbye|hola|buenos días|buenas|gracias|olá|oi|bom dia|obrigad[oa]|bonjour|merci|hallo|danke|halo|selamat (pagi|siang|sore|malam)|terima kasih|こんにちは|ありがとう|สวัสดี(ครับ|ค่ะ)?|ขอบคุณ(ครับ|ค่ะ)?)(\s+(there|all|team|everyone))?\W*)+$",
+    )
+    .expect("valid regex")
+});
+
+static VOCATIVE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?iu)\b(hi|hello|hey|dear|thanks|thank you|thx|bye|ok|okay|hola|gracias|olá|oi|obrigad[oa]|halo|merci)[\s,!]+$")
+        .expect("valid regex")
+});
+
+static EMAIL_OR_URL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)[^\s@]+@[^\s@]+|https?://\S+|www\.\S+").expect("valid regex")
+});
+
+/// Words that name each built-in field in a question, by language.
+const FIELD_WORDS: &[(&str, &[&str])] = &[
+    (
+        "name",
+        &["name", "nombre", "nome", "nom ", "nama", "名前", "ชื่อ"],
+    ),
+    (
+        "email",
+        &["email", "e-mail", "mail", "correo", "メール", "อีเมล"],
+    ),
+    (
+        "phone",
+        &[
+            "phone",
+            "number",
+            "número",
+            "numero",
+            "teléfono",
+            "telefone",
+            "whatsapp",
+            "mobile",
+            "nomor",
+            "電話",
+            "เบอร์",
+        ],
+    ),
+];
+
 static GENERIC_REFUSAL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?iu)^\W*(no|nope|nah|no thanks|no thank you|not now|i'?d rather not|rather not|prefer not|i prefer not|skip|no gracias|prefiero no|não|nao|não obrigado|prefiro não|tidak|nggak|non merci|nein|いいえ|結構です|ไม่)\b",
@@ -354,19 +398,75 @@ fn validate_model_fact(
     let Some(span) = find_quote(&proposed.quote, ctx.text) else {
         return Err("quote_not_in_customer_text");
     };
+    let start = span.start;
     let quote = &ctx.text[span];
+    // A value seen only inside an email address or a link is not stated.
+    let stripped = if def.format == crate::fields::FieldFormat::Email {
+        quote.to_owned()
+    } else {
+        EMAIL_OR_URL.replace_all(quote, " ").into_owned()
+    };
     if !value_supported_by_quote(
         ctx.fields,
         &proposed.field,
         &proposed.value,
-        quote,
+        &stripped,
         ctx.default_region,
     ) {
         return Err("value_not_in_quote");
     }
+    if proposed.field == "name" {
+        check_name(ctx.text, start, &proposed.value)?;
+    }
     ctx.fields
         .normalize(&proposed.field, &proposed.value, ctx.default_region)
         .map_err(|rejection| rejection.as_str())
+}
+
+/// A proposed name must look like one: not a common word, and not the name
+/// the customer greets someone else by ("Hi Megan").
+fn check_name(text: &str, quote_start: usize, value: &str) -> Result<(), &'static str> {
+    let first = value.split_whitespace().next().unwrap_or_default();
+    if first.is_empty() || super::patterns::is_common_word(first) {
+        return Err("not_a_name");
+    }
+    let lower_text = text.to_lowercase();
+    let lower_value = value.to_lowercase();
+    let mut from = quote_start.min(lower_text.len());
+    while let Some(found) = lower_text
+        .get(from..)
+        .and_then(|rest| rest.find(&lower_value))
+    {
+        let at = from + found;
+        if VOCATIVE.is_match(&lower_text[..at]) {
+            return Err("addressed_to_someone_else");
+        }
+        from = at + lower_value.len().max(1);
+    }
+    Ok(())
+}
+
+/// Whether a question also asks for a field other than `field`.
+fn names_other_fields(question: &str, field: &str, fields: &FieldSet) -> bool {
+    let lower = format!("{} ", question.to_lowercase());
+    let builtin = FIELD_WORDS
+        .iter()
+        .filter(|(name, _)| *name != field && fields.get(name).is_some())
+        .any(|(_, words)| words.iter().any(|w| lower.contains(w)));
+    let field_words: Vec<&str> = FIELD_WORDS
+        .iter()
+        .find(|(n, _)| *n == field)
+        .map(|(_, w)| w.to_vec())
+        .unwrap_or_default();
+    let custom = fields
+        .iter()
+        .filter(|f| f.name != field && !crate::fields::BUILTIN_FIELDS.contains(&f.name.as_str()))
+        .filter(|f| !f.label.trim().is_empty())
+        .any(|f| {
+            let label = f.label.to_lowercase();
+            lower.contains(&label) && !field_words.iter().any(|w| label.contains(w.trim()))
+        });
+    builtin || custom
 }
 
 fn collect_declines(
@@ -405,10 +505,15 @@ fn choose_ask(ctx: &TurnContext<'_>, proposal: &Proposal, decision: &mut Decisio
         }
         match validate_ask(ctx, ask, decision) {
             Ok(()) => {
-                let question = if ask.question.trim().is_empty() {
+                let question = ask.question.trim();
+                let question = if question.is_empty()
+                    || names_other_fields(question, &ask.field, ctx.fields)
+                {
+                    // One field per ask: a question that also asks for another
+                    // field is replaced by the standard one for this field.
                     language::default_question(&decision.language, &ask.field, ctx.fields)
                 } else {
-                    ask.question.trim().to_owned()
+                    question.to_owned()
                 };
                 decision.ask = Some(AcceptedAsk {
                     field: ask.field.clone(),
@@ -438,6 +543,9 @@ fn validate_ask(
     }
     if !def.required && !moment_calls_for(ctx, &ask.field) {
         return Err("optional_field");
+    }
+    if PLAIN_GREETING.is_match(ctx.text) {
+        return Err("plain_greeting");
     }
     let conversation_asks = ctx.asks.asks.len() as u32;
     if conversation_asks >= ctx.policy.max_per_conversation {
@@ -811,5 +919,113 @@ mod tests {
             gate(&ctx, &stage, true, true),
             Gate::Skip("nothing_to_collect")
         );
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+    use crate::extract::triggers::TriggerConfig;
+
+    fn decide_with(text: &str, proposal: &Proposal) -> Decision {
+        let fields = FieldSet::new(vec![], &["name".into(), "email".into()]).expect("fields");
+        let known = BTreeMap::new();
+        let asks = AskState {
+            customer_turn: 1,
+            ..AskState::default()
+        };
+        let policy = AskPolicy::default();
+        let triggers = Triggers::new(&[TriggerConfig {
+            name: "send".into(),
+            reason: "r".into(),
+            fields: vec!["email".into()],
+            keywords: vec!["send".into()],
+        }])
+        .expect("triggers");
+        let ctx = TurnContext {
+            fields: &fields,
+            default_region: Some("US"),
+            text,
+            known: &known,
+            asks: &asks,
+            policy: &policy,
+            triggers: &triggers,
+        };
+        decide(&ctx, &pattern_stage(&ctx), proposal)
+    }
+
+    fn name_fact(value: &str, quote: &str) -> Proposal {
+        Proposal {
+            facts: vec![ProposedFact {
+                field: "name".into(),
+                value: value.into(),
+                quote: quote.into(),
+            }],
+            ..Proposal::default()
+        }
+    }
+
+    #[test]
+    fn names_hidden_in_emails_greetings_or_common_words_are_refused() {
+        let reason = |text: &str, value: &str, quote: &str| {
+            decide_with(text, &name_fact(value, quote))
+                .rejections
+                .first()
+                .map(|r| r.reason)
+        };
+        assert_eq!(
+            reason(
+                "write to ana.martinez@gmail.com",
+                "Ana",
+                "ana.martinez@gmail.com"
+            ),
+            Some("value_not_in_quote")
+        );
+        assert_eq!(
+            reason("Hi Megan, where is my parcel?", "Megan", "Hi Megan"),
+            Some("addressed_to_someone_else")
+        );
+        assert_eq!(reason("Sure, go ahead", "Sure", "Sure"), Some("not_a_name"));
+        assert!(
+            decide_with("Megan here, hi!", &name_fact("Megan", "Megan here"))
+                .rejections
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_question_for_two_fields_is_rewritten_to_one() {
+        let proposal = Proposal {
+            asks: vec![ProposedAsk {
+                field: "email".into(),
+                question: "Can I get your name and email?".into(),
+                reason: "r".into(),
+            }],
+            ..Proposal::default()
+        };
+        let asked = decide_with("please send the brochure", &proposal)
+            .ask
+            .expect("ask");
+        assert_eq!(asked.field, "email");
+        assert!(
+            !asked.question.to_lowercase().contains("name"),
+            "{}",
+            asked.question
+        );
+    }
+
+    #[test]
+    fn no_ask_in_reply_to_a_plain_greeting() {
+        let proposal = Proposal {
+            asks: vec![ProposedAsk {
+                field: "email".into(),
+                question: "Your email?".into(),
+                reason: "r".into(),
+            }],
+            ..Proposal::default()
+        };
+        let decision = decide_with("Hello there!", &proposal);
+        assert_eq!(decision.ask, None);
+        assert_eq!(decision.rejections[0].reason, "plain_greeting");
     }
 }

@@ -334,6 +334,12 @@ const NOT_NAME_WORDS: &str = concat!(
 static NOT_NAMES: LazyLock<HashSet<&'static str>> =
     LazyLock::new(|| NOT_NAME_WORDS.split_whitespace().collect());
 
+/// Whether `word` is a common word that is never a name on its own
+/// ("Sure", "And", "Atas"), in any language the extractor knows.
+pub fn is_common_word(word: &str) -> bool {
+    NOT_NAMES.contains(word.to_lowercase().as_str())
+}
+
 /// A value found in the message, before "last mention wins" is applied.
 struct Found {
     field: String,
