@@ -37,6 +37,26 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Score the decision core on the eval cases (see evals/README.md).
     Eval(enricher::eval::EvalArgs),
+    /// Print the strict tool schema the model receives.
+    Schema {
+        /// Workspace whose fields to use (default: the default workspace).
+        #[arg(long)]
+        workspace: Option<String>,
+    },
+    /// Prompt templates.
+    Prompts {
+        #[command(subcommand)]
+        command: PromptsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PromptsCommand {
+    /// Render every template with sample data; non-zero exit on any error.
+    Check {
+        /// Template directory (default: llm.prompts_dir).
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +126,12 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Bench(args) => cli::bench::run(&settings, args).await,
         Command::Eval(args) => enricher::eval::run(&settings, args).await,
+        Command::Schema { workspace } => {
+            cli::inspect::print_schema(&settings, workspace.as_deref())
+        }
+        Command::Prompts {
+            command: PromptsCommand::Check { dir },
+        } => cli::inspect::check_prompts(dir.as_deref().unwrap_or(&settings.llm.prompts_dir)),
     }
 }
 

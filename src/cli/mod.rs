@@ -3,4 +3,5 @@
 
 pub mod bench;
 pub mod fake_model;
+pub mod inspect;
 pub mod send;

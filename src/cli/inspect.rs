@@ -1,0 +1,50 @@
+//! `enricher schema` and `enricher prompts check`: let operators see the tool
+//! schema the model receives and check prompt templates before a deploy.
+
+use std::path::Path;
+
+use crate::config::Settings;
+use crate::llm::prompts::{PromptSet, sample_context};
+use crate::llm::schema::{FieldEnums, strict_violations, tool_definition};
+
+/// Prints the tool definition for a workspace (all missing fields askable).
+pub fn print_schema(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()> {
+    let workspace_settings = match workspace {
+        Some(id) => settings.workspaces.for_workspace(id).ok_or_else(|| {
+            anyhow::anyhow!("workspace `{id}` is not configured and workspaces are restricted")
+        })?,
+        None => &settings.workspaces.default,
+    };
+    let fields = workspace_settings.field_set()?;
+    let mut askable: Vec<&crate::fields::FieldDef> = fields.iter().filter(|f| f.required).collect();
+    askable.sort_by_key(|f| (f.ask_priority, f.name.clone()));
+    let enums = FieldEnums::for_fields(
+        &fields,
+        askable.into_iter().map(|f| f.name.clone()).collect(),
+    );
+    let tool = tool_definition(&enums);
+    let problems = strict_violations(&tool["function"]["parameters"]);
+    println!("{}", serde_json::to_string_pretty(&tool)?);
+    anyhow::ensure!(
+        problems.is_empty(),
+        "schema is not strict-valid: {}",
+        problems.join("; ")
+    );
+    Ok(())
+}
+
+/// Renders every template with sample data; fails on any error.
+pub fn check_prompts(dir: &Path) -> anyhow::Result<()> {
+    let set = PromptSet::load(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let rendered = set.render(&sample_context())?;
+    println!(
+        "prompts in {} are valid (version {})",
+        dir.display(),
+        set.version()
+    );
+    println!(
+        "--- system ---\n{}\n--- user ---\n{}",
+        rendered.system, rendered.user
+    );
+    Ok(())
+}
