@@ -20,6 +20,7 @@
 pub mod case;
 pub mod hostile;
 pub mod metrics;
+pub mod model;
 pub mod report;
 pub mod runner;
 
@@ -30,6 +31,8 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Settings;
+use crate::llm::enrich::{LlmEnricher, RequestBuilder};
+use crate::llm::prompts::Prompts;
 use case::{Case, load_cases};
 use metrics::{Scorecard, score, top_patterns};
 use report::{Report, TERMINAL_FAILURE_LINES, Thresholds};
@@ -78,6 +81,9 @@ pub struct EvalArgs {
     /// Directory the JSON, Markdown and SVG reports are written to.
     #[arg(long, default_value = "evals/reports")]
     pub reports: PathBuf,
+    /// Directory of recorded model answers (live --record writes, replay reads).
+    #[arg(long, default_value = "evals/cassettes")]
+    pub cassettes: PathBuf,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -116,7 +122,47 @@ pub async fn run(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
             (score(&runs), applied)
         }
         LlmMode::Live | LlmMode::Replay => {
-            bail!("live/replay mode needs the LLM client: not available in this build")
+            let prompts = Prompts::load(&settings.llm.prompts_dir).with_context(|| {
+                format!(
+                    "loading prompts from {}",
+                    settings.llm.prompts_dir.display()
+                )
+            })?;
+            let builder = RequestBuilder::new(&settings.llm, prompts.clone());
+            let source = if args.llm == LlmMode::Live {
+                let enricher =
+                    LlmEnricher::from_settings(&settings.llm, prompts)?.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--llm live needs llm.base_url (ENRICHER__LLM__BASE_URL) and llm.model"
+                        )
+                    })?;
+                model::Source::Live {
+                    enricher,
+                    record: args.record,
+                }
+            } else {
+                model::Source::Replay
+            };
+            let proposer = model::ModelProposer::new(source, builder, &args.cassettes);
+            let runs = run_with(&cases, &env, &[&proposer], &args).await?;
+            let cassettes = proposer.report();
+            if args.record {
+                println!(
+                    "cassettes: {} recorded under {}",
+                    cassettes.recorded,
+                    args.cassettes.display()
+                );
+            }
+            if cassettes.missing + cassettes.stale > 0 {
+                bail!(
+                    "replay: {} requests had no cassette and {} only stale ones (other prompt versions) under {}; \
+                     record them with --llm live --record",
+                    cassettes.missing,
+                    cassettes.stale,
+                    args.cassettes.display()
+                );
+            }
+            (score(&runs), thresholds)
         }
     };
     finish(&card, &applied, &args)
@@ -217,6 +263,7 @@ mod tests {
             record: false,
             thresholds: PathBuf::from("evals/thresholds.toml"),
             reports,
+            cassettes: PathBuf::from("evals/cassettes"),
             no_progress: true,
             min_tag_cases: 1,
         }
@@ -252,25 +299,28 @@ mod tests {
     }
 
     #[test]
-    fn live_and_replay_need_the_llm_client() {
+    fn live_needs_an_endpoint_and_replay_reports_missing_cassettes() {
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .expect("runtime");
-        let settings =
-            Settings::load_from(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"))
-                .expect("settings");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut settings = Settings::load_from(&root.join("config")).expect("settings");
+        settings.llm.prompts_dir = root.join("prompts");
         let mut args = args(std::env::temp_dir());
-        args.paths = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("evals/cases")];
-        args.thresholds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("evals/thresholds.toml");
-        for mode in [LlmMode::Live, LlmMode::Replay] {
-            args.llm = mode;
-            let error = runtime
-                .block_on(run(&settings, args.clone()))
-                .expect_err("not available");
-            assert!(
-                error.to_string().contains("needs the LLM client"),
-                "{error}"
-            );
-        }
+        args.paths = vec![root.join("evals/cases/asks.jsonl")];
+        args.thresholds = root.join("evals/thresholds.toml");
+        args.cassettes =
+            std::env::temp_dir().join(format!("enricher-cassettes-{}", uuid::Uuid::new_v4()));
+        args.llm = LlmMode::Live;
+        let error = runtime
+            .block_on(run(&settings, args.clone()))
+            .expect_err("no endpoint");
+        assert!(error.to_string().contains("llm.base_url"), "{error}");
+        args.llm = LlmMode::Replay;
+        let error = runtime
+            .block_on(run(&settings, args))
+            .expect_err("no cassettes");
+        assert!(error.to_string().contains("had no cassette"), "{error}");
     }
 }

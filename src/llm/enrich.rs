@@ -74,10 +74,10 @@ impl CallFailure {
     }
 }
 
-/// Calls the model for enrichment.
+/// Builds enrichment requests: prompts, model and output mode. Needs no
+/// endpoint, so recorded answers can be looked up by request offline.
 #[derive(Clone)]
-pub struct LlmEnricher {
-    client: LlmClient,
+pub struct RequestBuilder {
     prompts: Prompts,
     model: String,
     mode: OutputMode,
@@ -85,27 +85,23 @@ pub struct LlmEnricher {
     max_tokens: u32,
 }
 
-impl LlmEnricher {
-    /// Builds the enricher from settings; `None` when no endpoint is configured.
-    pub fn from_settings(
-        settings: &LlmSettings,
-        prompts: Prompts,
-    ) -> Result<Option<LlmEnricher>, reqwest::Error> {
-        let Some(base_url) = settings
-            .base_url
-            .as_deref()
-            .filter(|u| !u.trim().is_empty())
-        else {
-            return Ok(None);
-        };
-        Ok(Some(LlmEnricher {
-            client: LlmClient::new(settings, base_url)?,
+/// Calls the model for enrichment.
+#[derive(Clone)]
+pub struct LlmEnricher {
+    client: LlmClient,
+    builder: RequestBuilder,
+}
+
+impl RequestBuilder {
+    /// A builder for the configured model and mode.
+    pub fn new(settings: &LlmSettings, prompts: Prompts) -> RequestBuilder {
+        RequestBuilder {
             prompts,
             model: settings.model.clone(),
             mode: settings.mode,
             temperature: settings.temperature,
             max_tokens: settings.max_completion_tokens,
-        }))
+        }
     }
 
     /// The model name.
@@ -152,6 +148,41 @@ impl LlmEnricher {
         ]);
         Ok((body, rendered.version))
     }
+}
+
+impl LlmEnricher {
+    /// Builds the enricher from settings; `None` when no endpoint is configured.
+    pub fn from_settings(
+        settings: &LlmSettings,
+        prompts: Prompts,
+    ) -> Result<Option<LlmEnricher>, reqwest::Error> {
+        let Some(base_url) = settings
+            .base_url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(LlmEnricher {
+            client: LlmClient::new(settings, base_url)?,
+            builder: RequestBuilder::new(settings, prompts),
+        }))
+    }
+
+    /// The request builder.
+    pub fn builder(&self) -> &RequestBuilder {
+        &self.builder
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        self.builder.model()
+    }
+
+    /// Sends a request as is and returns the raw completion.
+    pub async fn complete(&self, request: &Value) -> CallReport {
+        self.client.chat(request).await
+    }
 
     /// Sends `request` and interprets the answer.
     pub async fn call(&self, request: &Value, prompt_version: String) -> ModelCall {
@@ -170,7 +201,7 @@ impl LlmEnricher {
         };
         ModelCall {
             proposal,
-            model: self.model.clone(),
+            model: self.builder.model.clone(),
             prompt_version,
             prompt_tokens,
             completion_tokens,
@@ -181,12 +212,12 @@ impl LlmEnricher {
 
     /// Renders, sends and interprets.
     pub async fn propose(&self, context: &EnrichContext, enums: &FieldEnums) -> ModelCall {
-        match self.request(context, enums) {
+        match self.builder.request(context, enums) {
             Ok((request, version)) => self.call(&request, version).await,
             Err(error) => ModelCall {
                 proposal: Err(CallFailure::Prompt(error.to_string())),
-                model: self.model.clone(),
-                prompt_version: self.prompt_version(),
+                model: self.builder.model.clone(),
+                prompt_version: self.builder.prompt_version(),
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 attempts: 0,

@@ -4,6 +4,7 @@
 //! decision core disposes of every proposal.
 
 pub mod client;
+pub mod context;
 pub mod enrich;
 pub mod prompts;
 pub mod schema;

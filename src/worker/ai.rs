@@ -19,15 +19,15 @@ use super::handle::{Effects, HandleError, Workspaces};
 use super::lane::publish_pending;
 use super::metrics::Metrics;
 use crate::config::LlmSettings;
-use crate::extract::decision::{self, Decision, Gate, PastAsk, Rejected};
-use crate::fields::FieldSet;
+use crate::extract::decision::{self, Decision, Gate, Rejected};
+use crate::llm::context;
 use crate::llm::enrich::{LlmEnricher, ModelCall};
-use crate::llm::prompts::{EnrichContext, LastAsk, PromptField, PromptTurn};
-use crate::llm::schema::{FieldEnums, TOOL_NAME};
+use crate::llm::prompts::PromptTurn;
+use crate::llm::schema::FieldEnums;
 use crate::queue::publisher::Publisher;
 use crate::state::{Cache, CacheUpdate};
 use crate::store::StoreError;
-use crate::store::asks::{self, DecisionState};
+use crate::store::asks;
 
 /// Everything the model stage needs.
 pub struct ModelStage {
@@ -226,7 +226,7 @@ impl ModelStage {
             }
             return self.finish_without_call(job, "skipped").await;
         }
-        let askable = askable_fields(
+        let askable = context::askable_fields(
             workspace.fields,
             &state,
             &stage,
@@ -234,7 +234,14 @@ impl ModelStage {
             job.customer_turn,
         );
         let enums = FieldEnums::for_fields(workspace.fields, askable.clone());
-        let prompt = prompt_context(workspace.fields, &state, askable, turns, job, instructions);
+        let prompt = context::prompt_context(
+            workspace.fields,
+            &state,
+            askable,
+            turns,
+            &job.text,
+            instructions,
+        );
         let call = self.enricher.propose(&prompt, &enums).await;
         let proposal = call.proposal.clone().unwrap_or_default();
         let mut decided = decision::decide(&ctx, &stage, &proposal);
@@ -405,84 +412,4 @@ fn rejection_counts(rejections: &[Rejected]) -> HashMap<String, u32> {
             .or_insert(0) += 1;
     }
     counts
-}
-
-/// Fields the policy would let the model ask for now, in priority order.
-fn askable_fields(
-    fields: &FieldSet,
-    state: &DecisionState,
-    stage: &decision::PatternStage,
-    policy: &crate::policy::AskPolicy,
-    customer_turn: u32,
-) -> Vec<String> {
-    let asks = &state.asks.asks;
-    let cooling = asks.last().is_some_and(|last| {
-        customer_turn.saturating_sub(last.customer_turn) <= policy.cooldown_turns
-    });
-    if cooling || asks.len() as u32 >= policy.max_per_conversation {
-        return Vec::new();
-    }
-    let mut missing: Vec<&crate::fields::FieldDef> = fields
-        .iter()
-        .filter(|f| !state.known.contains_key(&f.name))
-        .filter(|f| !stage.facts.iter().any(|fact| fact.field == f.name))
-        .filter(|f| !state.asks.declined.contains(&f.name) && !stage.declined.contains(&f.name))
-        .filter(|f| {
-            state.asks.field_attempts.get(&f.name).copied().unwrap_or(0)
-                < policy.max_attempts_per_field
-        })
-        .filter(|f| f.required || f.name == "phone")
-        .collect();
-    missing.sort_by_key(|f| (f.ask_priority, f.name.clone()));
-    missing.into_iter().map(|f| f.name.clone()).collect()
-}
-
-fn prompt_context(
-    fields: &FieldSet,
-    state: &DecisionState,
-    askable: Vec<String>,
-    recent_turns: Vec<PromptTurn>,
-    job: &MessageRef,
-    agent_instructions: Option<String>,
-) -> EnrichContext {
-    let last_ask = state.asks.asks.last().map(
-        |PastAsk {
-             field,
-             customer_turn,
-             ..
-         }| LastAsk {
-            field: field.clone(),
-            turns_ago: job.customer_turn.saturating_sub(*customer_turn),
-        },
-    );
-    EnrichContext {
-        tool_name: TOOL_NAME.to_owned(),
-        fields: fields
-            .iter()
-            .filter(|f| f.ai_writable)
-            .map(|f| PromptField {
-                name: f.name.clone(),
-                label: f.label.clone(),
-                description: f.description.clone(),
-                format: serde_json::to_value(f.format)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                options: f.options.clone(),
-                required: f.required,
-            })
-            .collect(),
-        known_fields: state.known.keys().cloned().collect(),
-        missing_fields: fields
-            .iter()
-            .filter(|f| f.required && !state.known.contains_key(&f.name))
-            .map(|f| f.name.clone())
-            .collect(),
-        declined: state.asks.declined.iter().cloned().collect(),
-        asks_allowed: !askable.is_empty(),
-        last_ask,
-        recent_turns,
-        new_message: job.text.clone(),
-        agent_instructions,
-    }
 }
