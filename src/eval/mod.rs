@@ -137,7 +137,7 @@ pub async fn run(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
                         )
                     })?;
                 model::Source::Live {
-                    enricher,
+                    enricher: Box::new(enricher),
                     record: args.record,
                 }
             } else {

@@ -49,7 +49,7 @@ pub enum Source {
     /// A configured endpoint; answers are recorded when `record` is set.
     Live {
         /// The client.
-        enricher: LlmEnricher,
+        enricher: Box<LlmEnricher>,
         /// Write cassettes.
         record: bool,
     },
