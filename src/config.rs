@@ -132,8 +132,10 @@ pub struct RedisSettings {
 pub struct PostgresSettings {
     /// `postgres://user:password@host:port/db`; secret because of the password.
     pub url: SecretString,
-    /// Size of the connection pool.
+    /// Size of the connection pool of the lanes.
     pub max_connections: u32,
+    /// Size of the model stage's own pool (used only with a model).
+    pub model_stage_connections: u32,
 }
 
 /// How the worker consumes.
@@ -143,6 +145,8 @@ pub struct WorkerSettings {
     pub lanes: usize,
     /// Events committed in one transaction, at most.
     pub batch_max: usize,
+    /// How long a lane waits for more events before committing a batch.
+    pub batch_linger_ms: u64,
     /// Attempts of a transaction that fails on a transient store error.
     pub store_attempts: u32,
     /// First backoff between those attempts; doubles each time.

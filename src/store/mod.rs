@@ -72,9 +72,17 @@ fn is_transient(error: &sqlx::Error) -> bool {
 
 /// Opens the connection pool.
 pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
+    connect_with_size(settings, settings.max_connections).await
+}
+
+/// Opens a connection pool of `size` connections.
+pub async fn connect_with_size(
+    settings: &PostgresSettings,
+    size: u32,
+) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = settings.url.expose_secret().parse()?;
     PgPoolOptions::new()
-        .max_connections(settings.max_connections)
+        .max_connections(size.max(1))
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await

@@ -191,16 +191,16 @@ impl ModelStage {
     }
 
     async fn try_process(&self, job: &MessageRef) -> Result<(), HandleError> {
-        let claimed = sqlx::query(
-            "UPDATE enrich.messages SET ai_status = 'running', ai_claimed_at = now()
-              WHERE id = $1 AND ai_status = 'pending'",
-        )
-        .bind(job.message_id)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from)?
-        .rows_affected();
-        if claimed == 0 {
+        // A plain read, not a claim: the write below only lands while the
+        // message is still pending, so a second worker racing on the same
+        // message (after a restart) rolls back instead of writing twice.
+        let status: Option<Option<String>> =
+            sqlx::query_scalar("SELECT ai_status FROM enrich.messages WHERE id = $1")
+                .bind(job.message_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::from)?;
+        if status.flatten().as_deref() != Some("pending") {
             return Ok(());
         }
         let Some(workspace) = self.workspaces.get(&job.workspace_id) else {
@@ -313,6 +313,24 @@ impl ModelStage {
         call: &ModelCall,
     ) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let status = if call.proposal.is_ok() {
+            "done"
+        } else {
+            "failed"
+        };
+        let still_pending = sqlx::query(
+            "UPDATE enrich.messages SET ai_status = $2 WHERE id = $1 AND ai_status IN ('pending', 'running')",
+        )
+        .bind(job.message_id)
+        .bind(status)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?
+        .rows_affected();
+        if still_pending == 0 {
+            // Another worker finished this message first.
+            return Ok(());
+        }
         let mut effects = Effects::default();
         let mut changes = Vec::new();
         let stamp = ModelStamp {
@@ -358,17 +376,6 @@ impl ModelStage {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
-        let status = if call.proposal.is_ok() {
-            "done"
-        } else {
-            "failed"
-        };
-        sqlx::query("UPDATE enrich.messages SET ai_status = $2 WHERE id = $1")
-            .bind(job.message_id)
-            .bind(status)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
         tx.commit().await.map_err(StoreError::from)?;
         if let Err(failure) = &call.proposal {
             self.metrics.rejection(failure.outcome());

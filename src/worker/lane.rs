@@ -49,12 +49,20 @@ pub struct LaneContext {
 
 /// Runs a lane until its sender is dropped and its queue is drained.
 pub async fn run(context: Arc<LaneContext>, mut jobs: mpsc::Receiver<Job>) {
+    let linger = Duration::from_millis(context.worker.batch_linger_ms);
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
+        // Wait a moment for more events so one commit covers many; under
+        // load the queue is already full and this returns at once.
+        let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < context.worker.batch_max {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),
-                Err(_) => break,
+                Err(_) if linger.is_zero() => break,
+                Err(_) => match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    Ok(None) | Err(_) => break,
+                },
             }
         }
         context.process(batch).await;

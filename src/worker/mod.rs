@@ -141,7 +141,10 @@ impl Worker {
         // The model stage gets its own pool so hundreds of conversations
         // waiting on the model never starve the lanes of connections.
         let model_pool = match &self.model {
-            Some(_) => Some(store::connect(&self.settings.postgres).await?),
+            Some(_) => {
+                let size = self.settings.postgres.model_stage_connections;
+                Some(store::connect_with_size(&self.settings.postgres, size).await?)
+            }
             None => None,
         };
         let model_stage = self
