@@ -612,6 +612,19 @@ pub struct ProfileUpdated {
     pub changes: Vec<FieldChange>,
 }
 
+/// `customer.merged`: two customers became one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerMerged {
+    /// Tenant.
+    pub workspace_id: String,
+    /// The surviving customer.
+    pub into: Uuid,
+    /// The customer merged away.
+    pub from: Uuid,
+    /// What moved.
+    pub moved: serde_json::Value,
+}
+
 /// An event the worker publishes on the outbound exchange.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
@@ -619,6 +632,8 @@ pub enum Outbound {
     AskRequested(AskRequested),
     /// Fields changed.
     ProfileUpdated(ProfileUpdated),
+    /// Two customers were merged.
+    CustomerMerged(CustomerMerged),
 }
 
 impl Outbound {
@@ -627,6 +642,7 @@ impl Outbound {
         match self {
             Outbound::AskRequested(_) => "ask.requested",
             Outbound::ProfileUpdated(_) => "profile.updated",
+            Outbound::CustomerMerged(_) => "customer.merged",
         }
     }
 
@@ -635,6 +651,7 @@ impl Outbound {
         let value = match self {
             Outbound::AskRequested(e) => serde_json::to_value(e),
             Outbound::ProfileUpdated(e) => serde_json::to_value(e),
+            Outbound::CustomerMerged(e) => serde_json::to_value(e),
         };
         // Plain structs of strings and ids always serialise.
         value.unwrap_or(serde_json::Value::Null)

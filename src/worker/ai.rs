@@ -194,15 +194,23 @@ impl ModelStage {
         // A plain read, not a claim: the write below only lands while the
         // message is still pending, so a second worker racing on the same
         // message (after a restart) rolls back instead of writing twice.
-        let status: Option<Option<String>> =
-            sqlx::query_scalar("SELECT ai_status FROM enrich.messages WHERE id = $1")
+        let current: Option<(Option<String>, Uuid)> =
+            sqlx::query_as("SELECT ai_status, customer_id FROM enrich.messages WHERE id = $1")
                 .bind(job.message_id)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(StoreError::from)?;
-        if status.flatten().as_deref() != Some("pending") {
+        let Some((Some(status), customer_id)) = current else {
+            return Ok(());
+        };
+        if status != "pending" {
             return Ok(());
         }
+        // A merge since the message was stored moves it to the surviving customer.
+        let job = &MessageRef {
+            customer_id,
+            ..job.clone()
+        };
         let Some(workspace) = self.workspaces.get(&job.workspace_id) else {
             return self.finish_without_call(job, "skipped").await;
         };
@@ -337,7 +345,7 @@ impl ModelStage {
             model: &call.model,
             prompt_version: &call.prompt_version,
         };
-        enrich::apply(
+        let customer_id = enrich::apply(
             &mut tx,
             job,
             decided,
@@ -349,7 +357,7 @@ impl ModelStage {
         super::handle::announce_changes(
             &mut tx,
             &job.workspace_id,
-            job.customer_id,
+            customer_id,
             changes,
             &mut effects,
         )

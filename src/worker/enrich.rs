@@ -113,18 +113,24 @@ pub enum FirstPass {
 pub async fn first_pass(
     conn: &mut PgConnection,
     workspace: &Workspace<'_>,
-    target: &MessageRef,
+    target: &mut MessageRef,
+    preloaded: Option<DecisionState>,
     with_model: bool,
     changes: &mut Vec<FieldChange>,
     effects: &mut Effects,
 ) -> Result<FirstPass, HandleError> {
-    let state = asks::load_state(
-        conn,
-        target.customer_id,
-        target.conversation_id,
-        target.customer_turn,
-    )
-    .await?;
+    let state = match preloaded {
+        Some(state) => state,
+        None => {
+            asks::load_state(
+                conn,
+                target.customer_id,
+                target.conversation_id,
+                target.customer_turn,
+            )
+            .await?
+        }
+    };
     let ctx = context(workspace, target, &state);
     let stage = decision::pattern_stage(&ctx);
     let proposal = if with_model {
@@ -142,8 +148,9 @@ pub async fn first_pass(
         )
         .await?;
     }
-    apply(conn, target, &decided, None, changes, effects).await?;
-    if with_model && decision::gate(&ctx, &stage, true, true) == Gate::CallModel {
+    let needs_model = with_model && decision::gate(&ctx, &stage, true, true) == Gate::CallModel;
+    target.customer_id = apply(conn, target, &decided, None, changes, effects).await?;
+    if needs_model {
         sqlx::query(
             "UPDATE enrich.messages SET ai_status = 'pending', customer_turn = $2 WHERE id = $1",
         )
@@ -174,10 +181,12 @@ pub async fn apply(
     model: Option<ModelStamp<'_>>,
     changes: &mut Vec<FieldChange>,
     effects: &mut Effects,
-) -> Result<(), HandleError> {
+) -> Result<Uuid, HandleError> {
     for rejected in &decided.rejections {
         effects.rejections.push(rejected.reason);
     }
+    // A new email may merge this customer into an older one mid-way.
+    let mut customer_id = target.customer_id;
     for fact in &decided.facts {
         let (actor, stamp) = match fact.origin {
             Origin::Pattern => ("pattern", None),
@@ -185,7 +194,7 @@ pub async fn apply(
         };
         let write = FieldWrite {
             workspace_id: &target.workspace_id,
-            customer_id: target.customer_id,
+            customer_id,
             field: &fact.field,
             value: &fact.value,
             source: Source::Customer,
@@ -196,10 +205,10 @@ pub async fn apply(
             model: stamp.map(|s| s.model),
             prompt_version: stamp.map(|s| s.prompt_version),
         };
-        super::handle::record_write(conn, &write, changes, effects).await?;
+        customer_id = super::handle::record_write(conn, &write, changes, effects).await?;
     }
     for field in &decided.declined {
-        field_store::record_decline(conn, target.customer_id, field, target.message_id).await?;
+        field_store::record_decline(conn, customer_id, field, target.message_id).await?;
     }
     if let Some(ask) = &decided.ask {
         asks::record_ask(
@@ -207,7 +216,7 @@ pub async fn apply(
             &NewAsk {
                 workspace_id: &target.workspace_id,
                 conversation_id: target.conversation_id,
-                customer_id: target.customer_id,
+                customer_id,
                 field: &ask.field,
                 question: &ask.question,
                 reason: &ask.reason,
@@ -220,7 +229,7 @@ pub async fn apply(
         let event = Outbound::AskRequested(AskRequested {
             workspace_id: target.workspace_id.clone(),
             conversation_id: target.conversation.clone(),
-            customer_id: target.customer_id,
+            customer_id,
             field: ask.field.clone(),
             question: ask.question.clone(),
             language: ask.language.clone(),
@@ -229,5 +238,5 @@ pub async fn apply(
         });
         effects.outbox.push(outbox::enqueue(conn, &event).await?);
     }
-    Ok(())
+    Ok(customer_id)
 }

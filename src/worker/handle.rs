@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use crate::config::{AsksSettings, WorkspaceSettings, WorkspacesSettings};
 use crate::event::{
-    ChatMessage, ConversationClosed, ConversationStatus, CustomerForget, CustomerRef, Envelope,
-    Event, EventBody, FieldChange, IdentityHint, Outbound, ProfileUpdate, ProfileUpdated, Sender,
+    ChatMessage, ConversationClosed, ConversationStatus, CustomerForget, CustomerMerged,
+    CustomerRef, Envelope, Event, EventBody, FieldChange, IdentityHint, Outbound, ProfileUpdate,
+    ProfileUpdated, Sender,
 };
 use crate::extract::triggers::Triggers;
 use crate::fields::FieldSet;
@@ -21,7 +22,7 @@ use crate::state::{CacheUpdate, Turn};
 use crate::store::chat::{self, Recorded, StoredMessage, WorkspaceDefaults};
 use crate::store::fields::{self as field_store, FieldWrite, WriteOutcome};
 use crate::store::outbox::{self, Pending};
-use crate::store::{StoreError, conversations, customers, erasure};
+use crate::store::{StoreError, conversations, customers, erasure, merges};
 
 /// Per-workspace settings resolved once at start-up.
 pub struct Workspaces {
@@ -198,8 +199,9 @@ async fn chat_message(
         },
     });
     let mut changes = Vec::new();
+    let mut customer_id = stored.customer_id;
     if let Some(hint) = &message.identity_hint {
-        apply_identity_hint(
+        customer_id = apply_identity_hint(
             conn,
             workspace,
             envelope,
@@ -212,28 +214,30 @@ async fn chat_message(
     }
     if stored.enrichment_enabled && message.sender == Sender::Customer {
         let region = super::enrich::phone_region(workspace, &stored, message);
-        let target = super::enrich::MessageRef::new(envelope, message, &stored, region);
+        let mut target = super::enrich::MessageRef::new(envelope, message, &stored, region);
+        target.customer_id = customer_id;
+        // The state came back with the message; hint writes since make it stale.
+        let preloaded = if message.identity_hint.is_some() {
+            None
+        } else {
+            stored.state.clone()
+        };
         let pass = super::enrich::first_pass(
             conn,
             workspace,
-            &target,
+            &mut target,
+            preloaded,
             workspaces_with_model,
             &mut changes,
             effects,
         )
         .await?;
+        customer_id = target.customer_id;
         if pass == super::enrich::FirstPass::NeedsModel {
             effects.model_jobs.push(target);
         }
     }
-    announce_changes(
-        conn,
-        &envelope.workspace_id,
-        stored.customer_id,
-        changes,
-        effects,
-    )
-    .await
+    announce_changes(conn, &envelope.workspace_id, customer_id, changes, effects).await
 }
 
 async fn apply_identity_hint(
@@ -244,7 +248,8 @@ async fn apply_identity_hint(
     hint: &IdentityHint,
     changes: &mut Vec<FieldChange>,
     effects: &mut Effects,
-) -> Result<(), HandleError> {
+) -> Result<Uuid, HandleError> {
+    let mut customer_id = stored.customer_id;
     if let Some(url) = &hint.profile_picture_url {
         chat::set_profile_picture(conn, stored.customer_id, url).await?;
     }
@@ -265,7 +270,7 @@ async fn apply_identity_hint(
         };
         let write = FieldWrite {
             workspace_id: &envelope.workspace_id,
-            customer_id: stored.customer_id,
+            customer_id,
             field,
             value: &value,
             source: Source::Api,
@@ -276,28 +281,57 @@ async fn apply_identity_hint(
             model: None,
             prompt_version: None,
         };
-        record_write(conn, &write, changes, effects).await?;
+        customer_id = record_write(conn, &write, changes, effects).await?;
     }
-    Ok(())
+    Ok(customer_id)
 }
 
+/// Writes one value and returns the customer it now belongs to: a new email
+/// may merge this customer into an older one with the same email.
 pub(crate) async fn record_write(
     conn: &mut PgConnection,
     write: &FieldWrite<'_>,
     changes: &mut Vec<FieldChange>,
     effects: &mut Effects,
-) -> Result<(), HandleError> {
-    match field_store::apply(conn, write).await? {
+) -> Result<Uuid, HandleError> {
+    let is_email = write.field == "email";
+    if is_email {
+        merges::lock_email(conn, write.workspace_id, write.value).await?;
+    }
+    let outcome = field_store::apply(conn, write).await?;
+    match &outcome {
         WriteOutcome::Changed { old } => changes.push(FieldChange {
             field: write.field.to_owned(),
-            old,
+            old: old.clone(),
             new: write.value.to_owned(),
             source: write.source.as_str().to_owned(),
         }),
         WriteOutcome::Unchanged => {}
         WriteOutcome::Blocked { .. } => effects.rejections.push("outranked"),
     }
-    Ok(())
+    if !is_email || matches!(outcome, WriteOutcome::Blocked { .. }) {
+        return Ok(write.customer_id);
+    }
+    let Some(merged) =
+        merges::merge_by_email(conn, write.workspace_id, write.customer_id, write.value).await?
+    else {
+        return Ok(write.customer_id);
+    };
+    tracing::info!(into = %merged.into, from = %merged.from, "customers merged on a shared email");
+    for customer_id in [merged.into, merged.from] {
+        effects.cache.push(CacheUpdate::InvalidateProfile {
+            workspace_id: write.workspace_id.to_owned(),
+            customer_id,
+        });
+    }
+    let event = Outbound::CustomerMerged(CustomerMerged {
+        workspace_id: write.workspace_id.to_owned(),
+        into: merged.into,
+        from: merged.from,
+        moved: merged.moved,
+    });
+    effects.outbox.push(outbox::enqueue(conn, &event).await?);
+    Ok(merged.into)
 }
 
 pub(crate) async fn announce_changes(
@@ -344,7 +378,7 @@ async fn profile_update(
         return Ok(());
     }
     let workspace_id = envelope.workspace_id.as_str();
-    let customer_id = match customers::resolve(conn, workspace_id, &update.customer).await? {
+    let mut customer_id = match customers::resolve(conn, workspace_id, &update.customer).await? {
         Some(id) => id,
         None => match &update.customer {
             CustomerRef::Identity {
@@ -412,7 +446,7 @@ async fn profile_update(
             model: None,
             prompt_version: None,
         };
-        record_write(conn, &write, &mut changes, effects).await?;
+        customer_id = record_write(conn, &write, &mut changes, effects).await?;
     }
     customers::update_tags(
         conn,

@@ -1,0 +1,274 @@
+//! Email is the identifier across platforms (SPEC §1.3): profiles that share an
+//! email become one, the older surviving; different emails never merge.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestApp, chat, unique};
+use futures::StreamExt;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn on(platform: &str, mut event: serde_json::Value) -> serde_json::Value {
+    event["platform"] = json!(platform);
+    event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn web_line_and_whatsapp_with_one_email_become_one_profile() {
+    let app = TestApp::new().await;
+    let (_connection, mut merged_events) = app.outbound_listener("customer.merged").await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[
+        on(
+            "web",
+            chat(
+                &ws,
+                "w1",
+                "web-c",
+                "web-u",
+                "customer",
+                "Hi, I'm Lena. Where is my parcel?",
+            ),
+        ),
+        on(
+            "web",
+            chat(
+                &ws,
+                "w2",
+                "web-c",
+                "web-u",
+                "bot",
+                "Let me check. What's your email?",
+            ),
+        ),
+        on(
+            "web",
+            chat(
+                &ws,
+                "w3",
+                "web-c",
+                "web-u",
+                "customer",
+                "lena.k@example.org",
+            ),
+        ),
+    ])
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM enrich.customer_fields WHERE field = 'email'",
+        1,
+        WAIT,
+    )
+    .await;
+    app.publish(&[
+        on(
+            "line",
+            chat(
+                &ws,
+                "l1",
+                "line-c",
+                "line-u",
+                "customer",
+                "hello from LINE, my email is Lena.K@example.org",
+            ),
+        ),
+        on(
+            "whatsapp",
+            chat(&ws, "a1", "wa-c", "wa-u", "customer", "hola"),
+        ),
+        on(
+            "whatsapp",
+            chat(
+                &ws,
+                "a2",
+                "wa-c",
+                "wa-u",
+                "customer",
+                "it's lena.k@example.org btw",
+            ),
+        ),
+    ])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.merges", 2, WAIT)
+        .await;
+    let (customers, conversations, messages, platforms, name): (i64, i32, i32, Vec<String>, Option<String>) =
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM enrich.customers), conversation_count, message_count, platforms, name
+               FROM enrich.customer_profiles",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("one profile");
+    assert_eq!(customers, 1);
+    assert_eq!((conversations, messages), (3, 5));
+    assert_eq!(platforms, vec!["line", "web", "whatsapp"]);
+    assert_eq!(name.as_deref(), Some("Lena"));
+    assert_eq!(
+        app.count("SELECT count(DISTINCT customer_id) FROM enrich.conversations")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(DISTINCT customer_id) FROM enrich.identities")
+            .await,
+        1
+    );
+    assert_eq!(app.count("SELECT count(*) FROM enrich.identities").await, 3);
+    let survivor: uuid::Uuid = sqlx::query_scalar("SELECT id FROM enrich.customers")
+        .fetch_one(&app.pool)
+        .await
+        .expect("survivor");
+    let first_identity: uuid::Uuid =
+        sqlx::query_scalar("SELECT into_customer FROM enrich.merges ORDER BY id LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .expect("merge");
+    assert_eq!(survivor, first_identity, "the older profile survives");
+    let event = tokio::time::timeout(WAIT, merged_events.next())
+        .await
+        .expect("customer.merged published")
+        .expect("stream")
+        .expect("delivery");
+    let body: serde_json::Value = serde_json::from_slice(&event.data).expect("json");
+    assert_eq!(body["into"], json!(survivor));
+    assert_eq!(body["workspace_id"], json!(ws));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn different_emails_never_merge_whatever_else_matches() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[
+        chat(
+            &ws,
+            "a",
+            "c1",
+            "u1",
+            "customer",
+            "My name is Sam Lee, phone +1 415 555 0142, email sam@one.example",
+        ),
+        chat(
+            &ws,
+            "b",
+            "c2",
+            "u2",
+            "customer",
+            "My name is Sam Lee, phone +1 415 555 0142, email sam@two.example",
+        ),
+    ])
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM enrich.customer_fields WHERE field = 'email'",
+        2,
+        WAIT,
+    )
+    .await;
+    assert_eq!(app.count("SELECT count(*) FROM enrich.customers").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM enrich.merges").await, 0);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_identification_of_one_email_yields_one_customer() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    let emails = 25;
+    let mut events = Vec::new();
+    for i in 0..emails {
+        for side in ["web", "whatsapp"] {
+            events.push(on(
+                side,
+                chat(
+                    &ws,
+                    &format!("{side}-{i}"),
+                    &format!("{side}-c{i}"),
+                    &format!("{side}-u{i}"),
+                    "customer",
+                    &format!("my email is person{i}@example.com"),
+                ),
+            ));
+        }
+    }
+    app.publish(&events).await;
+    app.wait_for_count(
+        "SELECT count(*) FROM enrich.processed_events",
+        2 * emails,
+        WAIT,
+    )
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.customers", emails, WAIT)
+        .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM enrich.merges").await,
+        emails
+    );
+    let duplicated = app
+        .count("SELECT count(*) FROM (SELECT value FROM enrich.customer_fields WHERE field = 'email' GROUP BY value HAVING count(*) > 1) d")
+        .await;
+    assert_eq!(duplicated, 0);
+    assert_eq!(
+        app.count("SELECT sum(conversation_count)::bigint FROM enrich.customers")
+            .await,
+        2 * emails
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_value_survives_a_merge_against_a_newer_customer_statement() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(&ws, "m1", "c1", "old-user", "customer", "hello")])
+        .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.customers", 1, WAIT)
+        .await;
+    app.publish(&[json!({"type": "profile.update", "version": 1, "id": "p1", "workspace_id": ws,
+        "occurred_at": "2026-03-01T10:00:00Z", "platform": "web", "platform_user_id": "old-user",
+        "fields": {"name": "Dr. Amira Haddad", "email": "amira@example.net"}, "source": "agent", "actor": "agent-3"})])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.customer_fields", 2, WAIT)
+        .await;
+    app.publish(&[on(
+        "line",
+        chat(
+            &ws,
+            "m2",
+            "c2",
+            "new-user",
+            "customer",
+            "My name is Mira, email amira@example.net",
+        ),
+    )])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.merges", 1, WAIT)
+        .await;
+    let (name, source): (String, String) =
+        sqlx::query_as("SELECT value, source FROM enrich.customer_fields WHERE field = 'name'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("name");
+    assert_eq!(
+        (name.as_str(), source.as_str()),
+        ("Dr. Amira Haddad", "agent")
+    );
+    assert_eq!(app.count("SELECT count(*) FROM enrich.customers").await, 1);
+    // History moved to the survivor but stays append-only.
+    assert_eq!(
+        app.count("SELECT count(DISTINCT customer_id) FROM enrich.field_changes")
+            .await,
+        1
+    );
+    let rewrite = sqlx::query("UPDATE enrich.field_changes SET new_value = 'forged'")
+        .execute(&app.pool)
+        .await;
+    assert!(rewrite.is_err(), "history values cannot be rewritten");
+    worker.stop().await;
+}
