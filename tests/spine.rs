@@ -369,3 +369,121 @@ async fn forget_leaves_no_personal_data_in_postgres_or_redis() {
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workspace_with_enrichment_off_stores_and_counts_but_extracts_nothing() {
+    let app = TestApp::new().await;
+    let ws = unique("ws");
+    sqlx::query("INSERT INTO enrich.workspaces (id, enrichment_enabled) VALUES ($1, false)")
+        .bind(&ws)
+        .execute(&app.pool)
+        .await
+        .expect("workspace");
+    let worker = app.start_worker().await;
+    app.publish(&[chat(
+        &ws,
+        "m1",
+        "c1",
+        "u1",
+        "customer",
+        "I'm Olga, email olga@example.com, send me the brochure",
+    )])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 1, WAIT)
+        .await;
+    assert_eq!(
+        app.count("SELECT customer_message_count::bigint FROM enrich.customers")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM enrich.customer_fields")
+            .await,
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) FROM enrich.asks").await, 0);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offline_asks_are_published_and_closed_as_answered_or_ignored() {
+    let app = TestApp::new().await;
+    let (_connection, mut asks) = app.outbound_listener("ask.requested").await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[
+        chat(
+            &ws,
+            "a1",
+            "c-answer",
+            "u1",
+            "customer",
+            "Hi! Could you send me the price list?",
+        ),
+        chat(
+            &ws,
+            "b1",
+            "c-ignore",
+            "u2",
+            "customer",
+            "Please email me the brochure",
+        ),
+    ])
+    .await;
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut asks))
+            .await
+            .expect("ask.requested published")
+            .expect("stream")
+            .expect("delivery");
+        let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("json");
+        assert_eq!(body["field"], "email");
+        assert!(body["question"].as_str().is_some_and(|q| !q.is_empty()));
+        assert!(["a1", "b1"].contains(&body["in_reply_to"].as_str().unwrap_or_default()));
+    }
+    app.publish(&[
+        chat(
+            &ws,
+            "a2",
+            "c-answer",
+            "u1",
+            "bot",
+            "Sure! What's your email?",
+        ),
+        chat(
+            &ws,
+            "a3",
+            "c-answer",
+            "u1",
+            "customer",
+            "it's ana@example.com",
+        ),
+        chat(
+            &ws,
+            "b2",
+            "c-ignore",
+            "u2",
+            "customer",
+            "what are your hours?",
+        ),
+        chat(&ws, "b3", "c-ignore", "u2", "customer", "and on sundays?"),
+        chat(&ws, "b4", "c-ignore", "u2", "customer", "ok thanks"),
+    ])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 7, WAIT)
+        .await;
+    let outcomes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT conversation_id, outcome FROM enrich.ask_log ORDER BY conversation_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("ask log");
+    assert_eq!(
+        outcomes,
+        vec![
+            ("c-answer".to_owned(), "answered".to_owned()),
+            ("c-ignore".to_owned(), "ignored".to_owned())
+        ]
+    );
+    worker.stop().await;
+}

@@ -319,6 +319,15 @@ pub fn decide(ctx: &TurnContext<'_>, stage: &PatternStage, proposal: &Proposal) 
         ..Decision::default()
     };
     for fact in &stage.facts {
+        // Fields that are not AI-writable come only from agents, forms and APIs.
+        if ctx
+            .fields
+            .get(&fact.field)
+            .is_some_and(|def| !def.ai_writable)
+        {
+            reject(&mut decision, &fact.field, "not_ai_writable", "fact");
+            continue;
+        }
         accept_fact(
             ctx,
             &mut decision,
@@ -1027,5 +1036,59 @@ mod hostile_tests {
         let decision = decide_with("Hello there!", &proposal);
         assert_eq!(decision.ask, None);
         assert_eq!(decision.rejections[0].reason, "plain_greeting");
+    }
+}
+
+#[cfg(test)]
+mod writable_tests {
+    use super::*;
+    use crate::fields::{FieldDef, FieldFormat};
+
+    #[test]
+    fn fields_the_ai_may_not_write_are_refused() {
+        let mut tier = FieldDef::new("tier", FieldFormat::Select);
+        tier.options = vec!["gold".into(), "silver".into()];
+        tier.ai_writable = false;
+        let fields = FieldSet::new(vec![tier], &["name".into()]).expect("fields");
+        let known = BTreeMap::new();
+        let asks = AskState {
+            customer_turn: 1,
+            ..AskState::default()
+        };
+        let policy = AskPolicy::default();
+        let triggers = Triggers::new(&[]).expect("triggers");
+        let text = "I'm a gold member";
+        let ctx = TurnContext {
+            fields: &fields,
+            default_region: None,
+            text,
+            known: &known,
+            asks: &asks,
+            policy: &policy,
+            triggers: &triggers,
+        };
+        let proposal = Proposal {
+            facts: vec![ProposedFact {
+                field: "tier".into(),
+                value: "gold".into(),
+                quote: "gold member".into(),
+            }],
+            ..Proposal::default()
+        };
+        let decision = decide(&ctx, &pattern_stage(&ctx), &proposal);
+        assert!(
+            decision
+                .facts
+                .iter()
+                .all(|f| f.field != "tier" || f.origin == Origin::Pattern)
+        );
+        assert!(
+            decision
+                .rejections
+                .iter()
+                .any(|r| r.reason == "not_ai_writable"),
+            "{:?}",
+            decision.rejections
+        );
     }
 }
