@@ -272,3 +272,59 @@ async fn an_agent_value_survives_a_merge_against_a_newer_customer_statement() {
     assert!(rewrite.is_err(), "history values cannot be rewritten");
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inactive_anonymous_profiles_expire_and_identified_ones_persist() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[
+        chat(&ws, "old-anon", "c1", "u-old-anon", "customer", "hello"),
+        chat(
+            &ws,
+            "old-known",
+            "c2",
+            "u-old-known",
+            "customer",
+            "hi, my email is kept@example.com",
+        ),
+        chat(&ws, "new-anon", "c3", "u-new-anon", "customer", "hey"),
+    ])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.customers", 3, WAIT)
+        .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM enrich.customer_fields WHERE field = 'email'",
+        1,
+        WAIT,
+    )
+    .await;
+    worker.stop().await;
+    // The fixture events are dated 2026-03-01; make every profile active now, then age two.
+    sqlx::query("UPDATE enrich.customers SET last_seen_at = now()")
+        .execute(&app.pool)
+        .await
+        .expect("refresh");
+    sqlx::query(
+        "UPDATE enrich.customers SET last_seen_at = now() - interval '40 days'
+          WHERE id IN (SELECT customer_id FROM enrich.identities WHERE platform_user_id IN ('u-old-anon', 'u-old-known'))",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("age two profiles");
+    let removed = enricher::store::retention::remove_inactive_anonymous(&app.pool, 30, 1000)
+        .await
+        .expect("sweep");
+    assert_eq!(removed, 1);
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT platform_user_id FROM enrich.identities ORDER BY 1")
+            .fetch_all(&app.pool)
+            .await
+            .expect("identities");
+    assert_eq!(left, vec!["u-new-anon", "u-old-known"]);
+    assert_eq!(
+        app.count("SELECT count(*) FROM enrich.messages").await,
+        2,
+        "the expired profile's messages went too"
+    );
+}

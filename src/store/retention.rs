@@ -1,0 +1,33 @@
+//! Retention of anonymous profiles: a visitor who never became identifiable
+//! (no email on the profile) and has been inactive for the configured period
+//! is removed with everything hanging off it. Identified profiles persist.
+
+use sqlx::PgPool;
+
+use super::StoreError;
+
+/// Removes up to `batch` anonymous customers inactive for `days` days;
+/// returns how many were removed.
+pub async fn remove_inactive_anonymous(
+    pool: &PgPool,
+    days: u32,
+    batch: i64,
+) -> Result<u64, StoreError> {
+    let removed = sqlx::query(
+        "DELETE FROM enrich.customers
+          WHERE id IN (
+                SELECT c.id FROM enrich.customers c
+                 WHERE coalesce(c.last_seen_at, c.created_at) < now() - make_interval(days => $1)
+                   AND NOT EXISTS (SELECT 1 FROM enrich.customer_fields f
+                                    WHERE f.customer_id = c.id AND f.field = 'email')
+                 ORDER BY c.last_seen_at
+                 LIMIT $2
+                   FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(days as i32)
+    .bind(batch)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(removed)
+}
