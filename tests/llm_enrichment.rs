@@ -434,3 +434,73 @@ async fn model_failures_skip_ai_record_the_failure_and_lose_nothing() {
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = std::sync::Arc::clone(&seen);
+    let model = FakeModel::start(move |_, request| {
+        let user = request["messages"][1]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if let Ok(mut seen) = record.lock() {
+            seen.push(user);
+        }
+        nothing()
+    })
+    .await;
+    let app = app_with_model(&model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(
+        &ws,
+        "m1",
+        "c1",
+        "u1",
+        "customer",
+        "hi, my email is quiet@example.com",
+    )])
+    .await;
+    settle(&app, 1).await;
+    app.publish(&[
+        chat(&ws, "m2", "c1", "u1", "bot", "Thanks! How can I help?"),
+        chat(
+            &ws,
+            "m3",
+            "c1",
+            "u1",
+            "customer",
+            "I need a quote for 20 chairs",
+        ),
+    ])
+    .await;
+    settle(&app, 2).await;
+    let prompts = seen.lock().expect("prompts").clone();
+    let last = prompts.last().expect("the model was called");
+    let history = last
+        .split("New customer message:")
+        .next()
+        .unwrap_or_default();
+    let first = history
+        .find("customer: hi, my email is")
+        .expect("first turn shown");
+    let second = history
+        .find("bot: Thanks! How can I help?")
+        .expect("bot turn shown");
+    assert!(first < second, "turns in order: {history}");
+    assert!(
+        !history.contains("I need a quote"),
+        "the new message is not repeated as history"
+    );
+    assert!(
+        last.contains("Known fields (values withheld): email."),
+        "{last}"
+    );
+    let values_outside_history = last.replace(history, "");
+    assert!(
+        !values_outside_history.contains("quiet@example.com"),
+        "known values are not sent again"
+    );
+    worker.stop().await;
+}

@@ -9,7 +9,7 @@
 //! | key                                  | type | holds                                           |
 //! |--------------------------------------|------|-------------------------------------------------|
 //! | `enrich:{ws}:profile:{customer}`     | hash | field → value of every known field, plus `_complete` |
-//! | `enrich:{ws}:turns:{conv}`           | list | the last `recent_turns` turns as JSON `{sender, text}` |
+//! | `enrich:{ws}:turns:{conv}`           | list | the last `recent_turns` + 1 turns as JSON `{message_id, sender, text}` |
 //!
 //! Writes follow the Postgres commit. Profiles are invalidated rather than
 //! patched, and turns are appended only to lists that already exist
@@ -32,6 +32,8 @@ const COMPLETE_MARKER: &str = "_complete";
 /// One turn of a conversation as the model sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Turn {
+    /// The stored message's id, so readers can take the turns before a message.
+    pub message_id: i64,
     /// Who spoke.
     pub sender: Sender,
     /// What was said.
@@ -124,7 +126,8 @@ impl Cache {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        let keep = self.recent_turns as isize;
+        // The new message plus the turns before it that the model sees.
+        let keep = self.recent_turns as isize + 1;
         for update in updates {
             match update {
                 CacheUpdate::AppendTurn {
@@ -223,8 +226,8 @@ impl Cache {
                 .filter_map(|json| serde_json::from_str(json).ok())
                 .collect());
         }
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT sender, text FROM (
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, sender, text FROM (
                  SELECT m.id, m.sender, m.text FROM enrich.messages m
                    JOIN enrich.conversations c ON c.id = m.conversation_id
                   WHERE c.workspace_id = $1 AND c.external_id = $2
@@ -233,14 +236,18 @@ impl Cache {
         )
         .bind(workspace_id)
         .bind(conversation)
-        .bind(self.recent_turns as i64)
+        .bind(self.recent_turns as i64 + 1)
         .fetch_all(pool)
         .await?;
         let turns: Vec<Turn> = rows
             .into_iter()
-            .filter_map(|(sender, text)| {
+            .filter_map(|(message_id, sender, text)| {
                 let sender = serde_json::from_value(serde_json::Value::String(sender)).ok()?;
-                Some(Turn { sender, text })
+                Some(Turn {
+                    message_id,
+                    sender,
+                    text,
+                })
             })
             .collect();
         if !turns.is_empty() {
@@ -255,5 +262,29 @@ impl Cache {
             pipe.query_async::<()>(&mut connection).await?;
         }
         Ok(turns)
+    }
+
+    /// Up to `limit` turns of a conversation before `message_id`, oldest
+    /// first, from the cache; `None` when the cache cannot be sure it holds
+    /// them all (a trimmed list that starts after the turns needed).
+    pub async fn turns_before(
+        &self,
+        pool: &PgPool,
+        workspace_id: &str,
+        conversation: &str,
+        message_id: i64,
+        limit: usize,
+    ) -> Result<Option<Vec<Turn>>, CacheError> {
+        let cached = self.recent_turns(pool, workspace_id, conversation).await?;
+        let trimmed = cached.len() > self.recent_turns;
+        let before: Vec<Turn> = cached
+            .into_iter()
+            .filter(|t| t.message_id < message_id)
+            .collect();
+        if before.len() < limit && trimmed {
+            return Ok(None);
+        }
+        let skip = before.len().saturating_sub(limit);
+        Ok(Some(before.into_iter().skip(skip).collect()))
     }
 }

@@ -271,20 +271,48 @@ impl ModelStage {
         .bind(job.customer_id)
         .fetch_one(&mut *conn)
         .await?;
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT sender, text FROM (SELECT id, sender, text FROM enrich.messages
-                                        WHERE conversation_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) t
-              ORDER BY id",
-        )
-        .bind(job.conversation_id)
-        .bind(job.message_id)
-        .bind(self.recent_turns as i64)
-        .fetch_all(&mut *conn)
-        .await?;
-        let turns = rows
-            .into_iter()
-            .map(|(sender, text)| PromptTurn { sender, text })
-            .collect();
+        // The last turns come from the Redis cache when it holds them all.
+        let cached = match self
+            .cache
+            .turns_before(
+                &self.pool,
+                &job.workspace_id,
+                &job.conversation,
+                job.message_id,
+                self.recent_turns,
+            )
+            .await
+        {
+            Ok(turns) => turns,
+            Err(error) => {
+                tracing::warn!(error = %error, "turn cache unavailable; reading turns from postgres");
+                None
+            }
+        };
+        let turns = match cached {
+            Some(turns) => turns
+                .into_iter()
+                .map(|t| PromptTurn {
+                    sender: t.sender.as_str().to_owned(),
+                    text: t.text,
+                })
+                .collect(),
+            None => {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT sender, text FROM (SELECT id, sender, text FROM enrich.messages
+                                                WHERE conversation_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) t
+                      ORDER BY id",
+                )
+                .bind(job.conversation_id)
+                .bind(job.message_id)
+                .bind(self.recent_turns as i64)
+                .fetch_all(&mut *conn)
+                .await?;
+                rows.into_iter()
+                    .map(|(sender, text)| PromptTurn { sender, text })
+                    .collect()
+            }
+        };
         Ok((spent, instructions, turns))
     }
 

@@ -194,6 +194,7 @@ async fn chat_message(
         workspace_id: envelope.workspace_id.clone(),
         conversation: message.conversation_id.clone(),
         turn: Turn {
+            message_id: stored.message_id,
             sender: message.sender,
             text: message.text.clone(),
         },
