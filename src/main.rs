@@ -43,6 +43,11 @@ enum Command {
         #[arg(long)]
         workspace: Option<String>,
     },
+    /// Look up, export and forget customers.
+    Customers {
+        #[command(subcommand)]
+        command: cli::customers::CustomersCommand,
+    },
     /// Prompt templates.
     Prompts {
         #[command(subcommand)]
@@ -129,6 +134,7 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Schema { workspace } => {
             cli::inspect::print_schema(&settings, workspace.as_deref())
         }
+        Command::Customers { command } => cli::customers::run(&settings, command).await,
         Command::Prompts {
             command: PromptsCommand::Check { dir },
         } => cli::inspect::check_prompts(dir.as_deref().unwrap_or(&settings.llm.prompts_dir)),

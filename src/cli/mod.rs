@@ -1,7 +1,9 @@
 //! Subcommands of the `enricher` binary that are more than a call into the
-//! worker: publishing events and benchmarking.
+//! worker: publishing events, benchmarking, inspecting schema and prompts, and
+//! the customer tools (show, export, forget).
 
 pub mod bench;
+pub mod customers;
 pub mod fake_model;
 pub mod inspect;
 pub mod send;

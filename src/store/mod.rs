@@ -10,6 +10,7 @@ pub mod erasure;
 pub mod fields;
 pub mod merges;
 pub mod outbox;
+pub mod profiles;
 pub mod retention;
 pub mod workspaces;
 
