@@ -32,6 +32,67 @@ pub struct Settings {
     pub asks: AsksSettings,
     /// The OpenAI-compatible model; no `base_url` means offline mode.
     pub llm: LlmSettings,
+    /// Conversation summaries and customer insights.
+    #[serde(default)]
+    pub insights: InsightsSettings,
+    /// How long anonymous profiles are kept.
+    pub retention: RetentionSettings,
+}
+
+/// Retention of profiles that never became identified.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    /// Days of inactivity after which a customer without an email is removed.
+    pub anonymous_days: u32,
+    /// Seconds between sweeps.
+    pub sweep_interval_secs: u64,
+}
+
+/// When a conversation counts as ended and how the summary sweeper runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct InsightsSettings {
+    /// Minutes without a new message after which a conversation that was
+    /// never closed counts as ended.
+    pub idle_minutes: u64,
+    /// The same in seconds; overrides `idle_minutes` when set (for tests and
+    /// short-lived demos).
+    pub idle_secs: Option<u64>,
+    /// How often the sweeper looks for ended conversations (a close also
+    /// wakes it at once).
+    pub sweep_interval_secs: u64,
+    /// Minutes after which a claim whose worker died is taken over.
+    pub reclaim_minutes: u64,
+    /// Conversations summarised at once by one worker.
+    pub concurrency: usize,
+    /// Most recent messages of a conversation shown to the model.
+    pub max_transcript_messages: usize,
+    /// Longest answer of a summary or insights call.
+    pub max_completion_tokens: u32,
+}
+
+impl Default for InsightsSettings {
+    fn default() -> Self {
+        InsightsSettings {
+            idle_minutes: 30,
+            idle_secs: None,
+            sweep_interval_secs: 30,
+            reclaim_minutes: 10,
+            concurrency: 4,
+            max_transcript_messages: 100,
+            max_completion_tokens: 800,
+        }
+    }
+}
+
+impl InsightsSettings {
+    /// Idle time after which an open conversation counts as ended.
+    pub fn idle(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.idle_secs
+                .unwrap_or(self.idle_minutes.saturating_mul(60)),
+        )
+    }
 }
 
 /// How the model returns structured output.

@@ -625,6 +625,52 @@ pub struct CustomerMerged {
     pub moved: serde_json::Value,
 }
 
+/// How a conversation ended, inside `conversation.summarized`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryResolution {
+    /// `resolved` or `unresolved`.
+    pub status: String,
+    /// Who resolved it: the backend's `resolved_by`, else `bot`, `agent`
+    /// (or the agent's id) or `customer` as the model read it.
+    pub resolved_by: Option<String>,
+    /// When: the time of the message that resolved it, else the close.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// The backend's resolution, else one sentence from the model.
+    pub detail: Option<String>,
+}
+
+/// `conversation.summarized`: an ended conversation was summarised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationSummarized {
+    /// Tenant.
+    pub workspace_id: String,
+    /// The chat backend's conversation id.
+    pub conversation_id: String,
+    /// enricher's customer id.
+    pub customer_id: Uuid,
+    /// A few sentences on what happened.
+    pub summary: String,
+    /// `positive`, `neutral` or `negative`.
+    pub sentiment: String,
+    /// From -1 (very negative) to 1 (very positive).
+    pub sentiment_score: f64,
+    /// Short tags, at most five.
+    pub topics: Vec<String>,
+    /// Who resolved it and when, or `unresolved`.
+    pub resolution: SummaryResolution,
+}
+
+/// `customer.insights_updated`: the customer's AI profile changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerInsightsUpdated {
+    /// Tenant.
+    pub workspace_id: String,
+    /// enricher's customer id.
+    pub customer_id: Uuid,
+    /// The whole profile: lists of `{text, conversation_ids}` by category.
+    pub insights: serde_json::Value,
+}
+
 /// An event the worker publishes on the outbound exchange.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
@@ -634,6 +680,10 @@ pub enum Outbound {
     ProfileUpdated(ProfileUpdated),
     /// Two customers were merged.
     CustomerMerged(CustomerMerged),
+    /// An ended conversation was summarised.
+    ConversationSummarized(ConversationSummarized),
+    /// A customer's AI profile was updated.
+    CustomerInsightsUpdated(CustomerInsightsUpdated),
 }
 
 impl Outbound {
@@ -643,6 +693,8 @@ impl Outbound {
             Outbound::AskRequested(_) => "ask.requested",
             Outbound::ProfileUpdated(_) => "profile.updated",
             Outbound::CustomerMerged(_) => "customer.merged",
+            Outbound::ConversationSummarized(_) => "conversation.summarized",
+            Outbound::CustomerInsightsUpdated(_) => "customer.insights_updated",
         }
     }
 
@@ -652,6 +704,8 @@ impl Outbound {
             Outbound::AskRequested(e) => serde_json::to_value(e),
             Outbound::ProfileUpdated(e) => serde_json::to_value(e),
             Outbound::CustomerMerged(e) => serde_json::to_value(e),
+            Outbound::ConversationSummarized(e) => serde_json::to_value(e),
+            Outbound::CustomerInsightsUpdated(e) => serde_json::to_value(e),
         };
         // Plain structs of strings and ids always serialise.
         value.unwrap_or(serde_json::Value::Null)

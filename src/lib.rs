@@ -10,6 +10,7 @@ pub mod eval;
 pub mod event;
 pub mod extract;
 pub mod fields;
+pub mod insights;
 pub mod llm;
 pub mod policy;
 pub mod queue;

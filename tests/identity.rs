@@ -306,7 +306,7 @@ async fn inactive_anonymous_profiles_expire_and_identified_ones_persist() {
         .await
         .expect("refresh");
     sqlx::query(
-        "UPDATE enrich.customers SET last_seen_at = now() - interval '40 days'
+        "UPDATE enrich.customers SET last_seen_at = now() - interval '40 days', updated_at = now() - interval '40 days'
           WHERE id IN (SELECT customer_id FROM enrich.identities WHERE platform_user_id IN ('u-old-anon', 'u-old-known'))",
     )
     .execute(&app.pool)

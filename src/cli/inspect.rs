@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use crate::config::Settings;
-use crate::llm::prompts::{PromptSet, sample_context};
+use crate::insights::{profile, summary};
+use crate::llm::prompts::{PromptSet, SampleContext, TemplatePair, sample_context};
 use crate::llm::schema::{FieldEnums, strict_violations, tool_definition};
 
 /// Prints the tool definition for a workspace (all missing fields askable).
@@ -38,7 +39,7 @@ pub fn check_prompts(dir: &Path) -> anyhow::Result<()> {
     let set = PromptSet::load(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     let rendered = set.render(&sample_context())?;
     println!(
-        "prompts in {} are valid (version {})",
+        "enrichment prompts in {} are valid (version {})",
         dir.display(),
         set.version()
     );
@@ -46,5 +47,14 @@ pub fn check_prompts(dir: &Path) -> anyhow::Result<()> {
         "--- system ---\n{}\n--- user ---\n{}",
         rendered.system, rendered.user
     );
+    let pairs: [(&str, TemplatePair, SampleContext); 2] = [
+        ("summary", summary::TEMPLATES, summary::sample_context),
+        ("insights", profile::TEMPLATES, profile::sample_context),
+    ];
+    for (purpose, pair, sample) in pairs {
+        let set = PromptSet::load_pair(dir, pair, sample)
+            .map_err(|e| anyhow::anyhow!("{} ({purpose}): {e}", dir.display()))?;
+        println!("{purpose} prompts are valid (version {})", set.version());
+    }
     Ok(())
 }

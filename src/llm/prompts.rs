@@ -3,6 +3,12 @@
 //! with every result they produce. Templates are reloaded on SIGHUP and when
 //! a file changes; a set that fails to parse or to render sample data is
 //! logged and the last good set stays in use.
+//!
+//! The enrichment call uses `enrich_system.j2` + `enrich_turn.j2`; other
+//! calls (conversation summaries, customer insights) load their own
+//! [`TemplatePair`] with [`Prompts::load_pair`] and render any serialisable
+//! context with [`PromptSet::render_context`], with the same checks,
+//! versioning and reloading.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -16,7 +22,35 @@ use sha2::{Digest, Sha256};
 pub const SYSTEM_TEMPLATE: &str = "enrich_system.j2";
 /// The per-message template.
 pub const TURN_TEMPLATE: &str = "enrich_turn.j2";
-const TEMPLATES: [&str; 2] = [SYSTEM_TEMPLATE, TURN_TEMPLATE];
+
+/// A named pair of templates: the system message and the user message of one
+/// kind of call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TemplatePair {
+    /// File name of the system template.
+    pub system: &'static str,
+    /// File name of the user-message template.
+    pub turn: &'static str,
+}
+
+impl TemplatePair {
+    fn names(self) -> [&'static str; 2] {
+        [self.system, self.turn]
+    }
+}
+
+/// The enrichment call's templates.
+pub const ENRICH_TEMPLATES: TemplatePair = TemplatePair {
+    system: SYSTEM_TEMPLATE,
+    turn: TURN_TEMPLATE,
+};
+
+/// Sample data for a template pair, rendered on every (re)load as a check.
+pub type SampleContext = fn() -> serde_json::Value;
+
+fn enrich_sample() -> serde_json::Value {
+    serde_json::to_value(sample_context()).unwrap_or(serde_json::Value::Null)
+}
 
 /// A field as the prompt describes it (never with its value).
 #[derive(Debug, Clone, Serialize)]
@@ -110,15 +144,26 @@ pub enum PromptError {
 pub struct PromptSet {
     env: Environment<'static>,
     version: String,
+    pair: TemplatePair,
 }
 
 impl PromptSet {
-    /// Loads and checks the templates in `dir`.
+    /// Loads and checks the enrichment templates in `dir`.
     pub fn load(dir: &Path) -> Result<PromptSet, PromptError> {
+        PromptSet::load_pair(dir, ENRICH_TEMPLATES, enrich_sample)
+    }
+
+    /// Loads the templates of `pair` from `dir` and checks them by rendering
+    /// `sample()`.
+    pub fn load_pair(
+        dir: &Path,
+        pair: TemplatePair,
+        sample: SampleContext,
+    ) -> Result<PromptSet, PromptError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         let mut hasher = Sha256::new();
-        for name in TEMPLATES {
+        for name in pair.names() {
             let path = dir.join(name);
             let source = std::fs::read_to_string(&path)
                 .map_err(|source| PromptError::Read { path, source })?;
@@ -128,8 +173,8 @@ impl PromptSet {
             env.add_template_owned(name, source)?;
         }
         let version = hex::encode(&hasher.finalize()[..6]);
-        let set = PromptSet { env, version };
-        set.render(&sample_context())?;
+        let set = PromptSet { env, version, pair };
+        set.render_context(&sample())?;
         Ok(set)
     }
 
@@ -140,9 +185,17 @@ impl PromptSet {
 
     /// Renders both messages.
     pub fn render(&self, context: &EnrichContext) -> Result<Rendered, PromptError> {
+        self.render_context(context)
+    }
+
+    /// Renders both messages of this set's pair with any serialisable context.
+    pub fn render_context<C: Serialize + ?Sized>(
+        &self,
+        context: &C,
+    ) -> Result<Rendered, PromptError> {
         let context = minijinja::Value::from(minijinja::value::Serde(context));
-        let system = self.env.get_template(SYSTEM_TEMPLATE)?.render(&context)?;
-        let user = self.env.get_template(TURN_TEMPLATE)?.render(&context)?;
+        let system = self.env.get_template(self.pair.system)?.render(&context)?;
+        let user = self.env.get_template(self.pair.turn)?.render(&context)?;
         Ok(Rendered {
             system: system.trim().to_owned(),
             user: user.trim().to_owned(),
@@ -194,16 +247,30 @@ pub fn sample_context() -> EnrichContext {
 #[derive(Debug, Clone)]
 pub struct Prompts {
     dir: PathBuf,
+    pair: TemplatePair,
+    sample: SampleContext,
     current: Arc<RwLock<Arc<PromptSet>>>,
 }
 
 impl Prompts {
-    /// Loads the templates; fails when they are unusable at start-up.
+    /// Loads the enrichment templates; fails when they are unusable at start-up.
     pub fn load(dir: &Path) -> Result<Prompts, PromptError> {
-        let set = PromptSet::load(dir)?;
-        tracing::info!(version = set.version(), dir = %dir.display(), "prompts loaded");
+        Prompts::load_pair(dir, ENRICH_TEMPLATES, enrich_sample)
+    }
+
+    /// Loads the templates of `pair`, checked with `sample()`; fails when
+    /// they are unusable at start-up.
+    pub fn load_pair(
+        dir: &Path,
+        pair: TemplatePair,
+        sample: SampleContext,
+    ) -> Result<Prompts, PromptError> {
+        let set = PromptSet::load_pair(dir, pair, sample)?;
+        tracing::info!(version = set.version(), templates = pair.system, dir = %dir.display(), "prompts loaded");
         Ok(Prompts {
             dir: dir.to_owned(),
+            pair,
+            sample,
             current: Arc::new(RwLock::new(Arc::new(set))),
         })
     }
@@ -218,7 +285,7 @@ impl Prompts {
 
     /// Reloads from disk; on error keeps the last good set and returns the error.
     pub fn reload(&self) -> Result<String, PromptError> {
-        match PromptSet::load(&self.dir) {
+        match PromptSet::load_pair(&self.dir, self.pair, self.sample) {
             Ok(set) => {
                 let version = set.version().to_owned();
                 if let Ok(mut current) = self.current.write() {
@@ -269,7 +336,8 @@ impl Prompts {
     }
 
     fn modified(&self) -> Vec<Option<SystemTime>> {
-        TEMPLATES
+        self.pair
+            .names()
             .iter()
             .map(|name| {
                 std::fs::metadata(self.dir.join(name))
@@ -301,7 +369,7 @@ mod tests {
     fn a_bad_template_keeps_the_last_good_set() {
         let dir = std::env::temp_dir().join(format!("enricher-prompts-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
-        for name in TEMPLATES {
+        for name in ENRICH_TEMPLATES.names() {
             std::fs::copy(shipped().join(name), dir.join(name)).expect("copy");
         }
         let prompts = Prompts::load(&dir).expect("loads");

@@ -1,6 +1,9 @@
 //! Retention of anonymous profiles: a visitor who never became identifiable
 //! (no email on the profile) and has been inactive for the configured period
 //! is removed with everything hanging off it. Identified profiles persist.
+//! Inactive means both: no message dated within the period, and no change
+//! recorded within it, so history imported with old timestamps is not swept
+//! away as it arrives.
 
 use sqlx::PgPool;
 
@@ -17,7 +20,8 @@ pub async fn remove_inactive_anonymous(
         "DELETE FROM enrich.customers
           WHERE id IN (
                 SELECT c.id FROM enrich.customers c
-                 WHERE coalesce(c.last_seen_at, c.created_at) < now() - make_interval(days => $1)
+                 WHERE c.updated_at < now() - make_interval(days => $1)
+                   AND coalesce(c.last_seen_at, c.created_at) < now() - make_interval(days => $1)
                    AND NOT EXISTS (SELECT 1 FROM enrich.customer_fields f
                                     WHERE f.customer_id = c.id AND f.field = 'email')
                  ORDER BY c.last_seen_at

@@ -9,6 +9,7 @@ pub mod enrich;
 pub mod handle;
 pub mod lane;
 pub mod metrics;
+pub mod retention;
 
 use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
@@ -174,6 +175,16 @@ impl Worker {
                 Err(error) => tracing::warn!(error = %error, "could not resume pending model work"),
             }
         }
+        // Summaries and insights of ended conversations (src/insights).
+        let model_client = self.model.as_ref().map(|(enricher, _)| enricher.clone());
+        let insights = crate::insights::Insights::start(
+            &self.settings,
+            self.pool.clone(),
+            self.publisher.clone(),
+            Arc::clone(&self.workspaces),
+            model_client,
+        )
+        .await?;
         let context = Arc::new(LaneContext {
             pool: self.pool.clone(),
             cache: self.cache.clone(),
@@ -193,6 +204,10 @@ impl Worker {
             lane_tasks.spawn(lane::run(Arc::clone(&context), receiver));
         }
         let relay = tokio::spawn(outbox_relay(self.publisher.clone(), self.pool.clone()));
+        let retention_sweep = tokio::spawn(retention::sweep(
+            self.pool.clone(),
+            self.settings.retention.clone(),
+        ));
         let counters = tokio::spawn(log_counters(Arc::clone(&self.metrics)));
 
         let consumer_tag = format!("enricher-{}-{}", std::process::id(), uuid::Uuid::new_v4());
@@ -247,7 +262,9 @@ impl Worker {
                 "grace period over; unacked events will be redelivered"
             );
         }
+        insights.stop(grace).await;
         relay.abort();
+        retention_sweep.abort();
         counters.abort();
         if let Some(watcher) = prompt_watcher {
             watcher.abort();

@@ -51,6 +51,31 @@ pub struct TestApp {
     pub database_url: String,
 }
 
+/// A worker child process, killed on drop.
+pub struct WorkerProcess(pub Child);
+
+impl std::ops::Deref for WorkerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 pub struct RunningWorker {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), enricher::worker::WorkerError>>,
@@ -186,6 +211,12 @@ impl TestApp {
                         serde_json::from_value(serde_json::Value::String(value.clone()))
                             .expect("mode")
                 }
+                "ENRICHER__INSIGHTS__IDLE_SECS" => {
+                    settings.insights.idle_secs = Some(value.parse().expect("number"))
+                }
+                "ENRICHER__INSIGHTS__SWEEP_INTERVAL_SECS" => {
+                    settings.insights.sweep_interval_secs = value.parse().expect("number")
+                }
                 "ENRICHER_ENV" => {}
                 other => panic!("the in-process harness does not map {other}; add it"),
             }
@@ -220,8 +251,10 @@ impl TestApp {
         }
     }
 
-    /// Starts `enricher run` as a child process with this test's settings.
-    pub fn spawn_worker_process(&self) -> Child {
+    /// Starts `enricher run` as a child process with this test's settings;
+    /// the process is killed when the handle is dropped (a failing test
+    /// must not leave a worker behind).
+    pub fn spawn_worker_process(&self) -> WorkerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_enricher"));
         command
             .arg("run")
@@ -232,7 +265,7 @@ impl TestApp {
         for (key, value) in &self.settings_env {
             command.env(key, value);
         }
-        command.spawn().expect("enricher run starts")
+        WorkerProcess(command.spawn().expect("enricher run starts"))
     }
 
     pub async fn sender(&self) -> EventSender {

@@ -1,0 +1,727 @@
+//! The summary of one ended conversation: the transcript goes to the model
+//! once, and what comes back (summary, sentiment and score, topics,
+//! resolution) is checked, stored on the conversation with the call's
+//! accounting, and announced as `conversation.summarized`, all in one
+//! transaction that only lands while this worker still holds the claim.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::call::{self, Accounting, Answer, CallRow, Model, Tool, clip};
+use crate::event::{ConversationSummarized, Outbound, SummaryResolution};
+use crate::llm::enrich::CallFailure;
+use crate::llm::prompts::TemplatePair;
+use crate::store::StoreError;
+use crate::store::outbox::{self, Pending};
+
+/// Name of the summary tool.
+pub const TOOL_NAME: &str = "record_conversation_summary";
+/// The summary call's templates.
+pub const TEMPLATES: TemplatePair = TemplatePair {
+    system: "summary_system.j2",
+    turn: "summary_turn.j2",
+};
+/// Most topics kept.
+pub const MAX_TOPICS: usize = 5;
+const MAX_TOPIC_CHARS: usize = 40;
+const MAX_SUMMARY_CHARS: usize = 2000;
+const MAX_DETAIL_CHARS: usize = 300;
+const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// What the model reports about one ended conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SummaryOutput {
+    /// Two to four sentences on what the customer wanted and what happened.
+    pub summary: String,
+    /// The customer's overall mood by the end.
+    pub sentiment: Sentiment,
+    /// From -1 (very negative) through 0 (neutral) to 1 (very positive).
+    pub sentiment_score: f64,
+    /// At most five short lowercase tags, most important first.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Whether, how, by whom and when the customer's request was settled.
+    pub resolution: ResolutionOutput,
+}
+
+/// Sentiment labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Sentiment {
+    // Variants carry no doc comments: schemars would turn documented variants
+    // into `oneOf` / `const`, which strict mode does not accept.
+    Positive,
+    Neutral,
+    Negative,
+}
+
+impl Sentiment {
+    /// The stored label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sentiment::Positive => "positive",
+            Sentiment::Neutral => "neutral",
+            Sentiment::Negative => "negative",
+        }
+    }
+}
+
+/// How the conversation ended, as the model read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ResolutionOutput {
+    /// "resolved" only when the request was settled in this conversation.
+    pub status: ResolutionStatus,
+    /// Who settled it; null when unresolved.
+    pub resolved_by: Option<Resolver>,
+    /// Number of the transcript message in which it was settled; null when unresolved.
+    pub resolved_at_message: Option<i64>,
+    /// One short sentence on how it was settled, or what is still open.
+    pub detail: String,
+}
+
+/// Whether the request was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolutionStatus {
+    // Undocumented variants: a plain string enum in the schema.
+    Resolved,
+    Unresolved,
+}
+
+/// Who settled a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolver {
+    // Undocumented variants: a plain string enum in the schema.
+    Bot,
+    Agent,
+    Customer,
+}
+
+impl Resolver {
+    fn as_str(self) -> &'static str {
+        match self {
+            Resolver::Bot => "bot",
+            Resolver::Agent => "agent",
+            Resolver::Customer => "customer",
+        }
+    }
+}
+
+/// The summary tool.
+pub fn tool() -> Tool {
+    Tool {
+        name: TOOL_NAME,
+        description: "Record the summary, sentiment, topics and resolution of one finished conversation.",
+        parameters: call::strict_parameters::<SummaryOutput>(),
+    }
+}
+
+/// A conversation this worker claimed, as the claim returned it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    /// enricher's id.
+    pub id: i64,
+    /// Tenant.
+    pub workspace_id: String,
+    /// The chat backend's id.
+    pub external_id: String,
+    /// The customer.
+    pub customer_id: Uuid,
+    /// Platform.
+    pub platform: String,
+    /// Status at the claim.
+    pub status: String,
+    /// First message.
+    pub started_at: DateTime<Utc>,
+    /// Last message (source time).
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// Close time.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Who resolved it, as the backend said.
+    pub resolved_by: Option<String>,
+    /// How, as the backend said.
+    pub resolution: Option<String>,
+    /// Customer messages.
+    pub customer_turns: i32,
+    /// The claim token; writes land only while it is still ours.
+    pub summary_claim: Uuid,
+}
+
+/// One stored message of the transcript.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TranscriptRow {
+    /// `customer`, `bot`, `agent` or `system`.
+    pub sender: String,
+    /// The agent, for agent messages.
+    pub agent_id: Option<String>,
+    /// Text.
+    pub text: String,
+    /// Source time.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The last `max` messages of a conversation and how many earlier ones are left out.
+pub async fn load_transcript(
+    pool: &PgPool,
+    conversation_id: i64,
+    max: usize,
+) -> Result<(Vec<TranscriptRow>, usize), StoreError> {
+    let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
+    let mut rows: Vec<TranscriptRow> = sqlx::query_as(
+        "SELECT sender, agent_id, text, occurred_at FROM enrich.messages
+          WHERE conversation_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(conversation_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.reverse();
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM enrich.messages WHERE conversation_id = $1")
+            .bind(conversation_id)
+            .fetch_one(pool)
+            .await?;
+    let omitted = usize::try_from(total)
+        .unwrap_or(0)
+        .saturating_sub(rows.len());
+    Ok((rows, omitted))
+}
+
+/// The conversation as the templates see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationInfo {
+    /// The backend's conversation id.
+    pub id: String,
+    /// Platform.
+    pub platform: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339, when closed.
+    pub ended_at: Option<String>,
+    /// The backend's `resolved_by`.
+    pub resolved_by: Option<String>,
+    /// The backend's `resolution`.
+    pub resolution: Option<String>,
+}
+
+/// One numbered transcript line.
+#[derive(Debug, Clone, Serialize)]
+pub struct TranscriptLine {
+    /// 1-based position in the whole conversation.
+    pub number: usize,
+    /// Who wrote it.
+    pub sender: String,
+    /// The agent, for agent messages.
+    pub agent_id: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+    /// Text (long messages are clipped).
+    pub text: String,
+}
+
+/// Everything the summary templates receive.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummaryContext {
+    /// The tool's name.
+    pub tool_name: String,
+    /// Most topics.
+    pub max_topics: usize,
+    /// The conversation.
+    pub conversation: ConversationInfo,
+    /// Earlier messages left out.
+    pub omitted_messages: usize,
+    /// The transcript.
+    pub transcript: Vec<TranscriptLine>,
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The template context of a claimed conversation.
+pub fn context(claimed: &Claimed, rows: &[TranscriptRow], omitted: usize) -> SummaryContext {
+    SummaryContext {
+        tool_name: TOOL_NAME.to_owned(),
+        max_topics: MAX_TOPICS,
+        conversation: ConversationInfo {
+            id: claimed.external_id.clone(),
+            platform: claimed.platform.clone(),
+            started_at: rfc3339(claimed.started_at),
+            ended_at: claimed.ended_at.map(rfc3339),
+            resolved_by: claimed.resolved_by.clone(),
+            resolution: claimed.resolution.clone(),
+        },
+        omitted_messages: omitted,
+        transcript: rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| TranscriptLine {
+                number: omitted + i + 1,
+                sender: row.sender.clone(),
+                agent_id: row.agent_id.clone(),
+                at: rfc3339(row.occurred_at),
+                text: clip(&row.text, MAX_MESSAGE_CHARS),
+            })
+            .collect(),
+    }
+}
+
+/// Sample data that exercises every variable, for template checks.
+pub fn sample_context() -> Value {
+    serde_json::to_value(SummaryContext {
+        tool_name: TOOL_NAME.to_owned(),
+        max_topics: MAX_TOPICS,
+        conversation: ConversationInfo {
+            id: "c-1".into(),
+            platform: "web".into(),
+            started_at: "2026-03-01T10:00:00Z".into(),
+            ended_at: Some("2026-03-01T10:09:00Z".into()),
+            resolved_by: Some("agent-7".into()),
+            resolution: Some("refund issued".into()),
+        },
+        omitted_messages: 3,
+        transcript: vec![
+            TranscriptLine {
+                number: 4,
+                sender: "customer".into(),
+                agent_id: None,
+                at: "2026-03-01T10:00:00Z".into(),
+                text: "My order arrived broken".into(),
+            },
+            TranscriptLine {
+                number: 5,
+                sender: "agent".into(),
+                agent_id: Some("agent-7".into()),
+                at: "2026-03-01T10:05:00Z".into(),
+                text: "Sorry! I have refunded it.".into(),
+            },
+        ],
+    })
+    .unwrap_or(Value::Null)
+}
+
+/// A checked summary, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The text.
+    pub summary: String,
+    /// Label.
+    pub sentiment: Sentiment,
+    /// In [-1, 1] (stored as `real`).
+    pub sentiment_score: f64,
+    /// Normalised tags, at most five.
+    pub topics: Vec<String>,
+    /// Whether the model read the request as settled.
+    pub resolved: bool,
+    /// Who settled it (the agent's id when an identified agent's message did).
+    pub resolved_by: Option<String>,
+    /// When.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// How, or what is open.
+    pub detail: String,
+}
+
+/// Checks and normalises the model's answer: a non-empty summary, a score
+/// clamped to [-1, 1], at most five short distinct lowercase topics, and a
+/// resolution whose message number exists in the transcript.
+pub fn validate(
+    output: SummaryOutput,
+    claimed: &Claimed,
+    rows: &[TranscriptRow],
+    omitted: usize,
+) -> Result<Summary, CallFailure> {
+    let summary = output.summary.trim();
+    if summary.is_empty() {
+        return Err(CallFailure::MalformedOutput("empty summary".into()));
+    }
+    let score = if output.sentiment_score.is_finite() {
+        output.sentiment_score.clamp(-1.0, 1.0)
+    } else {
+        0.0
+    };
+    let mut topics: Vec<String> = Vec::new();
+    for topic in &output.topics {
+        let topic = topic.split_whitespace().collect::<Vec<_>>().join(" ");
+        let topic = clip(&topic.to_lowercase(), MAX_TOPIC_CHARS);
+        if !topic.is_empty() && !topics.contains(&topic) && topics.len() < MAX_TOPICS {
+            topics.push(topic);
+        }
+    }
+    let resolution = output.resolution;
+    let resolved = resolution.status == ResolutionStatus::Resolved;
+    let message = resolution
+        .resolved_at_message
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_sub(omitted + 1))
+        .and_then(|index| rows.get(index))
+        .filter(|_| resolved);
+    let resolved_by = resolved
+        .then(|| {
+            resolution.resolved_by.map(|who| match (who, message) {
+                (Resolver::Agent, Some(row)) if row.sender == "agent" => row
+                    .agent_id
+                    .clone()
+                    .unwrap_or_else(|| who.as_str().to_owned()),
+                _ => who.as_str().to_owned(),
+            })
+        })
+        .flatten();
+    let resolved_at = resolved.then(|| {
+        message
+            .map(|row| row.occurred_at)
+            .or(claimed.ended_at)
+            .or(claimed.last_message_at)
+            .unwrap_or(claimed.started_at)
+    });
+    Ok(Summary {
+        summary: clip(summary, MAX_SUMMARY_CHARS),
+        sentiment: output.sentiment,
+        sentiment_score: score,
+        topics,
+        resolved,
+        resolved_by,
+        resolved_at,
+        detail: clip(resolution.detail.trim(), MAX_DETAIL_CHARS),
+    })
+}
+
+/// Renders, calls the model once and checks the answer.
+pub async fn summarise(
+    model: &Model,
+    claimed: &Claimed,
+    rows: &[TranscriptRow],
+    omitted: usize,
+) -> (Result<Summary, CallFailure>, Accounting) {
+    let Answer { output, accounting } = call::call::<SummaryOutput, _>(
+        model,
+        &model.summary_prompts,
+        &context(claimed, rows, omitted),
+        &tool(),
+    )
+    .await;
+    (
+        output.and_then(|output| validate(output, claimed, rows, omitted)),
+        accounting,
+    )
+}
+
+/// What a stored summary changed.
+#[derive(Debug)]
+pub struct Stored {
+    /// The conversation's customer at the write (a merge may have moved it).
+    pub customer_id: Uuid,
+    /// `conversation.summarized`, in the outbox.
+    pub pending: Pending,
+}
+
+#[derive(sqlx::FromRow)]
+struct Written {
+    customer_id: Uuid,
+    resolved_by: Option<String>,
+    resolution: Option<String>,
+    resolved_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+}
+
+/// Stores a summary with its call and the outbound event, if the claim is
+/// still ours; `None` when another worker took it over meanwhile.
+pub async fn store(
+    conn: &mut PgConnection,
+    claimed: &Claimed,
+    summary: &Summary,
+    accounting: &Accounting,
+) -> Result<Option<Stored>, StoreError> {
+    // The backend's resolved_by / resolution are facts and win over the model's reading.
+    let resolution_text = if summary.resolved {
+        if summary.detail.is_empty() {
+            "resolved".to_owned()
+        } else {
+            summary.detail.clone()
+        }
+    } else {
+        "unresolved".to_owned()
+    };
+    let written: Option<Written> = sqlx::query_as(
+        "UPDATE enrich.conversations
+            SET summary = $3, sentiment = $4, sentiment_score = $5, topics = $6,
+                resolved_by = coalesce(resolved_by, $7), resolution = coalesce(resolution, $8),
+                resolved_at = coalesce(resolved_at, $9),
+                summary_status = 'done', summarized_at = now(), insights_status = 'pending'
+          WHERE id = $1 AND summary_claim = $2 AND summary_status = 'claimed'
+      RETURNING customer_id, resolved_by, resolution, resolved_at, ended_at",
+    )
+    .bind(claimed.id)
+    .bind(claimed.summary_claim)
+    .bind(&summary.summary)
+    .bind(summary.sentiment.as_str())
+    .bind(summary.sentiment_score as f32)
+    .bind(&summary.topics)
+    .bind(&summary.resolved_by)
+    .bind(&resolution_text)
+    .bind(summary.resolved_at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(written) = written else {
+        return Ok(None);
+    };
+    update_avg_sentiment(conn, written.customer_id).await?;
+    call::record(
+        conn,
+        &CallRow {
+            workspace_id: &claimed.workspace_id,
+            conversation_id: claimed.id,
+            customer_id: written.customer_id,
+            purpose: "summary",
+            outcome: "ok",
+            rejections: BTreeMap::new(),
+        },
+        accounting,
+    )
+    .await?;
+    let resolved = summary.resolved || written.resolved_by.is_some();
+    let event = Outbound::ConversationSummarized(ConversationSummarized {
+        workspace_id: claimed.workspace_id.clone(),
+        conversation_id: claimed.external_id.clone(),
+        customer_id: written.customer_id,
+        summary: summary.summary.clone(),
+        sentiment: summary.sentiment.as_str().to_owned(),
+        sentiment_score: summary.sentiment_score,
+        topics: summary.topics.clone(),
+        resolution: SummaryResolution {
+            status: if resolved { "resolved" } else { "unresolved" }.to_owned(),
+            resolved_by: written.resolved_by.filter(|_| resolved),
+            resolved_at: written
+                .resolved_at
+                .or(written.ended_at)
+                .filter(|_| resolved),
+            detail: written
+                .resolution
+                .filter(|text| *text != resolution_text)
+                .or_else(|| (!summary.detail.is_empty()).then(|| summary.detail.clone())),
+        },
+    });
+    let pending = outbox::enqueue(conn, &event).await?;
+    Ok(Some(Stored {
+        customer_id: written.customer_id,
+        pending,
+    }))
+}
+
+/// Marks a claimed conversation as finished without a summary: `failed`
+/// (with the failed call's row), `offline` or `skipped` (no call, no row).
+/// Returns false when the claim is no longer ours.
+pub async fn finish_without_summary(
+    conn: &mut PgConnection,
+    claimed: &Claimed,
+    status: &'static str,
+    failed_call: Option<(&'static str, &Accounting)>,
+) -> Result<bool, StoreError> {
+    let updated = sqlx::query(
+        "UPDATE enrich.conversations SET summary_status = $3, summarized_at = now()
+          WHERE id = $1 AND summary_claim = $2 AND summary_status = 'claimed'",
+    )
+    .bind(claimed.id)
+    .bind(claimed.summary_claim)
+    .bind(status)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Ok(false);
+    }
+    if let Some((outcome, accounting)) = failed_call {
+        call::record(
+            conn,
+            &CallRow {
+                workspace_id: &claimed.workspace_id,
+                conversation_id: claimed.id,
+                customer_id: claimed.customer_id,
+                purpose: "summary",
+                outcome,
+                rejections: BTreeMap::new(),
+            },
+            accounting,
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Recomputes the customer's average sentiment from their conversations.
+pub async fn update_avg_sentiment(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE enrich.customers
+            SET avg_sentiment = (SELECT avg(sentiment_score)::real FROM enrich.conversations
+                                  WHERE customer_id = $1 AND sentiment_score IS NOT NULL),
+                updated_at = now()
+          WHERE id = $1",
+    )
+    .bind(customer_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The summary as the insights call sees it (`resolution` in words).
+pub fn resolution_words(resolved_by: Option<&str>, resolution: Option<&str>) -> String {
+    match (resolved_by, resolution) {
+        (Some(who), Some(how)) => format!("resolved by {who}: {how}"),
+        (Some(who), None) => format!("resolved by {who}"),
+        (None, Some(how)) => how.to_owned(),
+        (None, None) => "unknown".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::schema::strict_violations;
+
+    fn claimed() -> Claimed {
+        let at = DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("time");
+        Claimed {
+            id: 1,
+            workspace_id: "w".into(),
+            external_id: "c1".into(),
+            customer_id: Uuid::nil(),
+            platform: "web".into(),
+            status: "closed".into(),
+            started_at: at,
+            last_message_at: Some(at),
+            ended_at: None,
+            resolved_by: None,
+            resolution: None,
+            customer_turns: 1,
+            summary_claim: Uuid::nil(),
+        }
+    }
+
+    fn rows() -> Vec<TranscriptRow> {
+        let base = claimed().started_at;
+        vec![
+            TranscriptRow {
+                sender: "customer".into(),
+                agent_id: None,
+                text: "broken".into(),
+                occurred_at: base,
+            },
+            TranscriptRow {
+                sender: "agent".into(),
+                agent_id: Some("agent-7".into()),
+                text: "refunded".into(),
+                occurred_at: base + chrono::Duration::minutes(5),
+            },
+        ]
+    }
+
+    fn output(status: ResolutionStatus, message: Option<i64>) -> SummaryOutput {
+        SummaryOutput {
+            summary: " The customer got a refund. ".into(),
+            sentiment: Sentiment::Positive,
+            sentiment_score: 3.0,
+            topics: vec![
+                "Refund".into(),
+                "refund".into(),
+                "  broken   item ".into(),
+                "a".into(),
+                "b".into(),
+                "c".into(),
+                "d".into(),
+            ],
+            resolution: ResolutionOutput {
+                status,
+                resolved_by: Some(Resolver::Agent),
+                resolved_at_message: message,
+                detail: "Refund issued".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_schema_is_strict_valid() {
+        let schema = tool().parameters;
+        assert_eq!(
+            strict_violations(&schema),
+            Vec::<String>::new(),
+            "{schema:#}"
+        );
+        let text = schema.to_string();
+        assert!(
+            text.contains(r#""enum":["positive","neutral","negative"]"#),
+            "{text}"
+        );
+        for unsupported in ["$ref", "oneOf", "const", "minimum"] {
+            assert!(!text.contains(unsupported), "{unsupported} in {text}");
+        }
+    }
+
+    #[test]
+    fn answers_are_normalised() {
+        let summary = validate(
+            output(ResolutionStatus::Resolved, Some(2)),
+            &claimed(),
+            &rows(),
+            0,
+        )
+        .expect("valid");
+        assert_eq!(summary.summary, "The customer got a refund.");
+        assert_eq!(summary.sentiment_score, 1.0);
+        assert_eq!(summary.topics, vec!["refund", "broken item", "a", "b", "c"]);
+        assert_eq!(summary.resolved_by.as_deref(), Some("agent-7"));
+        assert_eq!(summary.resolved_at, Some(rows()[1].occurred_at));
+    }
+
+    #[test]
+    fn unresolved_and_out_of_range_messages() {
+        let open = validate(
+            output(ResolutionStatus::Unresolved, Some(2)),
+            &claimed(),
+            &rows(),
+            0,
+        )
+        .expect("valid");
+        assert!(!open.resolved);
+        assert_eq!((open.resolved_by, open.resolved_at), (None, None));
+        let far = validate(
+            output(ResolutionStatus::Resolved, Some(99)),
+            &claimed(),
+            &rows(),
+            0,
+        )
+        .expect("valid");
+        assert_eq!(far.resolved_by.as_deref(), Some("agent"));
+        assert_eq!(far.resolved_at, claimed().last_message_at);
+        let mut empty = output(ResolutionStatus::Resolved, None);
+        empty.summary = "  ".into();
+        assert!(validate(empty, &claimed(), &rows(), 0).is_err());
+    }
+
+    #[test]
+    fn shipped_templates_render() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("prompts");
+        let set = crate::llm::prompts::PromptSet::load_pair(&dir, TEMPLATES, sample_context)
+            .expect("templates load");
+        let rendered = set
+            .render_context(&context(&claimed(), &rows(), 0))
+            .expect("render");
+        assert!(
+            rendered
+                .user
+                .contains("[2] 2026-03-01T10:05:00Z agent (agent-7): refunded")
+        );
+        assert!(rendered.system.contains(TOOL_NAME));
+    }
+}
