@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use crate::config::{LlmSettings, OutputMode};
 use crate::llm::client::CallReport;
-use crate::llm::enrich::{CallFailure, LlmEnricher};
+use crate::llm::enrich::{CallFailure, LlmEnricher, tool_arguments};
 use crate::llm::prompts::{PromptError, Prompts, Rendered};
-use crate::llm::schema::strict;
+use crate::llm::schema::{strict, strip_code_fence};
 use crate::store::StoreError;
 
 /// A tool the model must call.
@@ -214,52 +214,17 @@ fn prompt_failure<T>(model: &Model, version: &str, error: &PromptError) -> Answe
     }
 }
 
-/// Reads the tool's arguments out of a completion message, whichever way the
-/// server delivered them: a tool call, or JSON in the content.
+/// Reads the tool's arguments out of a completion message into `T`.
 pub fn read_arguments<T: DeserializeOwned>(
     message: &Value,
     finish_reason: Option<&str>,
 ) -> Result<T, CallFailure> {
-    if message
-        .get("refusal")
-        .is_some_and(|r| !r.is_null() && r.as_str() != Some(""))
-    {
-        return Err(CallFailure::Refusal);
-    }
-    if finish_reason == Some("length") {
-        return Err(CallFailure::Truncated);
-    }
-    let arguments = message
-        .get("tool_calls")
-        .and_then(|calls| calls.get(0))
-        .and_then(|call| call.get("function"))
-        .and_then(|function| function.get("arguments"))
-        .cloned()
-        .or_else(|| {
-            message
-                .get("content")
-                .filter(|c| c.as_str().is_some_and(|s| !s.trim().is_empty()))
-                .cloned()
-        })
-        .ok_or_else(|| CallFailure::MalformedOutput("no tool call and no content".into()))?;
-    let value = match arguments {
+    let value = match tool_arguments(message, finish_reason)? {
         Value::String(text) => serde_json::from_str::<Value>(strip_code_fence(&text))
             .map_err(|e| CallFailure::MalformedOutput(format!("arguments are not JSON: {e}")))?,
         other => other,
     };
     serde_json::from_value(value).map_err(|e| CallFailure::MalformedOutput(e.to_string()))
-}
-
-fn strip_code_fence(text: &str) -> &str {
-    let trimmed = text.trim();
-    let without_open = trimmed
-        .strip_prefix("```json")
-        .or_else(|| trimmed.strip_prefix("```"))
-        .unwrap_or(trimmed);
-    without_open
-        .strip_suffix("```")
-        .unwrap_or(without_open)
-        .trim()
 }
 
 /// The row of one call in `enrich.llm_calls`.

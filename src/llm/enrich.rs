@@ -227,9 +227,10 @@ impl LlmEnricher {
     }
 }
 
-/// Reads the proposal out of a completion message, whichever way the server
-/// delivered it: a tool call, or JSON in the content.
-pub fn interpret(message: &Value, finish_reason: Option<&str>) -> Result<Proposal, CallFailure> {
+/// The tool's arguments in a completion message, whichever way the server
+/// delivered them (a tool call, or JSON in the content), after refusals and
+/// truncated answers are turned away.
+pub fn tool_arguments(message: &Value, finish_reason: Option<&str>) -> Result<Value, CallFailure> {
     if message
         .get("refusal")
         .is_some_and(|r| !r.is_null() && r.as_str() != Some(""))
@@ -239,7 +240,7 @@ pub fn interpret(message: &Value, finish_reason: Option<&str>) -> Result<Proposa
     if finish_reason == Some("length") {
         return Err(CallFailure::Truncated);
     }
-    let arguments = message
+    message
         .get("tool_calls")
         .and_then(|calls| calls.get(0))
         .and_then(|call| call.get("function"))
@@ -251,7 +252,12 @@ pub fn interpret(message: &Value, finish_reason: Option<&str>) -> Result<Proposa
                 .filter(|c| c.as_str().is_some_and(|s| !s.trim().is_empty()))
                 .cloned()
         })
-        .ok_or_else(|| CallFailure::MalformedOutput("no tool call and no content".into()))?;
+        .ok_or_else(|| CallFailure::MalformedOutput("no tool call and no content".into()))
+}
+
+/// Reads the proposal out of a completion message.
+pub fn interpret(message: &Value, finish_reason: Option<&str>) -> Result<Proposal, CallFailure> {
+    let arguments = tool_arguments(message, finish_reason)?;
     schema::parse_output(&arguments)
         .map(Proposal::from)
         .map_err(CallFailure::MalformedOutput)

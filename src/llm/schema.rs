@@ -399,7 +399,8 @@ pub fn parse_output(arguments: &Value) -> Result<ParsedOutput, String> {
     })
 }
 
-fn strip_code_fence(text: &str) -> &str {
+/// The text inside a Markdown code fence, if the model wrapped its JSON in one.
+pub fn strip_code_fence(text: &str) -> &str {
     let trimmed = text.trim();
     let without_open = trimmed
         .strip_prefix("```json")
