@@ -3,22 +3,19 @@
 //! type (so parser and schema cannot drift apart), the answer read back into
 //! that type, and its row in `enrich.llm_calls`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::config::{LlmSettings, OutputMode};
 use crate::llm::client::CallReport;
 use crate::llm::enrich::{CallFailure, LlmEnricher, tool_arguments};
 use crate::llm::prompts::{PromptError, Prompts, Rendered};
 use crate::llm::schema::{strict, strip_code_fence};
-use crate::store::StoreError;
+pub use crate::store::llm_calls::{Accounting, CallRow, record};
 
 /// A tool the model must call.
 #[derive(Debug, Clone)]
@@ -109,23 +106,6 @@ impl CallShape {
         ]);
         body
     }
-}
-
-/// What a call cost.
-#[derive(Debug, Clone)]
-pub struct Accounting {
-    /// Model name.
-    pub model: String,
-    /// Version of the templates.
-    pub prompt_version: String,
-    /// Prompt tokens.
-    pub prompt_tokens: u32,
-    /// Completion tokens.
-    pub completion_tokens: u32,
-    /// HTTP attempts.
-    pub attempts: u32,
-    /// Wall time.
-    pub latency: Duration,
 }
 
 /// The typed answer of one call, or why there is none, with its cost.
@@ -225,50 +205,6 @@ pub fn read_arguments<T: DeserializeOwned>(
         other => other,
     };
     serde_json::from_value(value).map_err(|e| CallFailure::MalformedOutput(e.to_string()))
-}
-
-/// The row of one call in `enrich.llm_calls`.
-pub struct CallRow<'a> {
-    /// Tenant.
-    pub workspace_id: &'a str,
-    /// enricher's conversation id.
-    pub conversation_id: i64,
-    /// The customer.
-    pub customer_id: Uuid,
-    /// `summary` or `insights`.
-    pub purpose: &'static str,
-    /// Stable outcome code.
-    pub outcome: &'static str,
-    /// What was dropped from the answer, by reason.
-    pub rejections: BTreeMap<String, u32>,
-}
-
-/// Records a call inside the caller's transaction.
-pub async fn record(
-    conn: &mut PgConnection,
-    row: &CallRow<'_>,
-    accounting: &Accounting,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO enrich.llm_calls (workspace_id, conversation_id, customer_id, purpose, model, prompt_version,
-                                       prompt_tokens, completion_tokens, latency_ms, attempts, outcome, rejections)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(row.workspace_id)
-    .bind(row.conversation_id)
-    .bind(row.customer_id)
-    .bind(row.purpose)
-    .bind(&accounting.model)
-    .bind(&accounting.prompt_version)
-    .bind(i32::try_from(accounting.prompt_tokens).unwrap_or(i32::MAX))
-    .bind(i32::try_from(accounting.completion_tokens).unwrap_or(i32::MAX))
-    .bind(i32::try_from(accounting.latency.as_millis()).unwrap_or(i32::MAX))
-    .bind(i32::try_from(accounting.attempts).unwrap_or(i32::MAX))
-    .bind(row.outcome)
-    .bind(sqlx::types::Json(&row.rejections))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// Truncates `text` to at most `max` characters, on a character boundary.

@@ -362,6 +362,7 @@ async fn store_answer(
 ) -> Result<Vec<outbox::Pending>, StoreError> {
     let outcome = answer.outcome();
     let mut row = CallRow {
+        message_id: None,
         workspace_id: &next.workspace_id,
         conversation_id: next.id,
         customer_id,

@@ -476,6 +476,7 @@ pub async fn store(
     call::record(
         conn,
         &CallRow {
+            message_id: None,
             workspace_id: &claimed.workspace_id,
             conversation_id: claimed.id,
             customer_id: written.customer_id,
@@ -541,6 +542,7 @@ pub async fn finish_without_summary(
         call::record(
             conn,
             &CallRow {
+                message_id: None,
                 workspace_id: &claimed.workspace_id,
                 conversation_id: claimed.id,
                 customer_id: claimed.customer_id,

@@ -11,24 +11,15 @@ use super::prompts::{EnrichContext, PromptError, Prompts};
 use super::schema::{self, FieldEnums, TOOL_NAME};
 use crate::config::{LlmSettings, OutputMode};
 use crate::extract::decision::Proposal;
+use crate::store::llm_calls::Accounting;
 
 /// Outcome of one enrichment call, with its accounting.
 #[derive(Debug, Clone)]
 pub struct ModelCall {
     /// The proposal, or why there is none.
     pub proposal: Result<Proposal, CallFailure>,
-    /// Model name.
-    pub model: String,
-    /// Prompt version.
-    pub prompt_version: String,
-    /// Prompt tokens.
-    pub prompt_tokens: u32,
-    /// Completion tokens.
-    pub completion_tokens: u32,
-    /// HTTP attempts.
-    pub attempts: u32,
-    /// Wall time.
-    pub latency: Duration,
+    /// What the call cost.
+    pub accounting: Accounting,
 }
 
 impl ModelCall {
@@ -201,12 +192,14 @@ impl LlmEnricher {
         };
         ModelCall {
             proposal,
-            model: self.builder.model.clone(),
-            prompt_version,
-            prompt_tokens,
-            completion_tokens,
-            attempts,
-            latency,
+            accounting: Accounting {
+                model: self.builder.model.clone(),
+                prompt_version,
+                prompt_tokens,
+                completion_tokens,
+                attempts,
+                latency,
+            },
         }
     }
 
@@ -216,12 +209,14 @@ impl LlmEnricher {
             Ok((request, version)) => self.call(&request, version).await,
             Err(error) => ModelCall {
                 proposal: Err(CallFailure::Prompt(error.to_string())),
-                model: self.builder.model.clone(),
-                prompt_version: self.builder.prompt_version(),
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                attempts: 0,
-                latency: Duration::ZERO,
+                accounting: Accounting {
+                    model: self.builder.model.clone(),
+                    prompt_version: self.builder.prompt_version(),
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    attempts: 0,
+                    latency: Duration::ZERO,
+                },
             },
         }
     }

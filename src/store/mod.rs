@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod customers;
 pub mod erasure;
 pub mod fields;
+pub mod llm_calls;
 pub mod merges;
 pub mod outbox;
 pub mod profiles;

@@ -6,7 +6,7 @@
 //! pending messages are picked up again at start-up. A failed call degrades:
 //! the message stays stored, the failure is recorded, the conversation flows on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use crate::queue::publisher::Publisher;
 use crate::state::{Cache, CacheUpdate};
 use crate::store::StoreError;
 use crate::store::asks;
+use crate::store::llm_calls::{self, CallRow};
 
 /// Everything the model stage needs.
 pub struct ModelStage {
@@ -370,8 +371,8 @@ impl ModelStage {
         let mut effects = Effects::default();
         let mut changes = Vec::new();
         let stamp = ModelStamp {
-            model: &call.model,
-            prompt_version: &call.prompt_version,
+            model: &call.accounting.model,
+            prompt_version: &call.accounting.prompt_version,
         };
         let customer_id = enrich::apply(
             &mut tx,
@@ -391,33 +392,22 @@ impl ModelStage {
         )
         .await?;
         let rejections = rejection_counts(&decided.rejections);
-        sqlx::query(
-            "INSERT INTO enrich.llm_calls (workspace_id, conversation_id, customer_id, purpose, model, prompt_version,
-                                           prompt_tokens, completion_tokens, latency_ms, attempts, outcome, rejections,
-                                           message_id)
-             VALUES ($1, $2, $3, 'enrich', $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&job.workspace_id)
-        .bind(job.conversation_id)
-        .bind(job.customer_id)
-        .bind(&call.model)
-        .bind(&call.prompt_version)
-        .bind(call.prompt_tokens as i32)
-        .bind(call.completion_tokens as i32)
-        .bind(call.latency.as_millis().min(i32::MAX as u128) as i32)
-        .bind(call.attempts as i32)
-        .bind(call.outcome())
-        .bind(sqlx::types::Json(rejections))
-        .bind(job.message_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+        let row = CallRow {
+            workspace_id: &job.workspace_id,
+            conversation_id: job.conversation_id,
+            customer_id,
+            message_id: Some(job.message_id),
+            purpose: "enrich",
+            outcome: call.outcome(),
+            rejections,
+        };
+        llm_calls::record(&mut tx, &row, &call.accounting).await?;
         tx.commit().await.map_err(StoreError::from)?;
         if let Err(failure) = &call.proposal {
             self.metrics.rejection(failure.outcome());
             tracing::warn!(
                 outcome = failure.outcome(),
-                attempts = call.attempts,
+                attempts = call.accounting.attempts,
                 "model call failed; AI skipped for this message"
             );
         }
@@ -447,8 +437,8 @@ impl ModelStage {
     }
 }
 
-fn rejection_counts(rejections: &[Rejected]) -> HashMap<String, u32> {
-    let mut counts = HashMap::new();
+fn rejection_counts(rejections: &[Rejected]) -> BTreeMap<String, u32> {
+    let mut counts = BTreeMap::new();
     for rejected in rejections {
         *counts
             .entry(format!("{}:{}", rejected.kind, rejected.reason))

@@ -1,0 +1,80 @@
+//! The accounting of every model call (purpose, model, prompt version,
+//! tokens, latency, attempts, outcome, what was refused), one row per call in
+//! `enrich.llm_calls`, which the `llm_usage` view aggregates for dashboards.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// What a call cost.
+#[derive(Debug, Clone)]
+pub struct Accounting {
+    /// Model name.
+    pub model: String,
+    /// Version of the templates.
+    pub prompt_version: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Completion tokens.
+    pub completion_tokens: u32,
+    /// HTTP attempts.
+    pub attempts: u32,
+    /// Wall time.
+    pub latency: Duration,
+}
+
+/// The row of one call in `enrich.llm_calls`.
+pub struct CallRow<'a> {
+    /// Tenant.
+    pub workspace_id: &'a str,
+    /// enricher's conversation id.
+    pub conversation_id: i64,
+    /// The customer.
+    pub customer_id: Uuid,
+    /// The customer message the call was about, for enrichment calls.
+    pub message_id: Option<i64>,
+    /// `enrich`, `summary` or `insights`.
+    pub purpose: &'static str,
+    /// Stable outcome code.
+    pub outcome: &'static str,
+    /// What was dropped from the answer, by reason.
+    pub rejections: BTreeMap<String, u32>,
+}
+
+fn clamp(value: u128) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// Records a call inside the caller's transaction.
+pub async fn record(
+    conn: &mut PgConnection,
+    row: &CallRow<'_>,
+    accounting: &Accounting,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO enrich.llm_calls (workspace_id, conversation_id, customer_id, purpose, model, prompt_version,
+                                       prompt_tokens, completion_tokens, latency_ms, attempts, outcome, rejections,
+                                       message_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(row.workspace_id)
+    .bind(row.conversation_id)
+    .bind(row.customer_id)
+    .bind(row.purpose)
+    .bind(&accounting.model)
+    .bind(&accounting.prompt_version)
+    .bind(clamp(u128::from(accounting.prompt_tokens)))
+    .bind(clamp(u128::from(accounting.completion_tokens)))
+    .bind(clamp(accounting.latency.as_millis()))
+    .bind(clamp(u128::from(accounting.attempts)))
+    .bind(row.outcome)
+    .bind(sqlx::types::Json(&row.rejections))
+    .bind(row.message_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
