@@ -236,6 +236,10 @@ async fn an_agent_value_survives_a_merge_against_a_newer_customer_statement() {
     .await;
     app.wait_for_count("SELECT count(*) FROM enrich.customer_fields", 2, WAIT)
         .await;
+    sqlx::query("UPDATE enrich.conversations SET sentiment = 'positive', sentiment_score = 0.5")
+        .execute(&app.pool)
+        .await
+        .expect("score the first conversation");
     app.publish(&[on(
         "line",
         chat(
@@ -260,6 +264,15 @@ async fn an_agent_value_survives_a_merge_against_a_newer_customer_statement() {
         ("Dr. Amira Haddad", "agent")
     );
     assert_eq!(app.count("SELECT count(*) FROM enrich.customers").await, 1);
+    let average: Option<f32> = sqlx::query_scalar("SELECT avg_sentiment FROM enrich.customers")
+        .fetch_one(&app.pool)
+        .await
+        .expect("average");
+    assert_eq!(
+        average,
+        Some(0.5),
+        "the survivor's average covers the merged conversations"
+    );
     // History moved to the survivor but stays append-only.
     assert_eq!(
         app.count("SELECT count(DISTINCT customer_id) FROM enrich.field_changes")

@@ -71,5 +71,18 @@ pub async fn merge_by_email(
             .bind("same email")
             .fetch_one(&mut *conn)
             .await?;
-    Ok(moved.map(|moved| Merged { into, from, moved }))
+    let Some(moved) = moved else {
+        return Ok(None);
+    };
+    // The survivor's average sentiment now covers both customers' conversations.
+    sqlx::query(
+        "UPDATE enrich.customers SET avg_sentiment =
+                (SELECT avg(sentiment_score) FROM enrich.conversations
+                  WHERE customer_id = $1 AND sentiment_score IS NOT NULL)
+          WHERE id = $1",
+    )
+    .bind(into)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(Merged { into, from, moved }))
 }
