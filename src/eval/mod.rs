@@ -90,6 +90,11 @@ pub struct EvalArgs {
     /// Tags shown in the terminal table and the chart need this many cases.
     #[arg(long, default_value_t = 3)]
     pub min_tag_cases: u64,
+    /// Hold a live or replayed model to the safety maximums only (no ungrounded,
+    /// unconfigured or locked writes, no redundant or multi-field asks), for
+    /// models too small to be judged on quality.
+    #[arg(long)]
+    pub safety_only: bool,
 }
 
 /// Cases run at once; offline proposers are instant, a model is not.
@@ -162,7 +167,12 @@ pub async fn run(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
                     args.cassettes.display()
                 );
             }
-            (score(&runs), thresholds)
+            let applied = if args.safety_only {
+                thresholds.maximums_only()
+            } else {
+                thresholds
+            };
+            (score(&runs), applied)
         }
     };
     finish(&card, &applied, &args)
@@ -266,6 +276,7 @@ mod tests {
             cassettes: PathBuf::from("evals/cassettes"),
             no_progress: true,
             min_tag_cases: 1,
+            safety_only: false,
         }
     }
 

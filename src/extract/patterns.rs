@@ -428,7 +428,7 @@ fn clause_start(text: &str, pos: usize) -> usize {
 /// belongs to someone else ("my wife's email is", "his number", "el correo de
 /// mi colega"), with no later first-person phrase taking it back ("…, and my
 /// email is").
-fn about_someone_else(text: &str, pos: usize) -> bool {
+pub(crate) fn about_someone_else(text: &str, pos: usize) -> bool {
     let start = clause_start(text, pos);
     let clause = &text[start..pos];
     if IMPERSONATION.is_match(clause) {
