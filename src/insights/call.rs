@@ -3,15 +3,12 @@
 //! type (so parser and schema cannot drift apart), the answer read back into
 //! that type, and its row in `enrich.llm_calls`.
 
-use std::time::Duration;
-
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::config::{LlmSettings, OutputMode};
-use crate::llm::client::CallReport;
 use crate::llm::enrich::{CallFailure, LlmEnricher, tool_arguments};
 use crate::llm::prompts::{PromptError, Prompts, Rendered};
 use crate::llm::schema::{strict, strip_code_fence};
@@ -154,43 +151,22 @@ pub async fn call<T: DeserializeOwned, C: serde::Serialize>(
         Err(error) => return prompt_failure(model, set.version(), &error),
     };
     let request = model.shape.request(&rendered, tool);
-    let CallReport {
-        result,
-        attempts,
-        latency,
-    } = model.client.complete(&request).await;
-    let (output, prompt_tokens, completion_tokens) = match result {
-        Ok(completion) => (
-            read_arguments(&completion.message, completion.finish_reason.as_deref()),
-            completion.prompt_tokens,
-            completion.completion_tokens,
-        ),
-        Err(error) => (Err(CallFailure::Llm(error)), 0, 0),
-    };
-    Answer {
-        output,
-        accounting: Accounting {
-            model: model.shape.model.clone(),
-            prompt_version: rendered.version,
-            prompt_tokens,
-            completion_tokens,
-            attempts,
-            latency,
-        },
-    }
+    let (output, accounting) = model
+        .client
+        .exchange(
+            &request,
+            &model.shape.model,
+            rendered.version,
+            read_arguments,
+        )
+        .await;
+    Answer { output, accounting }
 }
 
 fn prompt_failure<T>(model: &Model, version: &str, error: &PromptError) -> Answer<T> {
     Answer {
         output: Err(CallFailure::Prompt(error.to_string())),
-        accounting: Accounting {
-            model: model.shape.model.clone(),
-            prompt_version: version.to_owned(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            attempts: 0,
-            latency: Duration::ZERO,
-        },
+        accounting: Accounting::unsent(&model.shape.model, version),
     }
 }
 

@@ -2,8 +2,6 @@
 //! configured structured-output mode, and turn whatever comes back into a
 //! [`Proposal`] for the decision core, or into a classified failure.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 
 use super::client::{CallReport, LlmClient, LlmError};
@@ -175,31 +173,46 @@ impl LlmEnricher {
         self.client.chat(request).await
     }
 
-    /// Sends `request` and interprets the answer.
-    pub async fn call(&self, request: &Value, prompt_version: String) -> ModelCall {
+    /// Sends `request`, reads the answer with `read`, and accounts for the call.
+    pub async fn exchange<T>(
+        &self,
+        request: &Value,
+        model: &str,
+        prompt_version: String,
+        read: impl FnOnce(&Value, Option<&str>) -> Result<T, CallFailure>,
+    ) -> (Result<T, CallFailure>, Accounting) {
         let CallReport {
             result,
             attempts,
             latency,
         } = self.client.chat(request).await;
-        let (proposal, prompt_tokens, completion_tokens) = match result {
+        let (output, prompt_tokens, completion_tokens) = match result {
             Ok(completion) => (
-                interpret(&completion.message, completion.finish_reason.as_deref()),
+                read(&completion.message, completion.finish_reason.as_deref()),
                 completion.prompt_tokens,
                 completion.completion_tokens,
             ),
             Err(error) => (Err(CallFailure::Llm(error)), 0, 0),
         };
+        let accounting = Accounting {
+            model: model.to_owned(),
+            prompt_version,
+            prompt_tokens,
+            completion_tokens,
+            attempts,
+            latency,
+        };
+        (output, accounting)
+    }
+
+    /// Sends `request` and interprets the answer.
+    pub async fn call(&self, request: &Value, prompt_version: String) -> ModelCall {
+        let (proposal, accounting) = self
+            .exchange(request, &self.builder.model, prompt_version, interpret)
+            .await;
         ModelCall {
             proposal,
-            accounting: Accounting {
-                model: self.builder.model.clone(),
-                prompt_version,
-                prompt_tokens,
-                completion_tokens,
-                attempts,
-                latency,
-            },
+            accounting,
         }
     }
 
@@ -209,14 +222,7 @@ impl LlmEnricher {
             Ok((request, version)) => self.call(&request, version).await,
             Err(error) => ModelCall {
                 proposal: Err(CallFailure::Prompt(error.to_string())),
-                accounting: Accounting {
-                    model: self.builder.model.clone(),
-                    prompt_version: self.builder.prompt_version(),
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    attempts: 0,
-                    latency: Duration::ZERO,
-                },
+                accounting: Accounting::unsent(&self.builder.model, &self.builder.prompt_version()),
             },
         }
     }

@@ -27,6 +27,20 @@ pub struct Accounting {
     pub latency: Duration,
 }
 
+impl Accounting {
+    /// The accounting of a call that was never sent (its prompt failed to render).
+    pub fn unsent(model: &str, prompt_version: &str) -> Accounting {
+        Accounting {
+            model: model.to_owned(),
+            prompt_version: prompt_version.to_owned(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            attempts: 0,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
 /// The row of one call in `enrich.llm_calls`.
 pub struct CallRow<'a> {
     /// Tenant.
