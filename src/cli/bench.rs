@@ -21,6 +21,11 @@ use crate::config::Settings;
 use crate::event::{ChatMessage, Envelope, Platform, Sender};
 use crate::store::{self, chat};
 
+/// How often the bench asks Postgres whether the worker is done. Results come
+/// from commit timestamps, not from this poll; polling rarely keeps the
+/// bench's own counting queries from competing with the worker for the CPU.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Options of `enricher bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -43,6 +48,10 @@ pub struct BenchArgs {
     /// sees, answered by a built-in fake model after this many milliseconds.
     #[arg(long)]
     pub model_delay_ms: Option<u64>,
+    /// Keep the bench's rows for inspection instead of deleting them (the
+    /// workspace name is printed).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -161,7 +170,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             "worker stored only {stored} of {} events in 10 minutes",
             args.events
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
     if model_url.is_some() {
         wait_for_model_stage(&pool, &workspace, deadline).await?;
@@ -246,7 +255,11 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             throughput / floor.max(1e-9)
         );
     }
-    cleanup(&pool, &workspace).await?;
+    if args.keep {
+        println!("  rows kept in workspace {workspace}");
+    } else {
+        cleanup(&pool, &workspace).await?;
+    }
     cleanup(&pool, &format!("{run_id}-floor")).await?;
     Ok(())
 }
@@ -374,7 +387,7 @@ async fn wait_for_model_stage(
             Instant::now() < deadline,
             "{open} messages still wait for the model"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 

@@ -94,7 +94,11 @@ impl Worker {
             &settings.asks,
             with_model,
         )?);
-        let pool = store::connect(&settings.postgres).await?;
+        // Every lane holds a connection while it writes a batch.
+        let lanes = u32::try_from(settings.worker.lanes).unwrap_or(u32::MAX);
+        let pool =
+            store::connect_with_size(&settings.postgres, settings.postgres.max_connections, lanes)
+                .await?;
         store::migrate(&pool).await?;
         store::workspaces::sync(&pool, &settings.workspaces).await?;
         let cache = Cache::connect(&settings.redis).await?;
@@ -144,7 +148,7 @@ impl Worker {
         let model_pool = match &self.model {
             Some(_) => {
                 let size = self.settings.postgres.model_stage_connections;
-                Some(store::connect_with_size(&self.settings.postgres, size).await?)
+                Some(store::connect_with_size(&self.settings.postgres, size, size).await?)
             }
             None => None,
         };
