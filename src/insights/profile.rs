@@ -369,6 +369,7 @@ async fn store_answer(
         purpose: "insights",
         outcome,
         rejections: BTreeMap::new(),
+        timing: None,
     };
     let mut pending = Vec::new();
     match answer.output {

@@ -483,6 +483,7 @@ pub async fn store(
             purpose: "summary",
             outcome: "ok",
             rejections: BTreeMap::new(),
+            timing: None,
         },
         accounting,
     )
@@ -549,6 +550,7 @@ pub async fn finish_without_summary(
                 purpose: "summary",
                 outcome,
                 rejections: BTreeMap::new(),
+                timing: None,
             },
             accounting,
         )

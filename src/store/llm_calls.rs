@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -41,6 +42,17 @@ impl Accounting {
     }
 }
 
+/// The worker's own share of an enrichment call's message, apart from the
+/// model (see migration 0010).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerTiming {
+    /// When the worker received the event from the broker.
+    pub received_at: DateTime<Utc>,
+    /// How long the message waited in the model stage behind earlier
+    /// messages of its conversation.
+    pub queued: Duration,
+}
+
 /// The row of one call in `enrich.llm_calls`.
 pub struct CallRow<'a> {
     /// Tenant.
@@ -57,6 +69,8 @@ pub struct CallRow<'a> {
     pub outcome: &'static str,
     /// What was dropped from the answer, by reason.
     pub rejections: BTreeMap<String, u32>,
+    /// The worker's own timing, for enrichment calls of live messages.
+    pub timing: Option<WorkerTiming>,
 }
 
 fn clamp(value: u128) -> i32 {
@@ -72,8 +86,8 @@ pub async fn record(
     sqlx::query(
         "INSERT INTO enrich.llm_calls (workspace_id, conversation_id, customer_id, purpose, model, prompt_version,
                                        prompt_tokens, completion_tokens, latency_ms, attempts, outcome, rejections,
-                                       message_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                       message_id, event_received_at, stage_queue_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(row.workspace_id)
     .bind(row.conversation_id)
@@ -88,6 +102,8 @@ pub async fn record(
     .bind(row.outcome)
     .bind(sqlx::types::Json(&row.rejections))
     .bind(row.message_id)
+    .bind(row.timing.map(|t| t.received_at))
+    .bind(row.timing.map(|t| clamp(t.queued.as_millis())))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -28,7 +28,7 @@ use crate::queue::publisher::Publisher;
 use crate::state::{Cache, CacheUpdate};
 use crate::store::StoreError;
 use crate::store::asks;
-use crate::store::llm_calls::{self, CallRow};
+use crate::store::llm_calls::{self, CallRow, WorkerTiming};
 
 /// Everything the model stage needs.
 pub struct ModelStage {
@@ -76,7 +76,8 @@ impl ModelStage {
     }
 
     /// Queues a message behind earlier ones of its conversation.
-    pub fn submit(self: &Arc<Self>, job: MessageRef) {
+    pub fn submit(self: &Arc<Self>, mut job: MessageRef) {
+        job.queued_at = Some(Instant::now());
         let key = format!("{}/{}", job.workspace_id, job.conversation);
         let Ok(mut conversations) = self.conversations.lock() else {
             return;
@@ -161,6 +162,8 @@ impl ModelStage {
                 customer_turn: turn.unwrap_or(0).max(0) as u32,
                 text,
                 region,
+                received_at: None,
+                queued_at: None,
             });
         }
         Ok(count)
@@ -168,10 +171,15 @@ impl ModelStage {
 
     #[tracing::instrument(skip_all, fields(event_id = %job.event_id, conversation = %job.conversation))]
     async fn process(&self, job: MessageRef) {
+        let queued = job.queued_at.map(|at| at.elapsed()).unwrap_or_default();
+        let timing = job.received_at.map(|received_at| WorkerTiming {
+            received_at,
+            queued,
+        });
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            match self.try_process(&job).await {
+            match self.try_process(&job, timing).await {
                 Ok(()) => return,
                 Err(HandleError::Store(error)) if error.is_transient() && attempt < 5 => {
                     tracing::warn!(error = %error, attempt, "model stage store error; retrying");
@@ -191,7 +199,11 @@ impl ModelStage {
         }
     }
 
-    async fn try_process(&self, job: &MessageRef) -> Result<(), HandleError> {
+    async fn try_process(
+        &self,
+        job: &MessageRef,
+        timing: Option<WorkerTiming>,
+    ) -> Result<(), HandleError> {
         // A plain read, not a claim: the write below only lands while the
         // message is still pending, so a second worker racing on the same
         // message (after a restart) rolls back instead of writing twice.
@@ -255,7 +267,7 @@ impl ModelStage {
         let proposal = call.proposal.clone().unwrap_or_default();
         let mut decided = decision::decide(&ctx, &stage, &proposal);
         self.drop_stale_ask(job, &mut decided).await?;
-        self.write(job, &decided, &call).await
+        self.write(job, &decided, &call, timing).await
     }
 
     async fn conversation_facts(
@@ -348,6 +360,7 @@ impl ModelStage {
         job: &MessageRef,
         decided: &Decision,
         call: &ModelCall,
+        timing: Option<WorkerTiming>,
     ) -> Result<(), HandleError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let status = if call.proposal.is_ok() {
@@ -400,6 +413,7 @@ impl ModelStage {
             purpose: "enrich",
             outcome: call.outcome(),
             rejections,
+            timing,
         };
         llm_calls::record(&mut tx, &row, &call.accounting).await?;
         tx.commit().await.map_err(StoreError::from)?;

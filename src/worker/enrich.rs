@@ -7,6 +7,9 @@
 //! message for the model stage ([`super::ai`]), which runs after the commit so
 //! a slow model never holds back other conversations.
 
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -40,6 +43,11 @@ pub struct MessageRef {
     pub text: String,
     /// Region for phone numbers.
     pub region: Option<String>,
+    /// When the worker received the event (none for messages resumed after a
+    /// restart), for the model path's timing.
+    pub received_at: Option<DateTime<Utc>>,
+    /// When the model stage queued the message.
+    pub queued_at: Option<Instant>,
 }
 
 impl MessageRef {
@@ -60,6 +68,8 @@ impl MessageRef {
             customer_turn: stored.customer_turn.max(0) as u32,
             text: message.text.clone(),
             region: region.map(str::to_owned),
+            received_at: None,
+            queued_at: None,
         }
     }
 }

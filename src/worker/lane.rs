@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sqlx::PgPool;
@@ -25,6 +26,8 @@ pub struct Job {
     pub event: Event,
     /// The broker's delivery.
     pub delivery: Delivery,
+    /// When the worker received it.
+    pub received_at: DateTime<Utc>,
 }
 
 /// Everything a lane needs, shared by all lanes.
@@ -125,8 +128,11 @@ impl LaneContext {
         let mut cache_updates = Vec::new();
         let mut pending = Vec::new();
         let mut model_jobs = Vec::new();
-        for effect in effects {
-            model_jobs.extend(effect.model_jobs);
+        for (effect, job) in effects.into_iter().zip(&batch) {
+            model_jobs.extend(effect.model_jobs.into_iter().map(|mut message| {
+                message.received_at = Some(job.received_at);
+                message
+            }));
             for reason in &effect.rejections {
                 self.metrics.rejection(reason);
             }
@@ -150,7 +156,9 @@ impl LaneContext {
     }
 
     async fn give_up(&self, job: Job, error: HandleError) {
-        let Job { event, delivery } = job;
+        let Job {
+            event, delivery, ..
+        } = job;
         let retriable = matches!(&error, HandleError::Store(e) if e.is_transient());
         let attempts = publisher::attempts_so_far(&delivery.properties);
         let next_delay = self.amqp.retry_delays_ms.get(attempts as usize).copied();

@@ -281,6 +281,7 @@ impl Worker {
     }
 
     async fn dispatch(&self, delivery: Delivery, limits: Limits, lanes: &[mpsc::Sender<Job>]) {
+        let received_at = chrono::Utc::now();
         let event = match Event::decode(&delivery.data, limits) {
             Ok(event) => event,
             Err(invalid) => return self.reject(delivery, &invalid.0).await,
@@ -290,7 +291,15 @@ impl Worker {
             return self.reject(delivery, &reason).await;
         }
         let lane = lane_of(&event.ordering_key(), lanes.len());
-        if lanes[lane].send(Job { event, delivery }).await.is_err() {
+        if lanes[lane]
+            .send(Job {
+                event,
+                delivery,
+                received_at,
+            })
+            .await
+            .is_err()
+        {
             tracing::error!(lane, "lane stopped; the event will be redelivered");
         }
     }
