@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::config::Settings;
 use crate::insights::{profile, summary};
+use crate::llm::prompt_size;
 use crate::llm::prompts::{PromptSet, SampleContext, TemplatePair, sample_context};
 use crate::llm::schema::{FieldEnums, strict_violations, tool_definition};
 
@@ -47,6 +48,24 @@ pub fn check_prompts(dir: &Path) -> anyhow::Result<()> {
         "--- system ---\n{}\n--- user ---\n{}",
         rendered.system, rendered.user
     );
+    let size = prompt_size::measure(&set)?;
+    println!(
+        "enrichment prompt for a {}-turn conversation with {} custom fields: {} prompt tokens \
+         (o200k_base: system {}, user {}, tool definition {}); budget {}",
+        prompt_size::SAMPLE_TURNS,
+        prompt_size::SAMPLE_CUSTOM_FIELDS,
+        size.total,
+        size.system,
+        size.user,
+        size.tool,
+        prompt_size::PROMPT_TOKEN_BUDGET
+    );
+    if size.total >= prompt_size::PROMPT_TOKEN_BUDGET {
+        println!(
+            "warning: over the {}-token budget the shipped templates keep; every model call pays for it",
+            prompt_size::PROMPT_TOKEN_BUDGET
+        );
+    }
     let pairs: [(&str, TemplatePair, SampleContext); 2] = [
         ("summary", summary::TEMPLATES, summary::sample_context),
         ("insights", profile::TEMPLATES, profile::sample_context),

@@ -6,5 +6,6 @@
 pub mod client;
 pub mod context;
 pub mod enrich;
+pub mod prompt_size;
 pub mod prompts;
 pub mod schema;

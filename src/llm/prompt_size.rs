@@ -1,0 +1,237 @@
+//! What one enrichment request costs in prompt tokens, counted with OpenAI's
+//! `o200k_base` tokenizer (the GPT-4o family's) on a sized sample: a
+//! conversation with ten earlier turns in a workspace with five custom
+//! fields. `enricher prompts check` prints it for the operator's templates,
+//! and a test keeps the shipped templates under [`PROMPT_TOKEN_BUDGET`], so
+//! a prompt edit that makes every call dearer is noticed before it ships.
+//!
+//! The tool definition is counted as the JSON the request carries; OpenAI
+//! renders tools more compactly before tokenising, so this errs high.
+
+use tiktoken_rs::CoreBPE;
+
+use super::context;
+use super::prompts::{PromptError, PromptSet, PromptTurn};
+use super::schema::{self, FieldEnums};
+use crate::fields::{FieldDef, FieldFormat, FieldSet};
+use crate::store::asks::DecisionState;
+
+/// Earlier turns in the sized sample.
+pub const SAMPLE_TURNS: usize = 10;
+/// Custom fields in the sized sample's workspace.
+pub const SAMPLE_CUSTOM_FIELDS: usize = 5;
+/// Most prompt tokens the shipped templates may cost on the sized sample.
+pub const PROMPT_TOKEN_BUDGET: usize = 1_200;
+
+/// Tokens the chat format adds per message, and once to prime the reply.
+const PER_MESSAGE: usize = 3;
+const REPLY_PRIMING: usize = 3;
+
+/// Prompt tokens of one enrichment request, by part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptSize {
+    /// The system message.
+    pub system: usize,
+    /// The user message (earlier turns and the new message).
+    pub user: usize,
+    /// The tool definition.
+    pub tool: usize,
+    /// Everything, with the chat format's per-message tokens.
+    pub total: usize,
+}
+
+/// Why the size could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum SizeError {
+    /// The templates did not render.
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
+    /// The tokenizer could not be loaded.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The sample's field definitions were refused.
+    #[error("sample fields: {0}")]
+    Fields(String),
+}
+
+/// The five custom fields of the sized sample, one of each common shape.
+pub fn sample_custom_fields() -> Vec<FieldDef> {
+    let field = |name: &str, label: &str, format, description: &str, options: &[&str]| FieldDef {
+        label: label.to_owned(),
+        description: description.to_owned(),
+        options: options.iter().map(|o| (*o).to_owned()).collect(),
+        ..FieldDef::new(name, format)
+    };
+    vec![
+        field(
+            "company",
+            "Company",
+            FieldFormat::Text,
+            "The company the customer works for",
+            &[],
+        ),
+        field(
+            "company_size",
+            "Company size",
+            FieldFormat::Select,
+            "How many people work at the customer's company",
+            &["1-10", "11-50", "51-200", "201-1000", "1000+"],
+        ),
+        field(
+            "budget",
+            "Budget",
+            FieldFormat::Number,
+            "Monthly budget in US dollars",
+            &[],
+        ),
+        field(
+            "move_in_date",
+            "Move-in date",
+            FieldFormat::Date,
+            "When the customer wants to start",
+            &[],
+        ),
+        field(
+            "interests",
+            "Interests",
+            FieldFormat::Checkbox,
+            "Products the customer asks about",
+            &["hosting", "domains", "email", "support plans"],
+        ),
+    ]
+}
+
+/// Ten earlier turns of a sales conversation, bot and customer alternating.
+fn sample_turns() -> Vec<PromptTurn> {
+    let lines = [
+        (
+            "bot",
+            "Hi there! Welcome to Northwind Hosting. How can I help you today?",
+        ),
+        (
+            "customer",
+            "Hi, we are looking for a new hosting provider for our online store.",
+        ),
+        (
+            "bot",
+            "Great, happy to help. Roughly how much traffic does the store get each month?",
+        ),
+        (
+            "customer",
+            "Around 40,000 visitors a month, more in December.",
+        ),
+        (
+            "bot",
+            "Our Business plan handles that easily. Do you also need email hosting?",
+        ),
+        (
+            "customer",
+            "Yes, for about twelve people on the team, and maybe a second domain.",
+        ),
+        (
+            "bot",
+            "Both are included in Business. Would you like a migration from your current host?",
+        ),
+        (
+            "customer",
+            "That would help a lot, our current host is very slow to respond.",
+        ),
+        (
+            "bot",
+            "We migrate for free within two working days. Anything else you want to know?",
+        ),
+        (
+            "customer",
+            "What does the Business plan cost per month if we pay yearly?",
+        ),
+    ];
+    lines
+        .iter()
+        .take(SAMPLE_TURNS)
+        .map(|(sender, text)| PromptTurn {
+            sender: (*sender).to_owned(),
+            text: (*text).to_owned(),
+        })
+        .collect()
+}
+
+/// Measures the enrichment request `set` renders for the sized sample.
+pub fn measure(set: &PromptSet) -> Result<PromptSize, SizeError> {
+    let tokenizer = tiktoken_rs::o200k_base().map_err(|e| SizeError::Tokenizer(e.to_string()))?;
+    let required = ["name".to_owned(), "email".to_owned()];
+    let fields = FieldSet::new(sample_custom_fields(), &required)
+        .map_err(|e| SizeError::Fields(e.to_string()))?;
+    let askable = required.to_vec();
+    let enums = FieldEnums::for_fields(&fields, askable.clone());
+    let prompt = context::prompt_context(
+        &fields,
+        &DecisionState::default(),
+        askable,
+        sample_turns(),
+        "Sounds good. Can you send me a quote for the Business plan with email for 12 people?",
+        Some("Friendly and brief.".to_owned()),
+    );
+    let rendered = set.render(&prompt)?;
+    let count = |text: &str| count_tokens(&tokenizer, text);
+    let system = count(&rendered.system);
+    let user = count(&rendered.user);
+    let tool = count(&schema::tool_definition(&enums).to_string());
+    Ok(PromptSize {
+        system,
+        user,
+        tool,
+        total: system + user + tool + 2 * PER_MESSAGE + REPLY_PRIMING,
+    })
+}
+
+fn count_tokens(tokenizer: &CoreBPE, text: &str) -> usize {
+    tokenizer.encode_ordinary(text).len()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn the_shipped_enrichment_prompt_stays_under_budget() {
+        let set = PromptSet::load(Path::new("prompts")).expect("shipped templates load");
+        let size = measure(&set).expect("measured");
+        assert!(
+            size.system > 0 && size.user > 0 && size.tool > 0,
+            "{size:?}"
+        );
+        assert!(
+            size.total < PROMPT_TOKEN_BUDGET,
+            "a {SAMPLE_TURNS}-turn conversation with {SAMPLE_CUSTOM_FIELDS} custom fields costs {} prompt tokens ({size:?}); the budget is {PROMPT_TOKEN_BUDGET}",
+            size.total
+        );
+    }
+
+    #[test]
+    fn the_sample_has_the_sized_shape() {
+        assert_eq!(sample_turns().len(), SAMPLE_TURNS);
+        assert_eq!(sample_custom_fields().len(), SAMPLE_CUSTOM_FIELDS);
+    }
+
+    #[test]
+    fn longer_templates_cost_more() {
+        let dir = std::env::temp_dir().join(format!("prompt-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for entry in std::fs::read_dir("prompts").expect("prompts") {
+            let path = entry.expect("entry").path();
+            std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
+        }
+        let base = measure(&PromptSet::load(&dir).expect("load")).expect("measure");
+        let system = dir.join(super::super::prompts::SYSTEM_TEMPLATE);
+        let mut text = std::fs::read_to_string(&system).expect("read");
+        text.push_str("\nBe concise. Be concise. Be concise. Be concise.\n");
+        std::fs::write(&system, text).expect("write");
+        let longer = measure(&PromptSet::load(&dir).expect("load")).expect("measure");
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(longer.system > base.system, "{base:?} vs {longer:?}");
+        assert_eq!(longer.user, base.user);
+        assert_eq!(longer.total - base.total, longer.system - base.system);
+    }
+}
