@@ -504,3 +504,44 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_one_connection_model_stage_still_enriches_concurrent_conversations() {
+    // Every first message misses the turn cache, so its turns are read from
+    // Postgres; a task that held one connection while asking for another
+    // would wait forever on a pool this small.
+    let model = FakeModel::start(|_, _| nothing()).await;
+    let mut app = app_with_model(&model).await;
+    app.set("ENRICHER__POSTGRES__MODEL_STAGE_CONNECTIONS", "1");
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    let events: Vec<_> = (0..6)
+        .map(|i| {
+            chat(
+                &ws,
+                &format!("m{i}"),
+                &format!("c{i}"),
+                &format!("u{i}"),
+                "customer",
+                "hello, do you ship to Canada?",
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    app.publish(&events).await;
+    settle(&app, 6).await;
+    assert_eq!(outcomes(&app).await, vec!["ok"; 6]);
+    let done: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM enrich.messages WHERE ai_status = 'done'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("statuses");
+    assert_eq!(done, 6);
+    // Well inside the pool's 10 s acquire timeout, which starvation would hit.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    worker.stop().await;
+}

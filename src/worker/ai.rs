@@ -235,8 +235,11 @@ impl ModelStage {
             job.customer_turn,
         )
         .await?;
-        let (spent, instructions, turns) = self.conversation_facts(&mut conn, job).await?;
+        // Give the connection back before the turns are read: a cache miss
+        // reads them through the pool, and a task holding one connection
+        // while waiting for another starves the pool under load.
         drop(conn);
+        let (spent, instructions, turns) = self.conversation_facts(job).await?;
         let ctx = enrich::context(&workspace, job, &state);
         let stage = decision::pattern_stage(&ctx);
         let budget_left = spent < i64::from(self.settings.conversation_token_budget);
@@ -272,7 +275,6 @@ impl ModelStage {
 
     async fn conversation_facts(
         &self,
-        conn: &mut sqlx::PgConnection,
         job: &MessageRef,
     ) -> Result<(i64, Option<String>, Vec<PromptTurn>), StoreError> {
         let (spent, instructions): (i64, Option<String>) = sqlx::query_as(
@@ -282,7 +284,7 @@ impl ModelStage {
         )
         .bind(job.conversation_id)
         .bind(job.customer_id)
-        .fetch_one(&mut *conn)
+        .fetch_one(&self.pool)
         .await?;
         // The last turns come from the Redis cache when it holds them all.
         let cached = match self
@@ -319,7 +321,7 @@ impl ModelStage {
                 .bind(job.conversation_id)
                 .bind(job.message_id)
                 .bind(self.recent_turns as i64)
-                .fetch_all(&mut *conn)
+                .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter()
                     .map(|(sender, text)| PromptTurn { sender, text })

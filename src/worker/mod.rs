@@ -148,7 +148,7 @@ impl Worker {
         let model_pool = match &self.model {
             Some(_) => {
                 let size = self.settings.postgres.model_stage_connections;
-                Some(store::connect_with_size(&self.settings.postgres, size, size).await?)
+                Some(store::connect_with_size(&self.settings.postgres, size, 0).await?)
             }
             None => None,
         };

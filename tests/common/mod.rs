@@ -217,6 +217,9 @@ impl TestApp {
                 "ENRICHER__INSIGHTS__SWEEP_INTERVAL_SECS" => {
                     settings.insights.sweep_interval_secs = value.parse().expect("number")
                 }
+                "ENRICHER__POSTGRES__MODEL_STAGE_CONNECTIONS" => {
+                    settings.postgres.model_stage_connections = value.parse().expect("number")
+                }
                 "ENRICHER_ENV" => {}
                 other => panic!("the in-process harness does not map {other}; add it"),
             }
