@@ -199,9 +199,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     };
     let mut latencies: Vec<f64> = timings
         .iter()
-        .map(|(published, committed)| {
-            (*committed - *published).num_microseconds().unwrap_or(0) as f64 / 1000.0
-        })
+        .map(|(published, committed)| millis(*committed - *published))
         .collect();
     let latency = percentiles(&mut latencies);
     let throughput = args.events as f64 / span.as_secs_f64().max(1e-9);

@@ -54,13 +54,13 @@ pub fn check_prompts(dir: &Path) -> anyhow::Result<()> {
          (o200k_base: system {}, user {}, tool definition {}); budget {}",
         prompt_size::SAMPLE_TURNS,
         prompt_size::SAMPLE_CUSTOM_FIELDS,
-        size.total,
+        size.total(),
         size.system,
         size.user,
         size.tool,
         prompt_size::PROMPT_TOKEN_BUDGET
     );
-    if size.total >= prompt_size::PROMPT_TOKEN_BUDGET {
+    if size.total() >= prompt_size::PROMPT_TOKEN_BUDGET {
         println!(
             "warning: over the {}-token budget the shipped templates keep; every model call pays for it",
             prompt_size::PROMPT_TOKEN_BUDGET

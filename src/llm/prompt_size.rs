@@ -36,8 +36,13 @@ pub struct PromptSize {
     pub user: usize,
     /// The tool definition.
     pub tool: usize,
+}
+
+impl PromptSize {
     /// Everything, with the chat format's per-message tokens.
-    pub total: usize,
+    pub fn total(&self) -> usize {
+        self.system + self.user + self.tool + 2 * PER_MESSAGE + REPLY_PRIMING
+    }
 }
 
 /// Why the size could not be measured.
@@ -176,12 +181,7 @@ pub fn measure(set: &PromptSet) -> Result<PromptSize, SizeError> {
     let system = count(&rendered.system);
     let user = count(&rendered.user);
     let tool = count(&schema::tool_definition(&enums).to_string());
-    Ok(PromptSize {
-        system,
-        user,
-        tool,
-        total: system + user + tool + 2 * PER_MESSAGE + REPLY_PRIMING,
-    })
+    Ok(PromptSize { system, user, tool })
 }
 
 fn count_tokens(tokenizer: &CoreBPE, text: &str) -> usize {
@@ -193,6 +193,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::llm::prompts::SYSTEM_TEMPLATE;
 
     #[test]
     fn the_shipped_enrichment_prompt_stays_under_budget() {
@@ -203,9 +204,9 @@ mod tests {
             "{size:?}"
         );
         assert!(
-            size.total < PROMPT_TOKEN_BUDGET,
+            size.total() < PROMPT_TOKEN_BUDGET,
             "a {SAMPLE_TURNS}-turn conversation with {SAMPLE_CUSTOM_FIELDS} custom fields costs {} prompt tokens ({size:?}); the budget is {PROMPT_TOKEN_BUDGET}",
-            size.total
+            size.total()
         );
     }
 
@@ -224,7 +225,7 @@ mod tests {
             std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
         }
         let base = measure(&PromptSet::load(&dir).expect("load")).expect("measure");
-        let system = dir.join(super::super::prompts::SYSTEM_TEMPLATE);
+        let system = dir.join(SYSTEM_TEMPLATE);
         let mut text = std::fs::read_to_string(&system).expect("read");
         text.push_str("\nBe concise. Be concise. Be concise. Be concise.\n");
         std::fs::write(&system, text).expect("write");
@@ -232,6 +233,6 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         assert!(longer.system > base.system, "{base:?} vs {longer:?}");
         assert_eq!(longer.user, base.user);
-        assert_eq!(longer.total - base.total, longer.system - base.system);
+        assert_eq!(longer.total() - base.total(), longer.system - base.system);
     }
 }
