@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_llm::{FakeModel, new_message, nothing, proposal, tool_call};
 use common::{TestApp, chat, unique};
+use enricher::store::llm_calls::{Accounting, CallRow, record_for_pending_message};
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
@@ -544,4 +545,69 @@ async fn a_one_connection_model_stage_still_enriches_concurrent_conversations() 
         started.elapsed()
     );
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_is_finished_once_whoever_else_races_for_it() {
+    let model = FakeModel::start(|_, _| nothing()).await;
+    let app = app_with_model(&model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(
+        &ws,
+        "m1",
+        "c1",
+        "u1",
+        "customer",
+        "hi, please send me the brochure",
+    )])
+    .await;
+    settle(&app, 1).await;
+    worker.stop().await;
+    assert_eq!(outcomes(&app).await.len(), 1);
+    let (message_id, conversation_id, customer_id): (i64, i64, uuid::Uuid) = sqlx::query_as(
+        "SELECT id, conversation_id, customer_id FROM enrich.messages WHERE event_id = 'm1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("message");
+    let status = || async {
+        sqlx::query_scalar::<_, String>("SELECT ai_status FROM enrich.messages WHERE id = $1")
+            .bind(message_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("status")
+    };
+    assert_eq!(status().await, "done");
+    let accounting = Accounting::unsent("late-model", "v");
+    let row = CallRow {
+        workspace_id: &ws,
+        conversation_id,
+        customer_id,
+        message_id: Some(message_id),
+        purpose: "enrich",
+        outcome: "ok",
+        rejections: Default::default(),
+        timing: None,
+    };
+    let mut conn = app.pool.acquire().await.expect("connection");
+    // The worker finished it: a late second finisher writes nothing.
+    let late = record_for_pending_message(&mut conn, &row, &accounting, "failed")
+        .await
+        .expect("late finish");
+    assert!(!late);
+    assert_eq!(outcomes(&app).await.len(), 1);
+    assert_eq!(status().await, "done");
+    // While pending, the call's row and the message's status land together.
+    sqlx::query("UPDATE enrich.messages SET ai_status = 'pending' WHERE id = $1")
+        .bind(message_id)
+        .execute(&app.pool)
+        .await
+        .expect("reset");
+    let first = record_for_pending_message(&mut conn, &row, &accounting, "failed")
+        .await
+        .expect("first finish");
+    assert!(first);
+    assert_eq!(outcomes(&app).await.len(), 2);
+    assert_eq!(status().await, "failed");
 }

@@ -178,6 +178,13 @@ pub struct Decision {
     pub language: String,
 }
 
+impl Decision {
+    /// Nothing to write on the profile: no fact, no decline, no ask.
+    pub fn writes_nothing(&self) -> bool {
+        self.facts.is_empty() && self.declined.is_empty() && self.ask.is_none()
+    }
+}
+
 /// Whether to call the model for this message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {

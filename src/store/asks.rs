@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::PgConnection;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -27,6 +27,37 @@ type StateRow = (
     Json<BTreeMap<String, u32>>,
 );
 
+/// The decision-state columns, for the customer `m.customer_id` in the
+/// conversation `$2`; shared by the reads below so they cannot drift apart.
+macro_rules! state_columns {
+    () => {
+        "(SELECT coalesce(jsonb_object_agg(field, jsonb_build_object('value', value, 'source', source)), '{}')
+            FROM enrich.customer_fields WHERE customer_id = m.customer_id),
+         (SELECT coalesce(array_agg(field ORDER BY field), '{}')
+            FROM enrich.declined_fields WHERE customer_id = m.customer_id),
+         (SELECT coalesce(jsonb_agg(jsonb_build_object('field', field, 'customer_turn', customer_turn,
+                                                       'pending', outcome = 'pending') ORDER BY id), '[]')
+            FROM enrich.asks WHERE conversation_id = $2),
+         (SELECT coalesce(jsonb_object_agg(field, n), '{}')
+            FROM (SELECT field, count(*) AS n FROM enrich.asks
+                   WHERE customer_id = m.customer_id GROUP BY field) a)"
+    };
+}
+
+impl DecisionState {
+    fn from_row((known, declined, asks, attempts): StateRow, customer_turn: u32) -> DecisionState {
+        DecisionState {
+            known: known.0,
+            asks: AskState {
+                customer_turn,
+                asks: asks.0,
+                field_attempts: attempts.0,
+                declined: declined.into_iter().collect::<BTreeSet<_>>(),
+            },
+        }
+    }
+}
+
 /// Loads the decision state in one round trip.
 pub async fn load_state(
     conn: &mut PgConnection,
@@ -34,30 +65,85 @@ pub async fn load_state(
     conversation_id: i64,
     customer_turn: u32,
 ) -> Result<DecisionState, StoreError> {
-    let (known, declined, asks, attempts): StateRow = sqlx::query_as(
-        "SELECT
-           (SELECT coalesce(jsonb_object_agg(field, jsonb_build_object('value', value, 'source', source)), '{}')
-              FROM enrich.customer_fields WHERE customer_id = $1),
-           (SELECT coalesce(array_agg(field ORDER BY field), '{}') FROM enrich.declined_fields WHERE customer_id = $1),
-           (SELECT coalesce(jsonb_agg(jsonb_build_object('field', field, 'customer_turn', customer_turn,
-                                                         'pending', outcome = 'pending') ORDER BY id), '[]')
-              FROM enrich.asks WHERE conversation_id = $2),
-           (SELECT coalesce(jsonb_object_agg(field, n), '{}')
-              FROM (SELECT field, count(*) AS n FROM enrich.asks WHERE customer_id = $1 GROUP BY field) a)",
-    )
+    let row: StateRow = sqlx::query_as(concat!(
+        "SELECT ",
+        state_columns!(),
+        " FROM (SELECT $1::uuid AS customer_id) m"
+    ))
     .bind(customer_id)
     .bind(conversation_id)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(DecisionState {
-        known: known.0,
-        asks: AskState {
-            customer_turn,
-            asks: asks.0,
-            field_attempts: attempts.0,
-            declined: declined.into_iter().collect::<BTreeSet<_>>(),
+    Ok(DecisionState::from_row(row, customer_turn))
+}
+
+/// What the model stage reads before a call about one stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInputs {
+    /// The message's `ai_status`; the stage only calls while it is `pending`.
+    pub ai_status: Option<String>,
+    /// The customer the message belongs to now (a merge may have moved it).
+    pub customer_id: Uuid,
+    /// That customer's decision state in the message's conversation.
+    pub state: DecisionState,
+    /// Model tokens already spent on the conversation.
+    pub spent_tokens: i64,
+    /// The customer's agent instructions.
+    pub agent_instructions: Option<String>,
+}
+
+type ModelInputsRow = (
+    Option<String>,
+    Uuid,
+    Json<BTreeMap<String, Known>>,
+    Vec<String>,
+    Json<Vec<PastAsk>>,
+    Json<BTreeMap<String, u32>>,
+    i64,
+    Option<String>,
+);
+
+/// Loads the message's status and customer, the decision state, the tokens
+/// spent and the agent instructions in one round trip; `None` when the
+/// message is gone (erased).
+pub async fn load_model_inputs(
+    pool: &PgPool,
+    message_id: i64,
+    conversation_id: i64,
+    customer_turn: u32,
+) -> Result<Option<ModelInputs>, StoreError> {
+    let row: Option<ModelInputsRow> = sqlx::query_as(concat!(
+        "SELECT m.ai_status, m.customer_id, ",
+        state_columns!(),
+        ", (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint
+              FROM enrich.llm_calls WHERE conversation_id = $2),
+           (SELECT agent_instructions FROM enrich.customers WHERE id = m.customer_id)
+          FROM enrich.messages m WHERE m.id = $1"
+    ))
+    .bind(message_id)
+    .bind(conversation_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(
+        |(
+            ai_status,
+            customer_id,
+            known,
+            declined,
+            asks,
+            attempts,
+            spent_tokens,
+            agent_instructions,
+        )| {
+            ModelInputs {
+                ai_status,
+                customer_id,
+                state: DecisionState::from_row((known, declined, asks, attempts), customer_turn),
+                spent_tokens,
+                agent_instructions,
+            }
         },
-    })
+    ))
 }
 
 /// An ask to log.

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -77,34 +79,76 @@ fn clamp(value: u128) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
+/// The columns every call row fills, bound by [`bind_call`] as `$1`–`$15`.
+macro_rules! call_columns {
+    () => {
+        "INSERT INTO enrich.llm_calls (workspace_id, conversation_id, customer_id, purpose, model, prompt_version,
+                                       prompt_tokens, completion_tokens, latency_ms, attempts, outcome, rejections,
+                                       message_id, event_received_at, stage_queue_ms)"
+    };
+}
+
+fn bind_call<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    row: &'q CallRow<'q>,
+    accounting: &'q Accounting,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(row.workspace_id)
+        .bind(row.conversation_id)
+        .bind(row.customer_id)
+        .bind(row.purpose)
+        .bind(&accounting.model)
+        .bind(&accounting.prompt_version)
+        .bind(clamp(u128::from(accounting.prompt_tokens)))
+        .bind(clamp(u128::from(accounting.completion_tokens)))
+        .bind(clamp(accounting.latency.as_millis()))
+        .bind(clamp(u128::from(accounting.attempts)))
+        .bind(row.outcome)
+        .bind(sqlx::types::Json(&row.rejections))
+        .bind(row.message_id)
+        .bind(row.timing.map(|t| t.received_at))
+        .bind(row.timing.map(|t| clamp(t.queued.as_millis())))
+}
+
 /// Records a call inside the caller's transaction.
 pub async fn record(
     conn: &mut PgConnection,
     row: &CallRow<'_>,
     accounting: &Accounting,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO enrich.llm_calls (workspace_id, conversation_id, customer_id, purpose, model, prompt_version,
-                                       prompt_tokens, completion_tokens, latency_ms, attempts, outcome, rejections,
-                                       message_id, event_received_at, stage_queue_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(row.workspace_id)
-    .bind(row.conversation_id)
-    .bind(row.customer_id)
-    .bind(row.purpose)
-    .bind(&accounting.model)
-    .bind(&accounting.prompt_version)
-    .bind(clamp(u128::from(accounting.prompt_tokens)))
-    .bind(clamp(u128::from(accounting.completion_tokens)))
-    .bind(clamp(accounting.latency.as_millis()))
-    .bind(clamp(u128::from(accounting.attempts)))
-    .bind(row.outcome)
-    .bind(sqlx::types::Json(&row.rejections))
-    .bind(row.message_id)
-    .bind(row.timing.map(|t| t.received_at))
-    .bind(row.timing.map(|t| clamp(t.queued.as_millis())))
-    .execute(&mut *conn)
-    .await?;
+    let query = sqlx::query(concat!(
+        call_columns!(),
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    ));
+    bind_call(query, row, accounting)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+/// Records the call about a message and sets the message's `ai_status` to
+/// `message_status` in one statement, only while the message is still
+/// pending: false, with nothing written, when another worker finished the
+/// message first. Outside a transaction the statement commits on its own.
+pub async fn record_for_pending_message(
+    conn: &mut PgConnection,
+    row: &CallRow<'_>,
+    accounting: &Accounting,
+    message_status: &str,
+) -> Result<bool, StoreError> {
+    let query = sqlx::query(concat!(
+        "WITH finished AS (
+             UPDATE enrich.messages SET ai_status = $16
+              WHERE id = $13 AND ai_status IN ('pending', 'running')
+              RETURNING id) ",
+        call_columns!(),
+        " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, finished.id, $14, $15 FROM finished"
+    ));
+    let inserted = bind_call(query, row, accounting)
+        .bind(message_status)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(inserted == 1)
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -164,6 +164,7 @@ impl ModelStage {
                 region,
                 received_at: None,
                 queued_at: None,
+                opened_conversation: false,
             });
         }
         Ok(count)
@@ -207,39 +208,31 @@ impl ModelStage {
         // A plain read, not a claim: the write below only lands while the
         // message is still pending, so a second worker racing on the same
         // message (after a restart) rolls back instead of writing twice.
-        let current: Option<(Option<String>, Uuid)> =
-            sqlx::query_as("SELECT ai_status, customer_id FROM enrich.messages WHERE id = $1")
-                .bind(job.message_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::from)?;
-        let Some((Some(status), customer_id)) = current else {
+        let inputs = asks::load_model_inputs(
+            &self.pool,
+            job.message_id,
+            job.conversation_id,
+            job.customer_turn,
+        )
+        .await?;
+        let Some(inputs) = inputs else {
             return Ok(());
         };
-        if status != "pending" {
+        if inputs.ai_status.as_deref() != Some("pending") {
             return Ok(());
         }
         // A merge since the message was stored moves it to the surviving customer.
         let job = &MessageRef {
-            customer_id,
+            customer_id: inputs.customer_id,
             ..job.clone()
         };
         let Some(workspace) = self.workspaces.get(&job.workspace_id) else {
             return self.finish_without_call(job, "skipped").await;
         };
-        let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
-        let state = asks::load_state(
-            &mut conn,
-            job.customer_id,
-            job.conversation_id,
-            job.customer_turn,
-        )
-        .await?;
-        // Give the connection back before the turns are read: a cache miss
-        // reads them through the pool, and a task holding one connection
-        // while waiting for another starves the pool under load.
-        drop(conn);
-        let (spent, instructions, turns) = self.conversation_facts(job).await?;
+        let state = inputs.state;
+        let spent = inputs.spent_tokens;
+        let instructions = inputs.agent_instructions;
+        let turns = self.turns_before(job).await?;
         let ctx = enrich::context(&workspace, job, &state);
         let stage = decision::pattern_stage(&ctx);
         let budget_left = spent < i64::from(self.settings.conversation_token_budget);
@@ -273,19 +266,12 @@ impl ModelStage {
         self.write(job, &decided, &call, timing).await
     }
 
-    async fn conversation_facts(
-        &self,
-        job: &MessageRef,
-    ) -> Result<(i64, Option<String>, Vec<PromptTurn>), StoreError> {
-        let (spent, instructions): (i64, Option<String>) = sqlx::query_as(
-            "SELECT (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint
-                       FROM enrich.llm_calls WHERE conversation_id = $1),
-                    (SELECT agent_instructions FROM enrich.customers WHERE id = $2)",
-        )
-        .bind(job.conversation_id)
-        .bind(job.customer_id)
-        .fetch_one(&self.pool)
-        .await?;
+    /// The turns the model sees before the job's message.
+    async fn turns_before(&self, job: &MessageRef) -> Result<Vec<PromptTurn>, StoreError> {
+        if job.opened_conversation {
+            // Nothing was said before the message that opened the conversation.
+            return Ok(Vec::new());
+        }
         // The last turns come from the Redis cache when it holds them all.
         let cached = match self
             .cache
@@ -328,7 +314,7 @@ impl ModelStage {
                     .collect()
             }
         };
-        Ok((spent, instructions, turns))
+        Ok(turns)
     }
 
     /// An ask is only useful as a reply to the customer's latest message.
@@ -364,61 +350,27 @@ impl ModelStage {
         call: &ModelCall,
         timing: Option<WorkerTiming>,
     ) -> Result<(), HandleError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let status = if call.proposal.is_ok() {
-            "done"
+        let mut effects = Effects::default();
+        let finished = if decided.writes_nothing() {
+            // Only the call's row and the message's status: one statement
+            // that commits on its own, with no transaction around it.
+            let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
+            self.record_outcome(&mut conn, job, decided, call, timing, &mut effects)
+                .await?
         } else {
-            "failed"
+            let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+            let finished = self
+                .record_outcome(&mut tx, job, decided, call, timing, &mut effects)
+                .await?;
+            if finished {
+                tx.commit().await.map_err(StoreError::from)?;
+            }
+            finished
         };
-        let still_pending = sqlx::query(
-            "UPDATE enrich.messages SET ai_status = $2 WHERE id = $1 AND ai_status IN ('pending', 'running')",
-        )
-        .bind(job.message_id)
-        .bind(status)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?
-        .rows_affected();
-        if still_pending == 0 {
-            // Another worker finished this message first.
+        if !finished {
+            // Another worker finished this message first; nothing was written.
             return Ok(());
         }
-        let mut effects = Effects::default();
-        let mut changes = Vec::new();
-        let stamp = ModelStamp {
-            model: &call.accounting.model,
-            prompt_version: &call.accounting.prompt_version,
-        };
-        let customer_id = enrich::apply(
-            &mut tx,
-            job,
-            decided,
-            Some(stamp),
-            &mut changes,
-            &mut effects,
-        )
-        .await?;
-        super::handle::announce_changes(
-            &mut tx,
-            &job.workspace_id,
-            customer_id,
-            changes,
-            &mut effects,
-        )
-        .await?;
-        let rejections = rejection_counts(&decided.rejections);
-        let row = CallRow {
-            workspace_id: &job.workspace_id,
-            conversation_id: job.conversation_id,
-            customer_id,
-            message_id: Some(job.message_id),
-            purpose: "enrich",
-            outcome: call.outcome(),
-            rejections,
-            timing,
-        };
-        llm_calls::record(&mut tx, &row, &call.accounting).await?;
-        tx.commit().await.map_err(StoreError::from)?;
         if let Err(failure) = &call.proposal {
             self.metrics.rejection(failure.outcome());
             tracing::warn!(
@@ -432,6 +384,48 @@ impl ModelStage {
         }
         self.after_commit(effects).await;
         Ok(())
+    }
+
+    /// Writes the decision, the call's row and the message's final status;
+    /// false when the message was no longer pending (the caller must not
+    /// commit then).
+    async fn record_outcome(
+        &self,
+        conn: &mut PgConnection,
+        job: &MessageRef,
+        decided: &Decision,
+        call: &ModelCall,
+        timing: Option<WorkerTiming>,
+        effects: &mut Effects,
+    ) -> Result<bool, HandleError> {
+        let mut changes = Vec::new();
+        let stamp = ModelStamp {
+            model: &call.accounting.model,
+            prompt_version: &call.accounting.prompt_version,
+        };
+        let customer_id =
+            enrich::apply(conn, job, decided, Some(stamp), &mut changes, effects).await?;
+        super::handle::announce_changes(conn, &job.workspace_id, customer_id, changes, effects)
+            .await?;
+        let row = CallRow {
+            workspace_id: &job.workspace_id,
+            conversation_id: job.conversation_id,
+            customer_id,
+            message_id: Some(job.message_id),
+            purpose: "enrich",
+            outcome: call.outcome(),
+            rejections: rejection_counts(&decided.rejections),
+            timing,
+        };
+        let message_status = if call.proposal.is_ok() {
+            "done"
+        } else {
+            "failed"
+        };
+        Ok(
+            llm_calls::record_for_pending_message(conn, &row, &call.accounting, message_status)
+                .await?,
+        )
     }
 
     async fn finish_without_call(&self, job: &MessageRef, status: &str) -> Result<(), HandleError> {

@@ -48,6 +48,8 @@ pub struct MessageRef {
     pub received_at: Option<DateTime<Utc>>,
     /// When the model stage queued the message.
     pub queued_at: Option<Instant>,
+    /// The message opened its conversation, so no turns come before it.
+    pub opened_conversation: bool,
 }
 
 impl MessageRef {
@@ -70,6 +72,7 @@ impl MessageRef {
             region: region.map(str::to_owned),
             received_at: None,
             queued_at: None,
+            opened_conversation: stored.new_conversation,
         }
     }
 }
