@@ -5,6 +5,8 @@
 //! narrowed to enums of this workspace's fields, so even a sloppy model can
 //! only name fields that exist; the decision core still checks everything.
 
+use std::sync::LazyLock;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -104,8 +106,9 @@ impl FieldEnums {
     }
 }
 
-/// The strict JSON schema of the tool's parameters for one call.
-pub fn parameters_schema(enums: &FieldEnums) -> Value {
+/// The strict schema of the tool's output without the runtime enums,
+/// generated once; every call clones it and fills in the enums.
+static STRICT_OUTPUT_SCHEMA: LazyLock<Value> = LazyLock::new(|| {
     let generated =
         serde_json::to_value(schemars::schema_for!(EnrichmentOutput)).unwrap_or(Value::Null);
     let mut schema = strict(inline_refs(&generated, &generated));
@@ -115,6 +118,12 @@ pub fn parameters_schema(enums: &FieldEnums) -> Value {
         root.remove("$defs");
         root.remove("definitions");
     }
+    schema
+});
+
+/// The strict JSON schema of the tool's parameters for one call.
+pub fn parameters_schema(enums: &FieldEnums) -> Value {
+    let mut schema = STRICT_OUTPUT_SCHEMA.clone();
     set_enum(
         &mut schema,
         &["properties", "facts", "items", "properties", "field"],
