@@ -2,12 +2,13 @@
 //! configured structured-output mode, and turn whatever comes back into a
 //! [`Proposal`] for the decision core, or into a classified failure.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::client::{CallReport, LlmClient, LlmError};
 use super::prompts::{EnrichContext, PromptError, Prompts};
-use super::schema::{self, FieldEnums, TOOL_NAME};
-use crate::config::{LlmSettings, OutputMode};
+use super::request::CallShape;
+use super::schema::{self, FieldEnums};
+use crate::config::LlmSettings;
 use crate::extract::decision::Proposal;
 use crate::store::llm_calls::Accounting;
 
@@ -68,10 +69,7 @@ impl CallFailure {
 #[derive(Clone)]
 pub struct RequestBuilder {
     prompts: Prompts,
-    model: String,
-    mode: OutputMode,
-    temperature: f32,
-    max_tokens: u32,
+    shape: CallShape,
 }
 
 /// Calls the model for enrichment.
@@ -86,16 +84,13 @@ impl RequestBuilder {
     pub fn new(settings: &LlmSettings, prompts: Prompts) -> RequestBuilder {
         RequestBuilder {
             prompts,
-            model: settings.model.clone(),
-            mode: settings.mode,
-            temperature: settings.temperature,
-            max_tokens: settings.max_completion_tokens,
+            shape: CallShape::new(settings, settings.max_completion_tokens),
         }
     }
 
     /// The model name.
     pub fn model(&self) -> &str {
-        &self.model
+        &self.shape.model
     }
 
     /// The prompt version in use.
@@ -110,31 +105,7 @@ impl RequestBuilder {
         enums: &FieldEnums,
     ) -> Result<(Value, String), PromptError> {
         let rendered = self.prompts.current().render(context)?;
-        let mut system = rendered.system;
-        let mut body = json!({
-            "model": self.model,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        });
-        match self.mode {
-            OutputMode::Tools => {
-                body["tools"] = json!([schema::tool_definition(enums)]);
-                body["tool_choice"] = json!({"type": "function", "function": {"name": TOOL_NAME}});
-            }
-            OutputMode::JsonSchema => {
-                body["response_format"] = json!({"type": "json_schema", "json_schema": {
-                    "name": TOOL_NAME, "strict": true, "schema": schema::parameters_schema(enums)}});
-            }
-            OutputMode::JsonObject => {
-                system.push_str("\n\nAnswer with one JSON object matching this schema:\n");
-                system.push_str(&schema::parameters_schema(enums).to_string());
-                body["response_format"] = json!({"type": "json_object"});
-            }
-        }
-        body["messages"] = json!([
-            {"role": "system", "content": system},
-            {"role": "user", "content": rendered.user},
-        ]);
+        let body = self.shape.request(&rendered, &schema::tool(enums));
         Ok((body, rendered.version))
     }
 }
@@ -208,7 +179,7 @@ impl LlmEnricher {
     /// Sends `request` and interprets the answer.
     pub async fn call(&self, request: &Value, prompt_version: String) -> ModelCall {
         let (proposal, accounting) = self
-            .exchange(request, &self.builder.model, prompt_version, interpret)
+            .exchange(request, self.builder.model(), prompt_version, interpret)
             .await;
         ModelCall {
             proposal,
@@ -222,7 +193,10 @@ impl LlmEnricher {
             Ok((request, version)) => self.call(&request, version).await,
             Err(error) => ModelCall {
                 proposal: Err(CallFailure::Prompt(error.to_string())),
-                accounting: Accounting::unsent(&self.builder.model, &self.builder.prompt_version()),
+                accounting: Accounting::unsent(
+                    self.builder.model(),
+                    &self.builder.prompt_version(),
+                ),
             },
         }
     }
@@ -267,6 +241,8 @@ pub fn interpret(message: &Value, finish_reason: Option<&str>) -> Result<Proposa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::schema::TOOL_NAME;
+    use serde_json::json;
 
     #[test]
     fn tool_calls_and_content_both_work() {

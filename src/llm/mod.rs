@@ -8,4 +8,5 @@ pub mod context;
 pub mod enrich;
 pub mod prompt_size;
 pub mod prompts;
+pub mod request;
 pub mod schema;

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use crate::extract::decision::{Proposal, ProposedAsk, ProposedFact};
 use crate::fields::FieldSet;
+use crate::llm::request::Tool;
 
 /// Name of the enrichment tool.
 pub const TOOL_NAME: &str = "record_enrichment";
@@ -147,17 +148,18 @@ pub fn parameters_schema(enums: &FieldEnums) -> Value {
     schema
 }
 
+/// The enrichment tool with this call's enums.
+pub fn tool(enums: &FieldEnums) -> Tool {
+    Tool {
+        name: TOOL_NAME,
+        description: "Record what the customer said about themselves and at most one field to ask for now.",
+        parameters: parameters_schema(enums),
+    }
+}
+
 /// The `tools` array entry for the enrichment tool.
 pub fn tool_definition(enums: &FieldEnums) -> Value {
-    json!({
-        "type": "function",
-        "function": {
-            "name": TOOL_NAME,
-            "description": "Record what the customer said about themselves and at most one field to ask for now.",
-            "strict": true,
-            "parameters": parameters_schema(enums),
-        }
-    })
+    tool(enums).definition()
 }
 
 /// Replaces `$ref`s with the definitions they point to.
