@@ -351,13 +351,27 @@ async fn a_429_is_retried_after_retry_after() {
         started.elapsed() >= Duration::from_secs(1),
         "waited for Retry-After"
     );
-    let (outcome, attempts, latency): (String, i32, i32) =
-        sqlx::query_as("SELECT outcome, attempts, latency_ms FROM enrich.llm_calls")
-            .fetch_one(&app.pool)
-            .await
-            .expect("call");
+    type CallTiming = (
+        String,
+        i32,
+        i32,
+        Option<i64>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<i64>,
+    );
+    let (outcome, attempts, latency, latency_us, received, queued_us): CallTiming = sqlx::query_as(
+        "SELECT outcome, attempts, latency_ms, latency_us, event_received_at, stage_queue_us
+           FROM enrich.llm_calls",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("call");
     assert_eq!((outcome.as_str(), attempts), ("ok", 2));
     assert!(latency >= 1000, "latency {latency} ms includes the wait");
+    // The worker's timing, kept to the microsecond for its own-time figure.
+    assert_eq!(latency_us.map(|us| us / 1000), Some(i64::from(latency)));
+    assert!(received.is_some(), "the receipt time is recorded");
+    assert!(queued_us.is_some_and(|us| us >= 0), "{queued_us:?}");
     assert_eq!(field(&app, "name").await.map(|f| f.0), Some("Mike".into()));
     worker.stop().await;
 }
@@ -508,9 +522,8 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_one_connection_model_stage_still_enriches_concurrent_conversations() {
-    // Every first message misses the turn cache, so its turns are read from
-    // Postgres; a task that held one connection while asking for another
-    // would wait forever on a pool this small.
+    // A task that held one connection while asking for another would wait
+    // forever on a pool this small.
     let model = FakeModel::start(|_, _| nothing()).await;
     let mut app = app_with_model(&model).await;
     app.set("ENRICHER__POSTGRES__MODEL_STAGE_CONNECTIONS", "1");

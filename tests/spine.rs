@@ -85,6 +85,61 @@ async fn the_same_event_id_twice_is_stored_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_conversation_s_turns_are_cached_from_its_first_message() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[
+        chat(&ws, "t1", "c1", "u1", "customer", "hello there"),
+        chat(&ws, "t2", "c1", "u1", "bot", "hi, how can I help?"),
+        chat(&ws, "t3", "c1", "u1", "customer", "do you ship to Peru?"),
+    ])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 3, WAIT)
+        .await;
+    let key = format!("enrich:{ws}:turns:c1");
+    let mut redis = redis::Client::open(app.redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    // Nothing has read the conversation: the list exists because its first
+    // message started it.
+    let cached: Vec<String> = redis.lrange(&key, 0, -1).await.expect("lrange");
+    let ttl: i64 = redis.ttl(&key).await.expect("ttl");
+    assert!(ttl > 0, "the turns list has a TTL, got {ttl}");
+    let texts: Vec<String> = cached
+        .iter()
+        .map(|json| {
+            serde_json::from_str::<serde_json::Value>(json).expect("turn json")["text"]
+                .as_str()
+                .expect("text")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["hello there", "hi, how can I help?", "do you ship to Peru?"]
+    );
+
+    // The cached list is the same as the one rebuilt from Postgres.
+    let cache = enricher::state::Cache::connect(&app.settings().redis)
+        .await
+        .expect("cache");
+    let from_cache = cache
+        .recent_turns(&app.pool, &ws, "c1")
+        .await
+        .expect("cached turns");
+    let _: () = redis.del(&key).await.expect("del");
+    let rebuilt = cache
+        .recent_turns(&app.pool, &ws, "c1")
+        .await
+        .expect("rebuilt turns");
+    assert_eq!(from_cache, rebuilt);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalid_events_are_dead_lettered_with_their_reason_and_nothing_else_is_lost() {
     let mut app = TestApp::new().await;
     app.set("ENRICHER__WORKSPACES__RESTRICT", "true");

@@ -389,16 +389,20 @@ async fn wait_for_model_stage(
     }
 }
 
-/// A model-path message: published, model-stage commit, model latency (ms),
-/// outcome, received by the worker, waited in the model stage (ms).
+/// A model-path message: published, model-stage commit, model latency (µs),
+/// outcome, received by the worker, waited in the model stage (µs).
 type ModelPathRow = (
     DateTime<Utc>,
     DateTime<Utc>,
-    i32,
+    Option<i64>,
     String,
     Option<DateTime<Utc>>,
-    Option<i32>,
+    Option<i64>,
 );
+
+fn micros_as_millis(micros: Option<i64>) -> f64 {
+    micros.unwrap_or(0) as f64 / 1000.0
+}
 
 fn millis(span: chrono::TimeDelta) -> f64 {
     span.num_microseconds().unwrap_or(0) as f64 / 1000.0
@@ -420,7 +424,7 @@ async fn report_model_path(
         "l.created_at"
     };
     let rows: Vec<ModelPathRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT m.occurred_at, {commit}, l.latency_ms, l.outcome, l.event_received_at, l.stage_queue_ms
+        "SELECT m.occurred_at, {commit}, l.latency_us, l.outcome, l.event_received_at, l.stage_queue_us
            FROM enrich.llm_calls l JOIN enrich.messages m ON m.id = l.message_id
           WHERE m.workspace_id = $1"
     )))
@@ -436,18 +440,18 @@ async fn report_model_path(
     };
     let mut overhead: Vec<f64> = rows
         .iter()
-        .map(|(published, committed, model_ms, ..)| {
-            millis(*committed - *published) - f64::from(*model_ms)
+        .map(|(published, committed, model_us, ..)| {
+            millis(*committed - *published) - micros_as_millis(*model_us)
         })
         .collect();
     // From the worker's receipt of the event: the broker's share and the
     // wait behind the conversation's earlier model calls are left out.
     let mut own: Vec<f64> = rows
         .iter()
-        .filter_map(|(_, committed, model_ms, _, received, queued_ms)| {
-            Some(
-                millis(*committed - (*received)?) - f64::from(*model_ms) - f64::from((*queued_ms)?),
-            )
+        .filter_map(|(_, committed, model_us, _, received, queued_us)| {
+            let since_receipt = millis(*committed - (*received)?);
+            let queued = (*queued_us)?;
+            Some(since_receipt - micros_as_millis(*model_us) - micros_as_millis(Some(queued)))
         })
         .collect();
     println!(

@@ -7,6 +7,7 @@
 //! "no thanks" after a question depends on what was asked, which the caller
 //! knows and this module does not.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::LazyLock;
 
@@ -276,18 +277,22 @@ pub fn declined_fields(text: &str, fields: &FieldSet) -> Vec<String> {
 }
 
 /// Every phrase that names a field, with the field each belongs to: the
-/// built-in terms plus each custom field's label and its name with spaces.
-fn field_terms(fields: &FieldSet) -> (Vec<String>, Vec<&str>) {
-    let mut terms = Vec::new();
+/// built-in terms (borrowed, as this runs on every customer message) plus
+/// each custom field's label and its name with spaces.
+fn field_terms(fields: &FieldSet) -> (Vec<Cow<'static, str>>, Vec<&str>) {
+    let mut terms: Vec<Cow<'static, str>> = Vec::new();
     let mut owners = Vec::new();
     for def in fields.iter() {
         let builtin = BUILTIN_TERMS
             .iter()
             .find(|(name, _)| *name == def.name)
             .map(|(_, terms)| *terms);
-        let mut own: Vec<String> = match builtin {
-            Some(list) => list.iter().map(|t| (*t).to_owned()).collect(),
-            None => vec![def.label.trim().to_lowercase(), def.name.replace('_', " ")],
+        let mut own: Vec<Cow<'static, str>> = match builtin {
+            Some(list) => list.iter().map(|t| Cow::Borrowed(*t)).collect(),
+            None => vec![
+                Cow::Owned(def.label.trim().to_lowercase()),
+                Cow::Owned(def.name.replace('_', " ")),
+            ],
         };
         own.retain(|t| !t.is_empty());
         own.dedup();
@@ -301,7 +306,7 @@ fn field_terms(fields: &FieldSet) -> (Vec<String>, Vec<&str>) {
 
 /// The longest field term at byte `pos`, as whole words (a plural "s" is
 /// allowed): its index and where it ends.
-fn term_at(text: &str, pos: usize, terms: &[String]) -> Option<(usize, usize)> {
+fn term_at(text: &str, pos: usize, terms: &[Cow<'_, str>]) -> Option<(usize, usize)> {
     terms
         .iter()
         .enumerate()
@@ -325,7 +330,7 @@ fn term_at(text: &str, pos: usize, terms: &[String]) -> Option<(usize, usize)> {
 /// The fields named after a refusal phrase ending at byte `pos`: the first
 /// one, allowing a few words of giving ("give you my") in between, and any
 /// joined to it by "or", "and", "ni", "ou" … ("my phone or my email").
-fn fields_after_lead(text: &str, pos: usize, terms: &[String]) -> Vec<usize> {
+fn fields_after_lead(text: &str, pos: usize, terms: &[Cow<'_, str>]) -> Vec<usize> {
     let mut found = Vec::new();
     let Some((first, mut end)) = term_after(text, pos, terms) else {
         return found;
@@ -353,7 +358,7 @@ fn fields_after_lead(text: &str, pos: usize, terms: &[String]) -> Vec<usize> {
 
 /// The first field term after byte `pos`, allowing a few words of giving
 /// ("give you my") before it: its index and where it ends.
-fn term_after(text: &str, mut pos: usize, terms: &[String]) -> Option<(usize, usize)> {
+fn term_after(text: &str, mut pos: usize, terms: &[Cow<'_, str>]) -> Option<(usize, usize)> {
     for _ in 0..=MAX_FILLER_WORDS {
         pos += text[pos..].len() - text[pos..].trim_start().len();
         if let Some(found) = term_at(text, pos, terms) {

@@ -173,6 +173,14 @@ fn lowercase_chars(s: &str) -> String {
     s.chars().flat_map(char::to_lowercase).collect()
 }
 
+/// Whether lowercasing `s` would leave it as it is (no allocation needed).
+fn is_lowercase_already(s: &str) -> bool {
+    s.chars().all(|c| {
+        let mut lower = c.to_lowercase();
+        lower.next() == Some(c) && lower.next().is_none()
+    })
+}
+
 fn chars_equal_ignoring_case(a: char, b: char) -> bool {
     a == b || a.to_lowercase().eq(b.to_lowercase())
 }
@@ -244,17 +252,24 @@ pub(crate) fn find_words_loose(text: &str, needle: &str) -> Vec<Range<usize>> {
 /// Mentions of `options` in `text` as `(option index, byte range)`, sorted by
 /// position. A mention inside a longer option's mention ("Premium" inside
 /// "Premium Plus") does not count.
-pub(crate) fn option_mentions(text: &str, options: &[String]) -> Vec<(usize, Range<usize>)> {
+pub(crate) fn option_mentions<S: AsRef<str>>(
+    text: &str,
+    options: &[S],
+) -> Vec<(usize, Range<usize>)> {
     let lower = lowercase_chars(text);
     let all: Vec<(usize, Range<usize>)> = options
         .iter()
+        .map(AsRef::as_ref)
         .enumerate()
         .filter(|(_, option)| {
             // Cheap pre-check: an option whose first word is absent cannot match.
-            option
-                .split_whitespace()
-                .next()
-                .is_some_and(|word| lower.contains(&lowercase_chars(word)))
+            option.split_whitespace().next().is_some_and(|word| {
+                if is_lowercase_already(word) {
+                    lower.contains(word)
+                } else {
+                    lower.contains(&lowercase_chars(word))
+                }
+            })
         })
         .flat_map(|(i, option)| {
             find_words_loose(text, option)

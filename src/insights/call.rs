@@ -76,7 +76,7 @@ pub async fn call<T: DeserializeOwned, C: serde::Serialize>(
         Ok(rendered) => rendered,
         Err(error) => return prompt_failure(model, set.version(), &error),
     };
-    let request = model.shape.request(&rendered, tool);
+    let request = model.shape.request(&rendered, tool.clone());
     let (output, accounting) = model
         .client
         .exchange(

@@ -105,7 +105,7 @@ impl RequestBuilder {
         enums: &FieldEnums,
     ) -> Result<(Value, String), PromptError> {
         let rendered = self.prompts.current().render(context)?;
-        let body = self.shape.request(&rendered, &schema::tool(enums));
+        let body = self.shape.request(&rendered, schema::tool(enums));
         Ok((body, rendered.version))
     }
 }

@@ -12,7 +12,8 @@
 //! | `enrich:{ws}:turns:{conv}`           | list | the last `recent_turns` + 1 turns as JSON `{message_id, sender, text}` |
 //!
 //! Writes follow the Postgres commit. Profiles are invalidated rather than
-//! patched, and turns are appended only to lists that already exist
+//! patched. A conversation's first message starts its turns list, which is
+//! then complete; later turns are appended only to lists that already exist
 //! (`RPUSHX`), so a cache entry is always a complete copy or absent. A
 //! redelivered event invalidates both keys, which covers a crash between
 //! commit and cache write.
@@ -51,6 +52,8 @@ pub enum CacheUpdate {
         conversation: String,
         /// The turn.
         turn: Turn,
+        /// The turn opened the conversation, so it is the whole list.
+        opens_conversation: bool,
     },
     /// The customer's fields changed.
     InvalidateProfile {
@@ -134,13 +137,23 @@ impl Cache {
                     workspace_id,
                     conversation,
                     turn,
+                    opens_conversation,
                 } => {
                     let key = turns_key(workspace_id, conversation);
                     let json = serde_json::to_string(turn).unwrap_or_default();
-                    pipe.rpush_exists(&key, json)
-                        .ignore()
-                        .ltrim(&key, -keep, -1)
-                        .ignore();
+                    if *opens_conversation {
+                        pipe.del(&key)
+                            .ignore()
+                            .rpush(&key, json)
+                            .ignore()
+                            .expire(&key, self.conversation_ttl_secs as i64)
+                            .ignore();
+                    } else {
+                        pipe.rpush_exists(&key, json)
+                            .ignore()
+                            .ltrim(&key, -keep, -1)
+                            .ignore();
+                    }
                 }
                 CacheUpdate::InvalidateProfile {
                     workspace_id,
@@ -216,11 +229,15 @@ impl Cache {
     ) -> Result<Vec<Turn>, CacheError> {
         let key = turns_key(workspace_id, conversation);
         let mut connection = self.connection.clone();
-        let cached: Vec<String> = connection.lrange(&key, 0, -1).await?;
+        // Read and refresh the TTL in one round trip (EXPIRE on a missing
+        // key does nothing).
+        let (cached,): (Vec<String>,) = redis::pipe()
+            .lrange(&key, 0, -1)
+            .expire(&key, self.conversation_ttl_secs as i64)
+            .ignore()
+            .query_async(&mut connection)
+            .await?;
         if !cached.is_empty() {
-            let _: () = connection
-                .expire(&key, self.conversation_ttl_secs as i64)
-                .await?;
             return Ok(cached
                 .iter()
                 .filter_map(|json| serde_json::from_str(json).ok())

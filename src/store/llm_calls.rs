@@ -45,7 +45,7 @@ impl Accounting {
 }
 
 /// The worker's own share of an enrichment call's message, apart from the
-/// model (see migration 0010).
+/// model (see migrations 0010 and 0011).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerTiming {
     /// When the worker received the event from the broker.
@@ -79,12 +79,16 @@ fn clamp(value: u128) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 
-/// The columns every call row fills, bound by [`bind_call`] as `$1`–`$15`.
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The columns every call row fills, bound by [`bind_call`] as `$1`–`$16`.
 macro_rules! call_columns {
     () => {
         "INSERT INTO enrich.llm_calls (workspace_id, conversation_id, customer_id, purpose, model, prompt_version,
                                        prompt_tokens, completion_tokens, latency_ms, attempts, outcome, rejections,
-                                       message_id, event_received_at, stage_queue_ms)"
+                                       message_id, event_received_at, stage_queue_us, latency_us)"
     };
 }
 
@@ -108,7 +112,8 @@ fn bind_call<'q>(
         .bind(sqlx::types::Json(&row.rejections))
         .bind(row.message_id)
         .bind(row.timing.map(|t| t.received_at))
-        .bind(row.timing.map(|t| clamp(t.queued.as_millis())))
+        .bind(row.timing.map(|t| micros(t.queued)))
+        .bind(micros(accounting.latency))
 }
 
 /// Records a call inside the caller's transaction.
@@ -119,7 +124,7 @@ pub async fn record(
 ) -> Result<(), StoreError> {
     let query = sqlx::query(concat!(
         call_columns!(),
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     ));
     bind_call(query, row, accounting)
         .execute(&mut *conn)
@@ -139,11 +144,11 @@ pub async fn record_for_pending_message(
 ) -> Result<bool, StoreError> {
     let query = sqlx::query(concat!(
         "WITH finished AS (
-             UPDATE enrich.messages SET ai_status = $16
+             UPDATE enrich.messages SET ai_status = $17
               WHERE id = $13 AND ai_status IN ('pending', 'running')
               RETURNING id) ",
         call_columns!(),
-        " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, finished.id, $14, $15 FROM finished"
+        " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, finished.id, $14, $15, $16 FROM finished"
     ));
     let inserted = bind_call(query, row, accounting)
         .bind(message_status)

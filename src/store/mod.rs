@@ -83,6 +83,12 @@ pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error>
 /// of them open from the start. A new connection costs a password exchange
 /// (several milliseconds of CPU on both sides), which the worker pays at
 /// start-up rather than in the latency of the first events.
+///
+/// Idle connections are not pinged before use: that ping is a round trip on
+/// every acquire, in the latency of every event. A connection that died
+/// while idle (a database restart) fails its first statement with an I/O
+/// error instead, which callers treat as transient and retry on a fresh
+/// connection; the pool still tests each connection when it is released.
 pub async fn connect_with_size(
     settings: &PostgresSettings,
     size: u32,
@@ -94,6 +100,7 @@ pub async fn connect_with_size(
         .max_connections(size)
         .min_connections(warm.min(size))
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
         .connect_with(options)
         .await
 }

@@ -198,6 +198,7 @@ async fn chat_message(
             sender: message.sender,
             text: message.text.clone(),
         },
+        opens_conversation: stored.new_conversation,
     });
     let mut changes = Vec::new();
     let mut customer_id = stored.customer_id;
