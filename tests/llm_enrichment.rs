@@ -105,6 +105,50 @@ async fn a_volunteered_fact_is_recorded_with_model_and_prompt_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_model_is_not_called_when_the_patterns_leave_nothing_to_collect() {
+    let model = FakeModel::start(|_, _| nothing()).await;
+    let app = app_with_model(&model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[
+        chat(&ws, "m1", "c1", "u1", "customer", "hi"),
+        chat(
+            &ws,
+            "m2",
+            "c1",
+            "u1",
+            "customer",
+            "my name is Ana Lopez and my email is ana@example.com",
+        ),
+        chat(&ws, "m3", "c1", "u1", "customer", "thanks!"),
+    ])
+    .await;
+    settle(&app, 3).await;
+    // The first message still misses both required fields and goes to the
+    // model; the second brings both, so neither it nor the third needs it.
+    let statuses: Vec<(String, Option<String>, Option<i32>)> = sqlx::query_as(
+        "SELECT event_id, ai_status, customer_turn FROM enrich.messages ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("statuses");
+    assert_eq!(
+        statuses,
+        vec![
+            ("m1".into(), Some("done".into()), Some(1)),
+            ("m2".into(), None, Some(2)),
+            ("m3".into(), None, Some(3)),
+        ]
+    );
+    assert_eq!(model.calls(), 1);
+    assert_eq!(
+        field(&app, "email").await,
+        Some(("ana@example.com".into(), "pattern".into()))
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn made_up_borrowed_and_unconfigured_values_never_reach_postgres() {
     let model = FakeModel::start(|_, request| {
         let text = new_message(request);

@@ -321,7 +321,7 @@ async fn direct_sql_floor(
                         enrichment: true,
                         default_region: Some("US"),
                     };
-                    chat::record_message(&mut tx, &envelope, &message, defaults).await?;
+                    chat::record_message(&mut tx, &envelope, &message, defaults, false).await?;
                 }
                 tx.commit().await?;
             }

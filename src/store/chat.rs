@@ -71,12 +71,16 @@ struct RecordRow {
     field_attempts: Option<Json<BTreeMap<String, u32>>>,
 }
 
-/// Records one chat message inside the caller's transaction.
+/// Records one chat message inside the caller's transaction. With
+/// `await_model`, a customer message of a workspace with enrichment on is
+/// stored with `ai_status = 'pending'` for the model stage; the caller
+/// clears that mark in the same transaction when the model is not needed.
 pub async fn record_message(
     conn: &mut PgConnection,
     envelope: &Envelope,
     message: &ChatMessage,
     workspace: WorkspaceDefaults<'_>,
+    await_model: bool,
 ) -> Result<Recorded, StoreError> {
     let visitor = message
         .visitor
@@ -87,7 +91,7 @@ pub async fn record_message(
     let row: RecordRow = sqlx::query_as(
         "SELECT duplicate, customer_id, conversation_id, message_id, new_customer, new_conversation,
                 enrichment_enabled, default_region, customer_turn, known, declined, asks, field_attempts
-           FROM enrich.record_chat_message($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+           FROM enrich.record_chat_message($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
     )
     .bind(&envelope.workspace_id)
     .bind(&envelope.id)
@@ -103,6 +107,7 @@ pub async fn record_message(
     .bind(&message.first_message_tag)
     .bind(workspace.default_region)
     .bind(workspace.enrichment)
+    .bind(await_model)
     .fetch_one(&mut *conn)
     .await?;
     if row.duplicate {

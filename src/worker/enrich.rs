@@ -164,15 +164,16 @@ pub async fn first_pass(
     let needs_model = with_model && decision::gate(&ctx, &stage, true, true) == Gate::CallModel;
     target.customer_id = apply(conn, target, &decided, None, changes, effects).await?;
     if needs_model {
-        sqlx::query(
-            "UPDATE enrich.messages SET ai_status = 'pending', customer_turn = $2 WHERE id = $1",
-        )
-        .bind(target.message_id)
-        .bind(target.customer_turn as i32)
-        .execute(&mut *conn)
-        .await
-        .map_err(crate::store::StoreError::from)?;
+        // Recorded as pending for the model stage already.
         return Ok(FirstPass::NeedsModel);
+    }
+    if with_model {
+        // The message was recorded as pending; the model has nothing to do.
+        sqlx::query("UPDATE enrich.messages SET ai_status = NULL WHERE id = $1")
+            .bind(target.message_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(crate::store::StoreError::from)?;
     }
     Ok(FirstPass::Done)
 }

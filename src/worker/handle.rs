@@ -171,7 +171,15 @@ async fn chat_message(
     message: &ChatMessage,
     effects: &mut Effects,
 ) -> Result<(), HandleError> {
-    let stored = match chat::record_message(conn, envelope, message, defaults(workspace)).await? {
+    let stored = match chat::record_message(
+        conn,
+        envelope,
+        message,
+        defaults(workspace),
+        workspaces_with_model,
+    )
+    .await?
+    {
         Recorded::Duplicate => {
             // A redelivery may follow a crash between commit and cache write.
             effects.cache.push(CacheUpdate::InvalidateConversation {
