@@ -110,8 +110,10 @@ async fn the_model_is_not_called_when_the_patterns_leave_nothing_to_collect() {
     let app = app_with_model(&model).await;
     let worker = app.start_worker().await;
     let ws = unique("ws");
+    app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", "hi")])
+        .await;
+    settle(&app, 1).await;
     app.publish(&[
-        chat(&ws, "m1", "c1", "u1", "customer", "hi"),
         chat(
             &ws,
             "m2",
@@ -561,6 +563,32 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
         !values_outside_history.contains("quiet@example.com"),
         "known values are not sent again"
     );
+
+    // Without the cached turns (Redis lost them), they come from Postgres.
+    let mut redis = redis::Client::open(app.redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::AsyncCommands::del(&mut redis, format!("enrich:{ws}:turns:c1"))
+        .await
+        .expect("del");
+    app.publish(&[chat(&ws, "m4", "c1", "u1", "customer", "and 5 tables")])
+        .await;
+    settle(&app, 3).await;
+    let prompts = seen.lock().expect("prompts").clone();
+    let last = prompts.last().expect("the model was called");
+    let history = last
+        .split("New customer message:")
+        .next()
+        .unwrap_or_default();
+    let bot = history
+        .find("bot: Thanks! How can I help?")
+        .expect("bot turn shown");
+    let quote = history
+        .find("customer: I need a quote for 20 chairs")
+        .expect("previous customer turn shown");
+    assert!(bot < quote, "turns in order: {history}");
     worker.stop().await;
 }
 

@@ -100,6 +100,14 @@ pub struct Cache {
     recent_turns: usize,
 }
 
+/// Cached turns as stored; an entry that does not parse is left out.
+fn parse_turns(cached: &[String]) -> Vec<Turn> {
+    cached
+        .iter()
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .collect()
+}
+
 /// Key of a customer's cached profile.
 pub fn profile_key(workspace_id: &str, customer_id: Uuid) -> String {
     format!("enrich:{workspace_id}:profile:{customer_id}")
@@ -125,8 +133,20 @@ impl Cache {
 
     /// Applies the updates of one committed batch in a single round trip.
     pub async fn apply(&self, updates: &[CacheUpdate]) -> Result<(), CacheError> {
-        if updates.is_empty() {
-            return Ok(());
+        self.apply_then_read_turns(updates, &[]).await.map(|_| ())
+    }
+
+    /// Applies the updates of one committed batch and then reads the cached
+    /// turns of `conversations` (workspace id, backend conversation id), in
+    /// the same round trip: one list per conversation, empty when the cache
+    /// does not hold it.
+    pub async fn apply_then_read_turns(
+        &self,
+        updates: &[CacheUpdate],
+        conversations: &[(&str, &str)],
+    ) -> Result<Vec<Vec<Turn>>, CacheError> {
+        if updates.is_empty() && conversations.is_empty() {
+            return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         // The new message plus the turns before it that the model sees.
@@ -179,9 +199,15 @@ impl Cache {
                 }
             }
         }
+        for (workspace_id, conversation) in conversations {
+            let key = turns_key(workspace_id, conversation);
+            pipe.lrange(&key, 0, -1)
+                .expire(&key, self.conversation_ttl_secs as i64)
+                .ignore();
+        }
         let mut connection = self.connection.clone();
-        pipe.query_async::<()>(&mut connection).await?;
-        Ok(())
+        let lists: Vec<Vec<String>> = pipe.query_async(&mut connection).await?;
+        Ok(lists.iter().map(|list| parse_turns(list)).collect())
     }
 
     /// Known field values of a customer, from Redis or rebuilt from Postgres.
@@ -238,10 +264,7 @@ impl Cache {
             .query_async(&mut connection)
             .await?;
         if !cached.is_empty() {
-            return Ok(cached
-                .iter()
-                .filter_map(|json| serde_json::from_str(json).ok())
-                .collect());
+            return Ok(parse_turns(&cached));
         }
         let rows: Vec<(i64, String, String)> = sqlx::query_as(
             "SELECT id, sender, text FROM (
@@ -293,15 +316,26 @@ impl Cache {
         limit: usize,
     ) -> Result<Option<Vec<Turn>>, CacheError> {
         let cached = self.recent_turns(pool, workspace_id, conversation).await?;
+        Ok(self.turns_before_in(cached, message_id, limit))
+    }
+
+    /// The last `limit` turns before `message_id` in a conversation's cached
+    /// list, or `None` when the list was trimmed below what is needed.
+    pub fn turns_before_in(
+        &self,
+        cached: Vec<Turn>,
+        message_id: i64,
+        limit: usize,
+    ) -> Option<Vec<Turn>> {
         let trimmed = cached.len() > self.recent_turns;
         let before: Vec<Turn> = cached
             .into_iter()
             .filter(|t| t.message_id < message_id)
             .collect();
         if before.len() < limit && trimmed {
-            return Ok(None);
+            return None;
         }
         let skip = before.len().saturating_sub(limit);
-        Ok(Some(before.into_iter().skip(skip).collect()))
+        Some(before.into_iter().skip(skip).collect())
     }
 }

@@ -165,6 +165,7 @@ impl ModelStage {
                 received_at: None,
                 queued_at: None,
                 opened_conversation: false,
+                cached_turns: None,
             });
         }
         Ok(count)
@@ -272,18 +273,28 @@ impl ModelStage {
             // Nothing was said before the message that opened the conversation.
             return Ok(Vec::new());
         }
-        // The last turns come from the Redis cache when it holds them all.
-        let cached = match self
-            .cache
-            .turns_before(
-                &self.pool,
-                &job.workspace_id,
-                &job.conversation,
-                job.message_id,
-                self.recent_turns,
-            )
-            .await
-        {
+        // The last turns come from the Redis cache when it holds them all:
+        // as the lane read them, or read now.
+        let prefetched = job.cached_turns.as_ref().filter(|turns| !turns.is_empty());
+        let cached = match prefetched {
+            Some(turns) => {
+                Ok(self
+                    .cache
+                    .turns_before_in(turns.clone(), job.message_id, self.recent_turns))
+            }
+            None => {
+                self.cache
+                    .turns_before(
+                        &self.pool,
+                        &job.workspace_id,
+                        &job.conversation,
+                        job.message_id,
+                        self.recent_turns,
+                    )
+                    .await
+            }
+        };
+        let cached = match cached {
             Ok(turns) => turns,
             Err(error) => {
                 tracing::warn!(error = %error, "turn cache unavailable; reading turns from postgres");

@@ -17,6 +17,7 @@ use super::handle::{Effects, HandleError, Workspace};
 use crate::event::{AskRequested, ChatMessage, Envelope, FieldChange, Outbound};
 use crate::extract::decision::{self, Decision, Gate, Origin, Proposal, TurnContext};
 use crate::policy::Source;
+use crate::state::Turn;
 use crate::store::asks::{self, DecisionState, NewAsk};
 use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
@@ -50,6 +51,10 @@ pub struct MessageRef {
     pub queued_at: Option<Instant>,
     /// The message opened its conversation, so no turns come before it.
     pub opened_conversation: bool,
+    /// The conversation's cached turns, read by the lane right after it
+    /// appended this message (the turns before a message never change);
+    /// `None` when they were not read.
+    pub cached_turns: Option<Vec<Turn>>,
 }
 
 impl MessageRef {
@@ -73,6 +78,7 @@ impl MessageRef {
             received_at: None,
             queued_at: None,
             opened_conversation: stored.new_conversation,
+            cached_turns: None,
         }
     }
 }

@@ -139,9 +139,28 @@ impl LaneContext {
             cache_updates.extend(effect.cache);
             pending.extend(effect.outbox);
         }
-        if let Err(error) = self.cache.apply(&cache_updates).await {
-            self.metrics.cache_errors.inc();
-            tracing::error!(error = %error, "cache update failed after commit");
+        // The model stage needs the turns before each of its messages: read
+        // them in the same round trip as the cache writes.
+        let reads: Vec<(&str, &str)> = model_jobs
+            .iter()
+            .filter(|job| !job.opened_conversation)
+            .map(|job| (job.workspace_id.as_str(), job.conversation.as_str()))
+            .collect();
+        match self
+            .cache
+            .apply_then_read_turns(&cache_updates, &reads)
+            .await
+        {
+            Ok(lists) => {
+                let readers = model_jobs.iter_mut().filter(|job| !job.opened_conversation);
+                for (job, turns) in readers.zip(lists) {
+                    job.cached_turns = Some(turns);
+                }
+            }
+            Err(error) => {
+                self.metrics.cache_errors.inc();
+                tracing::error!(error = %error, "cache update failed after commit");
+            }
         }
         publish_pending(&self.publisher, &self.pool, pending).await;
         if let Some(stage) = &self.model_stage {
