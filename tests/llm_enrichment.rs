@@ -496,6 +496,23 @@ async fn model_failures_skip_ai_record_the_failure_and_lose_nothing() {
     worker.stop().await;
 }
 
+/// The user message of the model's latest request.
+fn last_prompt(seen: &std::sync::Mutex<Vec<String>>) -> String {
+    seen.lock()
+        .expect("prompts")
+        .last()
+        .cloned()
+        .expect("the model was called")
+}
+
+/// The part of a prompt before the new customer message: the earlier turns.
+fn history_part(prompt: &str) -> &str {
+    prompt
+        .split("New customer message:")
+        .next()
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -537,12 +554,8 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
     ])
     .await;
     settle(&app, 2).await;
-    let prompts = seen.lock().expect("prompts").clone();
-    let last = prompts.last().expect("the model was called");
-    let history = last
-        .split("New customer message:")
-        .next()
-        .unwrap_or_default();
+    let last = last_prompt(&seen);
+    let history = history_part(&last);
     let first = history
         .find("customer: hi, my email is")
         .expect("first turn shown");
@@ -576,12 +589,8 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
     app.publish(&[chat(&ws, "m4", "c1", "u1", "customer", "and 5 tables")])
         .await;
     settle(&app, 3).await;
-    let prompts = seen.lock().expect("prompts").clone();
-    let last = prompts.last().expect("the model was called");
-    let history = last
-        .split("New customer message:")
-        .next()
-        .unwrap_or_default();
+    let last = last_prompt(&seen);
+    let history = history_part(&last);
     let bot = history
         .find("bot: Thanks! How can I help?")
         .expect("bot turn shown");
