@@ -450,8 +450,8 @@ async fn report_model_path(
         .iter()
         .filter_map(|(_, committed, model_us, _, received, queued_us)| {
             let since_receipt = millis(*committed - (*received)?);
-            let queued = (*queued_us)?;
-            Some(since_receipt - micros_as_millis(*model_us) - micros_as_millis(Some(queued)))
+            let queued = (*queued_us)? as f64 / 1000.0;
+            Some(since_receipt - micros_as_millis(*model_us) - queued)
         })
         .collect();
     println!(
