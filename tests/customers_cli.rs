@@ -609,11 +609,7 @@ async fn forget_erases_the_customer_from_postgres_and_redis() {
             .len(),
         1
     );
-    let mut redis = redis::Client::open(app.redis_url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut redis = app.redis().await;
     let keys: Vec<String> = redis.keys(format!("enrich:{ws}:*")).await.expect("keys");
     for key in [
         format!("enrich:{ws}:profile:{customer_id}"),

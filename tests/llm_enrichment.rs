@@ -505,6 +505,17 @@ fn last_prompt(seen: &std::sync::Mutex<Vec<String>>) -> String {
         .expect("the model was called")
 }
 
+/// Both turns are shown in `history`, `earlier` first.
+fn assert_in_order(history: &str, earlier: &str, later: &str) {
+    let first = history
+        .find(earlier)
+        .unwrap_or_else(|| panic!("{earlier:?} shown: {history}"));
+    let second = history
+        .find(later)
+        .unwrap_or_else(|| panic!("{later:?} shown: {history}"));
+    assert!(first < second, "turns in order: {history}");
+}
+
 /// The part of a prompt before the new customer message: the earlier turns.
 fn history_part(prompt: &str) -> &str {
     prompt
@@ -556,13 +567,11 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
     settle(&app, 2).await;
     let last = last_prompt(&seen);
     let history = history_part(&last);
-    let first = history
-        .find("customer: hi, my email is")
-        .expect("first turn shown");
-    let second = history
-        .find("bot: Thanks! How can I help?")
-        .expect("bot turn shown");
-    assert!(first < second, "turns in order: {history}");
+    assert_in_order(
+        history,
+        "customer: hi, my email is",
+        "bot: Thanks! How can I help?",
+    );
     assert!(
         !history.contains("I need a quote"),
         "the new message is not repeated as history"
@@ -578,11 +587,7 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
     );
 
     // Without the cached turns (Redis lost them), they come from Postgres.
-    let mut redis = redis::Client::open(app.redis_url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut redis = app.redis().await;
     let _: () = redis::AsyncCommands::del(&mut redis, format!("enrich:{ws}:turns:c1"))
         .await
         .expect("del");
@@ -591,13 +596,11 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
     settle(&app, 3).await;
     let last = last_prompt(&seen);
     let history = history_part(&last);
-    let bot = history
-        .find("bot: Thanks! How can I help?")
-        .expect("bot turn shown");
-    let quote = history
-        .find("customer: I need a quote for 20 chairs")
-        .expect("previous customer turn shown");
-    assert!(bot < quote, "turns in order: {history}");
+    assert_in_order(
+        history,
+        "bot: Thanks! How can I help?",
+        "customer: I need a quote for 20 chairs",
+    );
     worker.stop().await;
 }
 

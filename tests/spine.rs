@@ -98,11 +98,7 @@ async fn a_conversation_s_turns_are_cached_from_its_first_message() {
     app.wait_for_count("SELECT count(*) FROM enrich.messages", 3, WAIT)
         .await;
     let key = format!("enrich:{ws}:turns:c1");
-    let mut redis = redis::Client::open(app.redis_url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut redis = app.redis().await;
     // Nothing has read the conversation: the list exists because its first
     // message started it.
     let cached: Vec<String> = redis.lrange(&key, 0, -1).await.expect("lrange");
@@ -397,11 +393,7 @@ async fn forget_leaves_no_personal_data_in_postgres_or_redis() {
     ] {
         assert!(!dump.contains(secret), "erasure record holds {secret}");
     }
-    let mut redis = redis::Client::open(app.redis_url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut redis = app.redis().await;
     let keys: Vec<String> = redis.keys(format!("enrich:{ws}:*")).await.expect("keys");
     assert!(keys.is_empty(), "redis still holds {keys:?}");
 

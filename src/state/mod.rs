@@ -316,26 +316,26 @@ impl Cache {
         limit: usize,
     ) -> Result<Option<Vec<Turn>>, CacheError> {
         let cached = self.recent_turns(pool, workspace_id, conversation).await?;
-        Ok(self.turns_before_in(cached, message_id, limit))
+        Ok(self.turns_before_in(&cached, message_id, limit))
     }
 
     /// The last `limit` turns before `message_id` in a conversation's cached
     /// list, or `None` when the list was trimmed below what is needed.
     pub fn turns_before_in(
         &self,
-        cached: Vec<Turn>,
+        cached: &[Turn],
         message_id: i64,
         limit: usize,
     ) -> Option<Vec<Turn>> {
         let trimmed = cached.len() > self.recent_turns;
-        let before: Vec<Turn> = cached
-            .into_iter()
+        let before: Vec<&Turn> = cached
+            .iter()
             .filter(|t| t.message_id < message_id)
             .collect();
         if before.len() < limit && trimmed {
             return None;
         }
         let skip = before.len().saturating_sub(limit);
-        Some(before.into_iter().skip(skip).collect())
+        Some(before.into_iter().skip(skip).cloned().collect())
     }
 }

@@ -172,7 +172,7 @@ impl ModelStage {
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %job.event_id, conversation = %job.conversation))]
-    async fn process(&self, job: MessageRef) {
+    async fn process(&self, mut job: MessageRef) {
         let queued = job.queued_at.map(|at| at.elapsed()).unwrap_or_default();
         let timing = job.received_at.map(|received_at| WorkerTiming {
             received_at,
@@ -181,7 +181,7 @@ impl ModelStage {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            match self.try_process(&job, timing).await {
+            match self.try_process(&mut job, timing).await {
                 Ok(()) => return,
                 Err(HandleError::Store(error)) if error.is_transient() && attempt < 5 => {
                     tracing::warn!(error = %error, attempt, "model stage store error; retrying");
@@ -203,7 +203,7 @@ impl ModelStage {
 
     async fn try_process(
         &self,
-        job: &MessageRef,
+        job: &mut MessageRef,
         timing: Option<WorkerTiming>,
     ) -> Result<(), HandleError> {
         // A plain read, not a claim: the write below only lands while the
@@ -223,10 +223,8 @@ impl ModelStage {
             return Ok(());
         }
         // A merge since the message was stored moves it to the surviving customer.
-        let job = &MessageRef {
-            customer_id: inputs.customer_id,
-            ..job.clone()
-        };
+        job.customer_id = inputs.customer_id;
+        let job = &*job;
         let Some(workspace) = self.workspaces.get(&job.workspace_id) else {
             return self.finish_without_call(job, "skipped").await;
         };
@@ -277,11 +275,9 @@ impl ModelStage {
         // as the lane read them, or read now.
         let prefetched = job.cached_turns.as_ref().filter(|turns| !turns.is_empty());
         let cached = match prefetched {
-            Some(turns) => {
-                Ok(self
-                    .cache
-                    .turns_before_in(turns.clone(), job.message_id, self.recent_turns))
-            }
+            Some(turns) => Ok(self
+                .cache
+                .turns_before_in(turns, job.message_id, self.recent_turns)),
             None => {
                 self.cache
                     .turns_before(

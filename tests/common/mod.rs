@@ -411,6 +411,15 @@ impl TestApp {
         (connection, consumer)
     }
 
+    /// A connection to the shared local Redis, for looking at the cache directly.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis")
+    }
+
     pub fn redis_url(&self) -> String {
         Settings::load_from(&repo_root().join("config"))
             .expect("settings")
