@@ -534,3 +534,32 @@ async fn offline_asks_are_published_and_closed_as_answered_or_ignored() {
     );
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warming_a_connection_runs_the_hot_statements_and_stores_nothing() {
+    use enricher::store::warm_up::{HotPath, try_warm};
+    let app = TestApp::new().await;
+    let mut conn = app.pool.acquire().await.expect("connection");
+    for path in [HotPath::Lanes, HotPath::ModelStage] {
+        try_warm(&mut conn, path)
+            .await
+            .unwrap_or_else(|e| panic!("{path:?} warm-up statements fail: {e}"));
+    }
+    drop(conn);
+    for table in [
+        "workspaces",
+        "processed_events",
+        "customers",
+        "identities",
+        "conversations",
+        "messages",
+        "llm_calls",
+    ] {
+        assert_eq!(
+            app.count(&format!("SELECT count(*) FROM enrich.{table}"))
+                .await,
+            0,
+            "the warm-up left rows in {table}"
+        );
+    }
+}

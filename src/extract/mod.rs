@@ -6,4 +6,5 @@ pub mod declines;
 pub mod grounding;
 pub mod language;
 pub mod patterns;
+pub mod priming;
 pub mod triggers;

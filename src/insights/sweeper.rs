@@ -101,7 +101,7 @@ impl Insights {
                 let size = u32::try_from(concurrency)
                     .unwrap_or(u32::MAX)
                     .saturating_add(1);
-                let own = store::connect_with_size(&settings.postgres, size, 0).await?;
+                let own = store::connect_with_size(&settings.postgres, size, 0, None).await?;
                 let model = Model {
                     client,
                     shape: CallShape::new(&settings.llm, config.max_completion_tokens),

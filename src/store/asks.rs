@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use sqlx::PgConnection;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -106,8 +106,8 @@ type ModelInputsRow = (
 /// Loads the message's status and customer, the decision state, the tokens
 /// spent and the agent instructions in one round trip; `None` when the
 /// message is gone (erased).
-pub async fn load_model_inputs(
-    pool: &PgPool,
+pub async fn load_model_inputs<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     message_id: i64,
     conversation_id: i64,
     customer_turn: u32,
@@ -122,7 +122,7 @@ pub async fn load_model_inputs(
     ))
     .bind(message_id)
     .bind(conversation_id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(row.map(
         |(

@@ -196,3 +196,13 @@ pub async fn set_profile_picture(
         .await?;
     Ok(())
 }
+
+/// Clears the model stage's `pending` mark that [`record_message`] set, for
+/// a message the decision core left nothing for the model to do with.
+pub async fn clear_model_mark(conn: &mut PgConnection, message_id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE enrich.messages SET ai_status = NULL WHERE id = $1")
+        .bind(message_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

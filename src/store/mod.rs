@@ -13,13 +13,14 @@ pub mod merges;
 pub mod outbox;
 pub mod profiles;
 pub mod retention;
+pub mod warm_up;
 pub mod workspaces;
 
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::config::PostgresSettings;
 
@@ -76,13 +77,15 @@ fn is_transient(error: &sqlx::Error) -> bool {
 
 /// Opens the connection pool.
 pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
-    connect_with_size(settings, settings.max_connections, 0).await
+    connect_with_size(settings, settings.max_connections, 0, None).await
 }
 
 /// Opens a connection pool of at most `size` connections that keeps `warm`
 /// of them open from the start. A new connection costs a password exchange
 /// (several milliseconds of CPU on both sides), which the worker pays at
-/// start-up rather than in the latency of the first events.
+/// start-up rather than in the latency of the first events. With a
+/// `hot_path`, every new connection runs that path's statements once before
+/// it is handed out (see [`warm_up`]).
 ///
 /// Idle connections are not pinged before use: that ping is a round trip on
 /// every acquire, in the latency of every event. A connection that died
@@ -93,19 +96,39 @@ pub async fn connect_with_size(
     settings: &PostgresSettings,
     size: u32,
     warm: u32,
+    hot_path: Option<warm_up::HotPath>,
 ) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = settings.url.expose_secret().parse()?;
     let size = size.max(1);
-    PgPoolOptions::new()
+    let mut pool = PgPoolOptions::new()
         .max_connections(size)
         .min_connections(warm.min(size))
         .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await
+        .test_before_acquire(false);
+    if let Some(path) = hot_path {
+        pool = pool.after_connect(move |conn, _| {
+            Box::pin(async move {
+                warm_up::warm(conn, path).await;
+                Ok(())
+            })
+        });
+    }
+    pool.connect_with(options).await
 }
 
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// Applies pending migrations on a connection of its own, for callers whose
+/// pools must only open once the schema is current.
+pub async fn migrate_before_pools(
+    settings: &PostgresSettings,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let options: PgConnectOptions = settings.url.expose_secret().parse()?;
+    let mut conn = PgConnection::connect_with(&options).await?;
+    MIGRATOR.run(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
 }

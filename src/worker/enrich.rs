@@ -175,11 +175,7 @@ pub async fn first_pass(
     }
     if with_model {
         // The message was recorded as pending; the model has nothing to do.
-        sqlx::query("UPDATE enrich.messages SET ai_status = NULL WHERE id = $1")
-            .bind(target.message_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(crate::store::StoreError::from)?;
+        crate::store::chat::clear_model_mark(conn, target.message_id).await?;
     }
     Ok(FirstPass::Done)
 }

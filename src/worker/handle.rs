@@ -85,6 +85,14 @@ impl Workspaces {
             triggers: &self.triggers,
         })
     }
+
+    /// Runs the decision core once on sample messages with every configured
+    /// field set, so its one-time costs are paid before the first event.
+    pub fn prime_decision_core(&self) {
+        for fields in std::iter::once(&self.default_fields).chain(self.field_sets.values()) {
+            crate::extract::priming::prime(fields, &self.policy, &self.triggers);
+        }
+    }
 }
 
 /// Work that must follow the commit.

@@ -32,6 +32,7 @@ use crate::llm::enrich::LlmEnricher;
 use crate::llm::prompts::Prompts;
 use crate::queue::{self, publisher::Publisher, topology};
 use crate::state::Cache;
+use crate::store::warm_up::HotPath;
 use crate::store::{self, outbox};
 use ai::ModelStage;
 use handle::Workspaces;
@@ -94,12 +95,20 @@ impl Worker {
             &settings.asks,
             with_model,
         )?);
+        let started = std::time::Instant::now();
+        workspaces.prime_decision_core();
+        tracing::debug!(elapsed = ?started.elapsed(), "decision core primed");
         // Every lane holds a connection while it writes a batch.
         let lanes = u32::try_from(settings.worker.lanes).unwrap_or(u32::MAX);
-        let pool =
-            store::connect_with_size(&settings.postgres, settings.postgres.max_connections, lanes)
-                .await?;
-        store::migrate(&pool).await?;
+        // The pools warm their connections with the current schema's statements.
+        store::migrate_before_pools(&settings.postgres).await?;
+        let pool = store::connect_with_size(
+            &settings.postgres,
+            settings.postgres.max_connections,
+            lanes,
+            Some(HotPath::Lanes),
+        )
+        .await?;
         store::workspaces::sync(&pool, &settings.workspaces).await?;
         let cache = Cache::connect(&settings.redis).await?;
         let connection = queue::connect(&settings.amqp, "enricher-worker").await?;
@@ -148,7 +157,15 @@ impl Worker {
         let model_pool = match &self.model {
             Some(_) => {
                 let size = self.settings.postgres.model_stage_connections;
-                Some(store::connect_with_size(&self.settings.postgres, size, 0).await?)
+                Some(
+                    store::connect_with_size(
+                        &self.settings.postgres,
+                        size,
+                        0,
+                        Some(HotPath::ModelStage),
+                    )
+                    .await?,
+                )
             }
             None => None,
         };
