@@ -153,7 +153,10 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let lanes = self.settings.worker.lanes;
         // The model stage gets its own pool so hundreds of conversations
-        // waiting on the model never starve the lanes of connections.
+        // waiting on the model never starve the lanes of connections. As
+        // many connections as there are lanes open (and warm) at start-up,
+        // so the first model results do not wait for a password exchange;
+        // the rest open as calls pile up.
         let model_pool = match &self.model {
             Some(_) => {
                 let size = self.settings.postgres.model_stage_connections;
@@ -161,7 +164,7 @@ impl Worker {
                     store::connect_with_size(
                         &self.settings.postgres,
                         size,
-                        0,
+                        u32::try_from(lanes).unwrap_or(u32::MAX),
                         Some(HotPath::ModelStage),
                     )
                     .await?,
