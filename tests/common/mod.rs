@@ -95,6 +95,71 @@ impl RunningWorker {
     }
 }
 
+impl Drop for TestApp {
+    /// Removes what the test created on the shared local services (its
+    /// database, queues and exchanges), so repeated runs on one machine do
+    /// not pile them up. Best effort: the services may already be gone.
+    fn drop(&mut self) {
+        let settings = self.settings();
+        let admin_url = required_env("ENRICHER__POSTGRES__URL");
+        let database = format!("enricher_{}", self.ns);
+        // The test's runtime may be shutting down; clean up on a runtime of our own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut admin)
+                        .await;
+                    let _ = admin.close().await;
+                }
+                delete_topology(&settings.amqp).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+async fn delete_topology(amqp: &enricher::config::AmqpSettings) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(connection) = lapin::Connection::connect(
+        amqp.url.expose_secret(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    else {
+        return;
+    };
+    if let Ok(channel) = connection.create_channel().await {
+        let retry_queues = amqp
+            .retry_delays_ms
+            .iter()
+            .map(|delay| enricher::queue::topology::retry_queue(amqp, *delay));
+        let queues = [amqp.work_queue.clone(), amqp.dead_letter_queue.clone()];
+        for queue in queues.into_iter().chain(retry_queues) {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [
+            &amqp.inbound_exchange,
+            &amqp.dead_letter_exchange,
+            &amqp.outbound_exchange,
+        ] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = connection.close(200, "test done".into()).await;
+}
+
 impl TestApp {
     /// A fresh database and topology names; workers are started separately.
     pub async fn new() -> TestApp {
