@@ -563,3 +563,55 @@ async fn warming_a_connection_runs_the_hot_statements_and_stores_nothing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bare_name_answering_the_open_name_ask_is_recorded_and_closes_it() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(
+        &ws,
+        "n1",
+        "c-name",
+        "u1",
+        "customer",
+        "Hi, I'd like to book a table for tonight",
+    )])
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM enrich.ask_log WHERE field = 'name' AND outcome = 'pending'",
+        1,
+        WAIT,
+    )
+    .await;
+    app.publish(&[
+        chat(
+            &ws,
+            "n2",
+            "c-name",
+            "u1",
+            "bot",
+            "Sure! Who should I put the booking under?",
+        ),
+        chat(&ws, "n3", "c-name", "u1", "customer", "Tariq Aziz"),
+    ])
+    .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 3, WAIT)
+        .await;
+    let name: Option<String> = sqlx::query_scalar(
+        "SELECT value FROM enrich.customer_fields v JOIN enrich.customers c ON c.id = v.customer_id
+          WHERE c.workspace_id = $1 AND v.field = 'name'",
+    )
+    .bind(&ws)
+    .fetch_optional(&app.pool)
+    .await
+    .expect("name");
+    assert_eq!(name.as_deref(), Some("Tariq Aziz"));
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM enrich.ask_log WHERE field = 'name'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("ask");
+    assert_eq!(outcome, "answered");
+    worker.stop().await;
+}

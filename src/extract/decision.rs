@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::grounding::{find_quote, value_supported_by_quote};
 use super::patterns::{Fact, extract_facts};
 use super::triggers::Triggers;
-use super::{declines, language};
+use super::{declines, language, patterns};
 use crate::fields::FieldSet;
 use crate::policy::{AskPolicy, Source};
 
@@ -247,10 +247,18 @@ static GENERIC_REFUSAL: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Runs the deterministic extractor.
 pub fn pattern_stage(ctx: &TurnContext<'_>) -> PatternStage {
-    PatternStage {
-        facts: extract_facts(ctx.text, ctx.fields, ctx.default_region),
-        declined: declines::declined_fields(ctx.text, ctx.fields),
+    let mut facts = extract_facts(ctx.text, ctx.fields, ctx.default_region);
+    let declined = declines::declined_fields(ctx.text, ctx.fields);
+    // A bare name is read as one only when it answers our open ask for it.
+    let name_asked = ctx.asks.asks.iter().any(|a| a.pending && a.field == "name");
+    if name_asked
+        && !facts.iter().any(|f| f.field == "name")
+        && !declined.iter().any(|f| f == "name")
+        && let Some(fact) = patterns::answer_to_name_ask(ctx.text, ctx.fields, ctx.default_region)
+    {
+        facts.push(fact);
     }
+    PatternStage { facts, declined }
 }
 
 /// Decides whether the model is worth a call: only when enrichment is on,
@@ -707,6 +715,38 @@ mod tests {
                 .ask,
             None
         );
+    }
+
+    #[test]
+    fn a_bare_name_counts_only_as_the_answer_to_an_open_name_ask() {
+        let mut world = World::new();
+        let facts = |world: &World, text: &str| -> Vec<(String, String)> {
+            pattern_stage(&world.ctx(text))
+                .facts
+                .into_iter()
+                .map(|f| (f.field, f.value))
+                .collect()
+        };
+        assert_eq!(facts(&world, "Tariq Aziz"), vec![]);
+        world.asks.asks.push(PastAsk {
+            field: "name".into(),
+            customer_turn: 1,
+            pending: true,
+        });
+        assert_eq!(
+            facts(&world, "Tariq Aziz"),
+            vec![("name".to_owned(), "Tariq Aziz".to_owned())]
+        );
+        assert_eq!(
+            facts(&world, "Yeah it's Harriet Cole"),
+            vec![("name".to_owned(), "Harriet Cole".to_owned())]
+        );
+        // A refusal is a decline, not a name.
+        let stage = pattern_stage(&world.ctx("Nope"));
+        assert!(stage.facts.is_empty(), "{stage:?}");
+        // An answered ask no longer makes bare words a name.
+        world.asks.asks[0].pending = false;
+        assert_eq!(facts(&world, "Harriet Cole"), vec![]);
     }
 
     #[test]

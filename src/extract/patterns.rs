@@ -278,6 +278,21 @@ static NAME_HERE: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
+/// A whole message that answers "what is your name?": the name alone, after
+/// an optional "yes" and an optional "it's", "this is", "a nombre de" ….
+static NAME_ANSWER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        concat!(
+            r"^\s*(?i:(?:yes|yeah|yep|sure|ok|okay|s[ií]|sim|oui|ja)[\s,!.]*)?",
+            r"(?i:(?:it['’]?s|it\s+is|that['’]s|this\s+is|under|a\s+nombre\s+de|en\s+nombre\s+de|",
+            r"em\s+nome\s+de|atas\s+nama|c['’]est)[ \t]+)?",
+            r"({words})[ \t]*[.!]?\s*$"
+        ),
+        words = NAME_WORDS
+    ))
+    .expect("valid regex")
+});
+
 /// Text before "this is" when it opens a message or sentence.
 static OPENING_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
@@ -311,7 +326,8 @@ const NOT_NAME_WORDS: &str = concat!(
     "or but as if this that these those what who where when why how which all both each every any ",
     "some one two only again too quite pretty kind is am are was were be been do does did have ",
     "has had can could would should might must need want like please pls thanks thank ",
-    "hello hi hey ok okay well sure re mr mrs ms miss dr sir madam ",
+    "hello hi hey ok okay well sure re mr mrs ms miss dr sir madam hmm umm uh nope nah yep yeah ",
+    "perfect cool awesome alright fine ",
     // English states and activities
     "interested looking fine good great sorry afraid glad happy sad ready available unable able ",
     "trying having getting going writing calling contacting reaching wondering thinking planning ",
@@ -403,6 +419,32 @@ pub fn extract_facts(text: &str, fields: &FieldSet, default_region: Option<&str>
             value: f.value,
         })
         .collect()
+}
+
+/// The name in a message that does nothing but answer a question for the
+/// customer's name ("It's Chloe", "Tariq Aziz", "A nombre de Pilar"): one to
+/// three capitalised words that are not common words, and nothing else. Only
+/// meaningful while enricher's own ask for the name is open; a bare
+/// capitalised word means a name only as the answer to that question.
+pub fn answer_to_name_ask(
+    text: &str,
+    fields: &FieldSet,
+    default_region: Option<&str>,
+) -> Option<Fact> {
+    fields.get("name")?;
+    let words = NAME_ANSWER.captures(text)?.get(1)?.range();
+    let name = take_name(text, words.clone(), true)?;
+    if name.end != words.end {
+        return None;
+    }
+    let value = fields
+        .normalize("name", &text[name.clone()], default_region)
+        .ok()?;
+    Some(Fact {
+        field: "name".to_owned(),
+        value,
+        quote: text[name].to_owned(),
+    })
 }
 
 /// Start of the sentence that contains byte `pos`: just after the last
@@ -861,6 +903,51 @@ mod tests {
                 value_of(text, field, region).as_deref(),
                 *expected,
                 "{field} in {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_whole_message_answering_a_name_question_gives_the_name() {
+        let fields = fields();
+        let answer = |text: &str| answer_to_name_ask(text, &fields, None).map(|f| f.value);
+        for (text, name) in [
+            ("It's Chloe", "Chloe"),
+            ("Yeah it's Harriet Cole", "Harriet Cole"),
+            ("Tariq Aziz", "Tariq Aziz"),
+            ("Kowalski.", "Kowalski"),
+            ("sure, Ana da Silva", "Ana da Silva"),
+            ("A nombre de Pilar", "Pilar"),
+            ("Atas nama Dewi", "Dewi"),
+            ("Under Fitzgerald", "Fitzgerald"),
+        ] {
+            assert_eq!(answer(text).as_deref(), Some(name), "{text}");
+        }
+        let quote = answer_to_name_ask("It's Chloe", &fields, None).map(|f| f.quote);
+        assert_eq!(quote.as_deref(), Some("Chloe"));
+    }
+
+    #[test]
+    fn replies_that_are_not_a_name_give_nothing() {
+        let fields = fields();
+        for text in [
+            "Nope",
+            "Perfect",
+            "Hmm",
+            "Thursday 3pm",
+            "Double please",
+            "4pm works",
+            "Who's asking?",
+            "why do you need it",
+            "john",
+            "It's Dominic. I'll give my name but not my number",
+            "I Am Not Telling You",
+            "SMITH",
+        ] {
+            assert_eq!(
+                answer_to_name_ask(text, &fields, None).map(|f| f.value),
+                None,
+                "{text}"
             );
         }
     }
