@@ -565,6 +565,31 @@ async fn warming_a_connection_runs_the_hot_statements_and_stores_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_booking_in_thai_text_without_spaces_asks_for_the_name() {
+    let app = TestApp::new().await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    // "I'd like to book a room this Saturday": the booking keyword sits
+    // inside a run of Thai letters with no spaces around it.
+    app.publish(&[chat(
+        &ws,
+        "t1",
+        "c-thai",
+        "u1",
+        "customer",
+        "อยากจองห้องพักวันเสาร์นี้ครับ",
+    )])
+    .await;
+    app.wait_for_count(
+        "SELECT count(*) FROM enrich.ask_log WHERE field = 'name' AND outcome = 'pending'",
+        1,
+        WAIT,
+    )
+    .await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bare_name_answering_the_open_name_ask_is_recorded_and_closes_it() {
     let app = TestApp::new().await;
     let worker = app.start_worker().await;

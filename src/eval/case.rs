@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::event::Sender;
 use crate::fields::{FieldDef, FieldSet};
+use crate::policy::Source;
 
 /// One eval case: a conversation and what the enricher should do on it.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +29,11 @@ pub struct Case {
     /// Field values known before the conversation starts.
     #[serde(default)]
     pub profile: BTreeMap<String, String>,
+    /// Where the `profile` values came from; the runner's default (`api`)
+    /// when absent. `customer` means stated in an earlier conversation, so
+    /// the customer may correct them.
+    #[serde(default)]
+    pub profile_source: Option<Source>,
     /// The conversation, in order.
     pub turns: Vec<CaseTurn>,
 }

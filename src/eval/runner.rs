@@ -243,7 +243,7 @@ pub async fn run_case(
                 field.clone(),
                 Known {
                     value: value.clone(),
-                    source: env.profile_source,
+                    source: case.profile_source.unwrap_or(env.profile_source),
                 },
             )
         })
@@ -467,6 +467,23 @@ pub(crate) mod tests {
         let run = run(&case, &OfflineProposer);
         assert_eq!(run.turns[0].known_before["email"].source, Source::Api);
         assert!(run.turns[0].asks.is_empty());
+    }
+
+    #[test]
+    fn a_customer_may_correct_what_they_stated_but_not_what_an_api_set() {
+        let text =
+            r#""turns":[{"sender":"customer","text":"I've changed my email, it's now new@b.co"}]}"#;
+        let from_api = case(&format!(
+            r#"{{"id":"a","profile":{{"email":"old@b.co"}},{text}"#
+        ));
+        let turn = &run(&from_api, &OfflineProposer).turns[0];
+        assert!(turn.decision.facts.is_empty(), "{:?}", turn.decision.facts);
+        let stated = case(&format!(
+            r#"{{"id":"c","profile":{{"email":"old@b.co"}},"profile_source":"customer",{text}"#
+        ));
+        let turn = &run(&stated, &OfflineProposer).turns[0];
+        assert_eq!(turn.known_before["email"].source, Source::Customer);
+        assert_eq!(turn.decision.facts[0].value, "new@b.co");
     }
 
     #[test]

@@ -143,6 +143,9 @@ static REFUSAL_LEAD: LazyLock<Regex> = LazyLock::new(|| {
         r"i\s+(?:don['’]t|do\s+not|never)\s+(?:give|share)|",
         r"i\s+(?:can['’]t|cannot)\s+(?:give|share|provide)|",
         r"i\s+refuse\s+to|",
+        // "I'll give my name but not my number": giving one detail, not another.
+        r"(?:give|giving|share|sharing|tell|provide)\b[^.!?\n]{0,40}?\bbut\s+not\s+my|",
+        r"(?:dar|doy|compartir|comparto|passar|passo|dou)\b[^.!?\n]{0,40}?\b(?:pero\s+no\s+mi|mas\s+n[ãa]o\s+(?:o\s+)?(?:meu|minha))|",
         r"prefiero\s+no|no\s+quiero|no\s+deseo|no\s+voy\s+a|no\s+me\s+gustar[ií]a|",
         r"prefiro\s+n[ãa]o|n[ãa]o\s+quero|n[ãa]o\s+vou|n[ãa]o\s+gostaria\s+de|n[ãa]o\s+desejo|",
         r"je\s+pr[ée]f[èe]re\s+ne\s+pas|je\s+ne\s+veux\s+pas|",
@@ -435,6 +438,11 @@ mod tests {
             ("my email? I'd rather not", &["email"]),
             ("email, no thanks", &["email"]),
             ("I'd rather not give my address", &["location"]),
+            (
+                "It's Dominic. I'll give my name but not my number",
+                &["phone"],
+            ),
+            ("happy to share my email but not my phone", &["phone"]),
         ]);
     }
 
@@ -510,6 +518,8 @@ mod tests {
             ("I'd rather not give my order number", &[]),
             ("no me llamo Juan", &[]),
             ("I'd rather you call my phone", &[]),
+            ("I can give you a ring but not now", &[]),
+            ("please tell me the price but not the number of items", &[]),
             ("", &[]),
         ]);
     }

@@ -244,7 +244,8 @@ static NAME_STRONG: LazyLock<Regex> = LazyLock::new(|| {
         concat!(
             r"(?i:\b(?:my\s+name\s+is|my\s+name['’]s|name['’]s|me\s+llamo|mi\s+nombre\s+es|",
             r"meu\s+nome\s+[ée]|me\s+chamo|je\s+m['’]appelle|mon\s+nom\s+est|nama\s+saya(?:\s+adalah)?|",
-            r"ich\s+hei(?:ß|ss)e|mein\s+name\s+ist))[ \t]+({words})"
+            r"ich\s+hei(?:ß|ss)e|mein\s+name\s+ist|mi\s+chiamo|il\s+mio\s+nome\s+[èe]|mijn\s+naam\s+is|",
+            r"ik\s+heet))[ \t]+({words})"
         ),
         words = NAME_WORDS
     ))
@@ -265,18 +266,24 @@ const GREETING: &str = concat!(
     r"ol[áa]|oi|bom\s+dia|boa\s+(?:tarde|noite)|bonjour|salut|halo|hai|hallo|guten\s+tag"
 );
 
-/// "Mike here" opening a message, after an optional greeting.
+/// "Mike here" or "Nora from Helix here" opening a message, after an
+/// optional greeting.
 static NAME_HERE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
         concat!(
             r"^\s*(?i:(?:{greeting})(?:\s+there)?[\s,!.]*)?",
             r"(\p{{Lu}}[\p{{L}}\p{{M}}'’\-]*(?:[ \t]+(?:(?:da|de|do|dos|das|del|van|von|der|la|le)[ \t]+)?",
-            r"\p{{Lu}}[\p{{L}}\p{{M}}'’\-]*){{0,2}})[ \t]+(?i:here)\b"
+            r"\p{{Lu}}[\p{{L}}\p{{M}}'’\-]*){{0,2}})",
+            r"(?:[ \t]+(?i:from)[ \t]+[^\n.!?,;:]{{1,40}}?)?[ \t]+(?i:here)\b"
         ),
         greeting = GREETING
     ))
     .expect("valid regex")
 });
+
+/// The first sentence of a message and its closing punctuation.
+static FIRST_SENTENCE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[^.!?\n]+[.!]").expect("valid regex"));
 
 /// A whole message that answers "what is your name?": the name alone, after
 /// an optional "yes" and an optional "it's", "this is", "a nombre de" ….
@@ -284,9 +291,22 @@ static NAME_ANSWER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
         concat!(
             r"^\s*(?i:(?:yes|yeah|yep|sure|ok|okay|s[ií]|sim|oui|ja)[\s,!.]*)?",
-            r"(?i:(?:it['’]?s|it\s+is|that['’]s|this\s+is|under|a\s+nombre\s+de|en\s+nombre\s+de|",
+            r"(?i:(?:it['’]?s|it\s+is|that['’]s|this\s+is|under|ask\s+for|name\s+is|a\s+nombre\s+de|en\s+nombre\s+de|",
             r"em\s+nome\s+de|atas\s+nama|c['’]est)[ \t]+)?",
             r"({words})[ \t]*[.!]?\s*$"
+        ),
+        words = NAME_WORDS
+    ))
+    .expect("valid regex")
+});
+
+/// A name alone on the line after a sign-off ("Thanks,\nGrace Liu").
+static NAME_SIGNATURE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(
+        concat!(
+            r"(?im)^[ \t]*(?:thanks|thank\s+you|many\s+thanks|regards|best\s+regards|kind\s+regards|",
+            r"best|cheers|sincerely|yours|saludos|gracias|atentamente|obrigad[oa]|atenciosamente|",
+            r"merci|cordialement|salam|terima\s+kasih)[ \t]*[,!.]?[ \t]*\r?\n[ \t]*({words})[ \t]*$"
         ),
         words = NAME_WORDS
     ))
@@ -327,7 +347,8 @@ const NOT_NAME_WORDS: &str = concat!(
     "some one two only again too quite pretty kind is am are was were be been do does did have ",
     "has had can could would should might must need want like please pls thanks thank ",
     "hello hi hey ok okay well sure re mr mrs ms miss dr sir madam hmm umm uh nope nah yep yeah ",
-    "perfect cool awesome alright fine ",
+    "perfect cool awesome alright fine cheers ta thx np noted right lovely brilliant excellent ",
+    "wonderful nice agreed deal absolutely exactly true booked confirmed ",
     // English states and activities
     "interested looking fine good great sorry afraid glad happy sad ready available unable able ",
     "trying having getting going writing calling contacting reaching wondering thinking planning ",
@@ -421,9 +442,10 @@ pub fn extract_facts(text: &str, fields: &FieldSet, default_region: Option<&str>
         .collect()
 }
 
-/// The name in a message that does nothing but answer a question for the
-/// customer's name ("It's Chloe", "Tariq Aziz", "A nombre de Pilar"): one to
-/// three capitalised words that are not common words, and nothing else. Only
+/// The name in a message, or in its first sentence, that does nothing but
+/// answer a question for the customer's name ("It's Chloe", "Tariq Aziz",
+/// "A nombre de Pilar", "Jim. And the number ends in 0168"): one to three
+/// capitalised words that are not common words, and nothing else. Only
 /// meaningful while enricher's own ask for the name is open; a bare
 /// capitalised word means a name only as the answer to that question.
 pub fn answer_to_name_ask(
@@ -432,7 +454,14 @@ pub fn answer_to_name_ask(
     default_region: Option<&str>,
 ) -> Option<Fact> {
     fields.get("name")?;
-    let words = NAME_ANSWER.captures(text)?.get(1)?.range();
+    // The whole reply, or its first sentence when more follows ("Jim. oh
+    // and the number ends in 0168").
+    let first_sentence = FIRST_SENTENCE.find(text).map_or(text, |m| &text[..m.end()]);
+    let words = NAME_ANSWER
+        .captures(text)
+        .or_else(|| NAME_ANSWER.captures(first_sentence))?
+        .get(1)?
+        .range();
     let name = take_name(text, words.clone(), true)?;
     if name.end != words.end {
         return None;
@@ -738,6 +767,16 @@ fn find_names(text: &str, fields: &FieldSet, region: Option<&str>, found: &mut V
     {
         push(name.start..whole.end(), name, found);
     }
+    for caps in NAME_SIGNATURE.captures_iter(text) {
+        let (Some(whole), Some(words)) = (caps.get(0), caps.get(1)) else {
+            continue;
+        };
+        if let Some(name) = take_name(text, words.range(), true)
+            && name.end == words.end()
+        {
+            push(whole.start()..name.end, name, found);
+        }
+    }
 }
 
 /// The name at the start of `words`: up to three words, with particles such
@@ -920,6 +959,12 @@ mod tests {
             ("A nombre de Pilar", "Pilar"),
             ("Atas nama Dewi", "Dewi"),
             ("Under Fitzgerald", "Fitzgerald"),
+            ("Ask for Victor", "Victor"),
+            (
+                "It's Dominic. I'll give my name but not my number",
+                "Dominic",
+            ),
+            ("Jim. oh and the number ends in 0168", "Jim"),
         ] {
             assert_eq!(answer(text).as_deref(), Some(name), "{text}");
         }
@@ -940,7 +985,10 @@ mod tests {
             "Who's asking?",
             "why do you need it",
             "john",
-            "It's Dominic. I'll give my name but not my number",
+            "Sounds good. See you then",
+            "Cheers. What time should I come?",
+            "Next Tuesday. Does that work?",
+            "Thanks! Booked.",
             "I Am Not Telling You",
             "SMITH",
         ] {
@@ -1303,6 +1351,19 @@ mod tests {
                 ("I'm Will", Some("Will")),
                 ("this is May Chen", Some("May Chen")),
                 ("My name is Sarah Connor Thanks", Some("Sarah Connor")),
+                ("Hey, Nora from Helix here. We're 200+", Some("Nora")),
+                (
+                    "Hi, Maria from accounts at Hopewell here — can you help?",
+                    Some("Maria"),
+                ),
+                (
+                    "I'd like the premium plan.\n\nThanks,\nGrace Liu\ngrace@example.com",
+                    Some("Grace Liu"),
+                ),
+                (
+                    "Please advise.\nKind regards,\nTom Baker",
+                    Some("Tom Baker"),
+                ),
             ],
         );
     }
@@ -1346,6 +1407,8 @@ mod tests {
                 ("Saya Dewi, mau tanya", Some("Dewi")),
                 ("Hallo, ich heiße Jürgen", Some("Jürgen")),
                 ("ich heisse Anna Müller", Some("Anna Müller")),
+                ("Ciao, mi chiamo Giulia Rossi.", Some("Giulia Rossi")),
+                ("Hallo, mijn naam is Sanne de Vries", Some("Sanne de Vries")),
             ],
         );
     }
@@ -1390,6 +1453,10 @@ mod tests {
             "This is Mike's account",
             "I'm J",
             "Ich bin Kunde",
+            "Thanks,\nthe whole team",
+            "Thanks,\nSent from my iPhone",
+            "The people from Acme here say it's broken",
+            "Thanks, Megan",
         ];
         for text in texts {
             assert_eq!(value_of(text, "name", None), None, "{text:?}");

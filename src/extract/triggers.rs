@@ -38,21 +38,36 @@ pub struct Fired<'a> {
 }
 
 impl Triggers {
-    /// Compiles the configured triggers; a keyword is matched literally.
+    /// Compiles the configured triggers; a keyword is matched literally, as
+    /// whole words, except in scripts written without spaces between words
+    /// (Thai, Japanese, Chinese …), where it is matched anywhere.
     pub fn new(configs: &[TriggerConfig]) -> Result<Triggers, regex::Error> {
         let triggers = configs
             .iter()
             .filter(|c| !c.keywords.is_empty())
             .map(|config| {
-                let alternatives: Vec<String> = config
+                let (unspaced, spaced): (Vec<&String>, Vec<&String>) = config
                     .keywords
                     .iter()
-                    .map(|k| regex::escape(k.trim()).replace(' ', r"\s+"))
-                    .collect();
-                let pattern = format!(
-                    r"(?iu)(?:^|[^\p{{L}}\p{{N}}])(?:{})(?:$|[^\p{{L}}\p{{N}}])",
-                    alternatives.join("|")
-                );
+                    .partition(|k| k.chars().any(is_unspaced_script));
+                let literal = |keywords: Vec<&String>| -> String {
+                    keywords
+                        .iter()
+                        .map(|k| regex::escape(k.trim()).replace(' ', r"\s+"))
+                        .collect::<Vec<_>>()
+                        .join("|")
+                };
+                let mut branches = Vec::new();
+                if !spaced.is_empty() {
+                    branches.push(format!(
+                        r"(?:^|[^\p{{L}}\p{{N}}])(?:{})(?:$|[^\p{{L}}\p{{N}}])",
+                        literal(spaced)
+                    ));
+                }
+                if !unspaced.is_empty() {
+                    branches.push(format!("(?:{})", literal(unspaced)));
+                }
+                let pattern = format!("(?iu){}", branches.join("|"));
                 Ok((config.clone(), Regex::new(&pattern)?))
             })
             .collect::<Result<_, regex::Error>>()?;
@@ -71,6 +86,20 @@ impl Triggers {
             })
             .collect()
     }
+}
+
+/// Whether `c` belongs to a script that does not separate words with spaces,
+/// so a keyword in it cannot be bounded by non-letters.
+fn is_unspaced_script(c: char) -> bool {
+    matches!(c,
+        '\u{0E00}'..='\u{0EFF}' // Thai, Lao
+        | '\u{1000}'..='\u{109F}' // Myanmar
+        | '\u{1780}'..='\u{17FF}' // Khmer
+        | '\u{3040}'..='\u{30FF}' // Hiragana, Katakana
+        | '\u{3400}'..='\u{4DBF}' // CJK extension A
+        | '\u{4E00}'..='\u{9FFF}' // CJK unified ideographs
+        | '\u{F900}'..='\u{FAFF}' // CJK compatibility ideographs
+    )
 }
 
 #[cfg(test)]
@@ -109,5 +138,23 @@ mod tests {
             "book inside facebook"
         );
         assert!(t.fired("hello there").is_empty());
+    }
+
+    #[test]
+    fn keywords_in_scripts_without_spaces_match_inside_words() {
+        let t = Triggers::new(&[TriggerConfig {
+            name: "booking".into(),
+            reason: "wants to book".into(),
+            fields: vec!["name".into()],
+            keywords: vec!["book".into(), "予約".into(), "จอง".into()],
+        }])
+        .expect("valid");
+        assert_eq!(t.fired("予約したいです")[0].name, "booking");
+        assert_eq!(t.fired("อยากจองห้องพักวันเสาร์นี้ครับ")[0].name, "booking");
+        assert!(
+            t.fired("my facebook page").is_empty(),
+            "spaced keywords stay whole words"
+        );
+        assert!(t.fired("こんにちは").is_empty());
     }
 }
