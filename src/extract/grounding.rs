@@ -214,9 +214,30 @@ pub(crate) fn match_loose_at(text: &str, start: usize, needle: &str) -> Option<u
     Some(hay.peek().map_or(text.len(), |(i, _)| start + i))
 }
 
+/// Whether `c` belongs to a script that does not separate words with spaces,
+/// so a keyword in it cannot be bounded by non-letters.
+pub(crate) fn is_unspaced_script(c: char) -> bool {
+    matches!(c,
+        '\u{0E00}'..='\u{0EFF}' // Thai, Lao
+        | '\u{1000}'..='\u{109F}' // Myanmar
+        | '\u{1780}'..='\u{17FF}' // Khmer
+        | '\u{3040}'..='\u{30FF}' // Hiragana, Katakana
+        | '\u{3400}'..='\u{4DBF}' // CJK extension A
+        | '\u{4E00}'..='\u{9FFF}' // CJK unified ideographs
+        | '\u{F900}'..='\u{FAFF}' // CJK compatibility ideographs
+    )
+}
+
+/// Whether a match that starts or ends with `c` must sit at a word edge.
+fn needs_word_edge(c: char) -> bool {
+    c.is_alphanumeric() && !is_unspaced_script(c)
+}
+
 /// Non-overlapping occurrences of `needle` in `text` as whole words: a match
 /// that starts (ends) with a letter or digit must not be preceded (followed)
-/// by one. Case and whitespace runs are ignored as in [`match_loose_at`].
+/// by one, except in scripts written without spaces (Thai, Japanese …),
+/// where words have no visible edges. Case and whitespace runs are ignored as
+/// in [`match_loose_at`].
 pub(crate) fn find_words_loose(text: &str, needle: &str) -> Vec<Range<usize>> {
     let needle = collapse_whitespace(needle);
     let (Some(first), Some(last)) = (needle.chars().next(), needle.chars().last()) else {
@@ -231,12 +252,12 @@ pub(crate) fn find_words_loose(text: &str, needle: &str) -> Vec<Range<usize>> {
         let Some(end) = match_loose_at(text, start, &needle) else {
             continue;
         };
-        let before_ok = !first.is_alphanumeric()
+        let before_ok = !needs_word_edge(first)
             || !text[..start]
                 .chars()
                 .next_back()
                 .is_some_and(char::is_alphanumeric);
-        let after_ok = !last.is_alphanumeric()
+        let after_ok = !needs_word_edge(last)
             || !text[end..]
                 .chars()
                 .next()
@@ -363,6 +384,10 @@ mod tests {
             ("name", "Maria José", "I'm Maria   José", true),
             ("name", "John", "my name is Mike", false),
             ("name", "John", "my name is Johnson", false),
+            // Thai and Japanese put no spaces around words.
+            ("name", "สมชาย", "ผมชื่อสมชายครับ", true),
+            ("name", "田中", "私の名前は田中です", true),
+            ("name", "สมหญิง", "ผมชื่อสมชายครับ", false),
             (
                 "company",
                 "Acme Corp",

@@ -300,6 +300,46 @@ static NAME_ANSWER: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
+/// Names in scripts written without spaces between words: Thai "ผมชื่อสมชายครับ"
+/// ("my name is Somchai"), Japanese "私の名前は田中です" and "山田と申します". The
+/// name is the shortest run of letters before a polite ending or a break;
+/// "ของผมชื่อ" ("the name of my …") names something else.
+static NAME_UNSPACED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(ของ[ \t]*)?(?:ผม|ดิฉัน|ฉัน|หนู|เรา|กระผม)ชื่อ(?:ว่า)?[ \t]*(\p{Thai}{2,20}?)(?:นะ)?(?:ครับ|ค่ะ|คะ|จ้ะ|จ้า|[ \t,.!?]|$)|",
+        r"(?:私|わたし|僕|ぼく|俺)の名前は[ \t]*([\p{Han}\p{Katakana}\p{Hiragana}ー]{1,10}?)(?:です|と申します|といいます|[。、！!]|$)|",
+        r"([\p{Han}\p{Katakana}ー]{1,10}?)(?:と申します|といいます)"
+    ))
+    .expect("valid regex")
+});
+
+/// A Japanese reply that is only a name with a polite ending ("佐藤です"), as
+/// the answer to enricher's question for the name.
+static NAME_ANSWER_JAPANESE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\s*([\p{Han}\p{Katakana}ー]{1,10}?)(?:です|と申します|といいます)[。.!！]?\s*$")
+        .expect("valid regex")
+});
+
+/// Japanese words that end "…です" in a reply without being a name.
+const NOT_JAPANESE_NAMES: [&str; 16] = [
+    "大丈夫",
+    "結構",
+    "以上",
+    "了解",
+    "本当",
+    "無理",
+    "不要",
+    "必要",
+    "未定",
+    "秘密",
+    "内緒",
+    "匿名",
+    "今日",
+    "明日",
+    "午前",
+    "午後",
+];
+
 /// A name alone on the line after a sign-off ("Thanks,\nGrace Liu").
 static NAME_SIGNATURE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
@@ -454,6 +494,18 @@ pub fn answer_to_name_ask(
     default_region: Option<&str>,
 ) -> Option<Fact> {
     fields.get("name")?;
+    if let Some(name) = NAME_ANSWER_JAPANESE.captures(text).and_then(|c| c.get(1))
+        && !NOT_JAPANESE_NAMES.contains(&name.as_str())
+    {
+        let value = fields
+            .normalize("name", name.as_str(), default_region)
+            .ok()?;
+        return Some(Fact {
+            field: "name".to_owned(),
+            value,
+            quote: name.as_str().to_owned(),
+        });
+    }
     // The whole reply, or its first sentence when more follows ("Jim. oh
     // and the number ends in 0168").
     let first_sentence = FIRST_SENTENCE.find(text).map_or(text, |m| &text[..m.end()]);
@@ -767,6 +819,17 @@ fn find_names(text: &str, fields: &FieldSet, region: Option<&str>, found: &mut V
     {
         push(name.start..whole.end(), name, found);
     }
+    for caps in NAME_UNSPACED.captures_iter(text) {
+        let Some(whole) = caps.get(0) else {
+            continue;
+        };
+        if caps.get(1).is_some() {
+            continue;
+        }
+        if let Some(name) = caps.iter().skip(2).flatten().next() {
+            push(whole.range(), name.range(), found);
+        }
+    }
     for caps in NAME_SIGNATURE.captures_iter(text) {
         let (Some(whole), Some(words)) = (caps.get(0), caps.get(1)) else {
             continue;
@@ -965,6 +1028,7 @@ mod tests {
                 "Dominic",
             ),
             ("Jim. oh and the number ends in 0168", "Jim"),
+            ("佐藤です", "佐藤"),
         ] {
             assert_eq!(answer(text).as_deref(), Some(name), "{text}");
         }
@@ -989,6 +1053,8 @@ mod tests {
             "Cheers. What time should I come?",
             "Next Tuesday. Does that work?",
             "Thanks! Booked.",
+            "大丈夫です",
+            "予約をお願いしたいです",
             "I Am Not Telling You",
             "SMITH",
         ] {
@@ -1409,6 +1475,10 @@ mod tests {
                 ("ich heisse Anna Müller", Some("Anna Müller")),
                 ("Ciao, mi chiamo Giulia Rossi.", Some("Giulia Rossi")),
                 ("Hallo, mijn naam is Sanne de Vries", Some("Sanne de Vries")),
+                ("สวัสดีครับ ผมชื่อสมชายครับ", Some("สมชาย")),
+                ("ดิฉันชื่อนิดา ช่วยส่งโบรชัวร์ให้หน่อยค่ะ", Some("นิดา")),
+                ("こんにちは、私の名前は田中です。", Some("田中")),
+                ("はじめまして、山田と申します。", Some("山田")),
             ],
         );
     }
@@ -1457,6 +1527,8 @@ mod tests {
             "Thanks,\nSent from my iPhone",
             "The people from Acme here say it's broken",
             "Thanks, Megan",
+            "ชื่อบริษัทคืออะไรครับ",
+            "บริษัทของผมชื่อยาวมาก",
         ];
         for text in texts {
             assert_eq!(value_of(text, "name", None), None, "{text:?}");

@@ -7,6 +7,8 @@
 use regex::Regex;
 use serde::Deserialize;
 
+use super::grounding::is_unspaced_script;
+
 /// One trigger as configured under `[[asks.triggers]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TriggerConfig {
@@ -86,20 +88,6 @@ impl Triggers {
             })
             .collect()
     }
-}
-
-/// Whether `c` belongs to a script that does not separate words with spaces,
-/// so a keyword in it cannot be bounded by non-letters.
-fn is_unspaced_script(c: char) -> bool {
-    matches!(c,
-        '\u{0E00}'..='\u{0EFF}' // Thai, Lao
-        | '\u{1000}'..='\u{109F}' // Myanmar
-        | '\u{1780}'..='\u{17FF}' // Khmer
-        | '\u{3040}'..='\u{30FF}' // Hiragana, Katakana
-        | '\u{3400}'..='\u{4DBF}' // CJK extension A
-        | '\u{4E00}'..='\u{9FFF}' // CJK unified ideographs
-        | '\u{F900}'..='\u{FAFF}' // CJK compatibility ideographs
-    )
 }
 
 #[cfg(test)]
