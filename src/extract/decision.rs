@@ -258,6 +258,13 @@ pub fn pattern_stage(ctx: &TurnContext<'_>) -> PatternStage {
     {
         facts.push(fact);
     }
+    // A known name may be corrected ("sorry, autocorrect — it's Stefan").
+    if ctx.known.contains_key("name")
+        && !facts.iter().any(|f| f.field == "name")
+        && let Some(fact) = patterns::corrected_name(ctx.text, ctx.fields, ctx.default_region)
+    {
+        facts.push(fact);
+    }
     PatternStage { facts, declined }
 }
 
@@ -747,6 +754,37 @@ mod tests {
         // An answered ask no longer makes bare words a name.
         world.asks.asks[0].pending = false;
         assert_eq!(facts(&world, "Harriet Cole"), vec![]);
+    }
+
+    #[test]
+    fn a_corrected_name_replaces_a_known_one_only_when_one_is_known() {
+        let mut world = World::new();
+        let text = "sorry, autocorrect — it's Stefan Clark. Leaking pipe under the sink";
+        assert!(pattern_stage(&world.ctx(text)).facts.is_empty());
+        world.known.insert(
+            "name".into(),
+            Known {
+                value: "Stephen Clark".into(),
+                source: Source::Customer,
+            },
+        );
+        let decided = world.offline(text);
+        let names: Vec<&str> = decided
+            .facts
+            .iter()
+            .filter(|f| f.field == "name")
+            .map(|f| f.value.as_str())
+            .collect();
+        assert_eq!(names, ["Stefan Clark"]);
+        // An agent's value stays.
+        world.known.insert(
+            "name".into(),
+            Known {
+                value: "Stephen Clark".into(),
+                source: Source::Agent,
+            },
+        );
+        assert!(world.offline(text).facts.iter().all(|f| f.field != "name"));
     }
 
     #[test]

@@ -238,27 +238,26 @@ static YEAR: LazyLock<Regex> =
 
 const NAME_WORDS: &str = r"[\p{L}\p{M}'’\-]+(?:[ \t]+[\p{L}\p{M}'’\-]+){0,7}";
 
+/// Compiles a name pattern, with `{words}` standing for [`NAME_WORDS`].
+fn name_regex(pattern: &str) -> Regex {
+    Regex::new(&pattern.replace("{words}", NAME_WORDS)).expect("valid regex")
+}
+
 /// Phrases after which a name follows, written in any case.
 static NAME_STRONG: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
-        concat!(
-            r"(?i:\b(?:my\s+name\s+is|my\s+name['’]s|name['’]s|me\s+llamo|mi\s+nombre\s+es|",
-            r"meu\s+nome\s+[ée]|me\s+chamo|je\s+m['’]appelle|mon\s+nom\s+est|nama\s+saya(?:\s+adalah)?|",
-            r"ich\s+hei(?:ß|ss)e|mein\s+name\s+ist|mi\s+chiamo|il\s+mio\s+nome\s+[èe]|mijn\s+naam\s+is|",
-            r"ik\s+heet))[ \t]+({words})"
-        ),
-        words = NAME_WORDS
+    name_regex(concat!(
+        r"(?i:\b(?:my\s+name\s+is|my\s+name['’]s|name['’]s|me\s+llamo|mi\s+nombre\s+es|",
+        r"meu\s+nome\s+[ée]|me\s+chamo|je\s+m['’]appelle|mon\s+nom\s+est|nama\s+saya(?:\s+adalah)?|",
+        r"ich\s+hei(?:ß|ss)e|mein\s+name\s+ist|mi\s+chiamo|il\s+mio\s+nome\s+[èe]|mijn\s+naam\s+is|",
+        r"ik\s+heet))[ \t]+({words})"
     ))
-    .expect("valid regex")
 });
 
 /// Phrases after which a name follows only when it is capitalised.
 static NAME_WEAK: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
+    name_regex(
         r"(?i:\b(i['’]m|i\s+am|this\s+is|call\s+me|soy|sou(?:\s+(?:o|a))?|saya))[ \t]+({words})",
-        words = NAME_WORDS
-    ))
-    .expect("valid regex")
+    )
 });
 
 const GREETING: &str = concat!(
@@ -288,16 +287,12 @@ static FIRST_SENTENCE: LazyLock<Regex> =
 /// A whole message that answers "what is your name?": the name alone, after
 /// an optional "yes" and an optional "it's", "this is", "a nombre de" ….
 static NAME_ANSWER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
-        concat!(
-            r"^\s*(?i:(?:yes|yeah|yep|sure|ok|okay|s[ií]|sim|oui|ja)[\s,!.]*)?",
-            r"(?i:(?:it['’]?s|it\s+is|that['’]s|this\s+is|under|ask\s+for|name\s+is|a\s+nombre\s+de|en\s+nombre\s+de|",
-            r"em\s+nome\s+de|atas\s+nama|c['’]est)[ \t]+)?",
-            r"({words})[ \t]*[.!]?\s*$"
-        ),
-        words = NAME_WORDS
+    name_regex(concat!(
+        r"^\s*(?i:(?:yes|yeah|yep|sure|ok|okay|s[ií]|sim|oui|ja)[\s,!.]*)?",
+        r"(?i:(?:it['’]?s|it\s+is|that['’]s|this\s+is|under|ask\s+for|name\s+is|a\s+nombre\s+de|en\s+nombre\s+de|",
+        r"em\s+nome\s+de|atas\s+nama|c['’]est)[ \t]+)?",
+        r"({words})[ \t]*[.!]?\s*$"
     ))
-    .expect("valid regex")
 });
 
 /// Names in scripts written without spaces between words: Thai "ผมชื่อสมชายครับ"
@@ -340,17 +335,27 @@ const NOT_JAPANESE_NAMES: [&str; 16] = [
     "午後",
 ];
 
+/// "Sofia Reyes <sofia@example.com>" opening a message: an address with its
+/// display name, as mail programs write it.
+static NAME_BEFORE_ADDRESS: LazyLock<Regex> =
+    LazyLock::new(|| name_regex(r"^\s*({words})[ \t]*<[^<>@\s]+@[^<>\s]+>"));
+
+/// A name given again as a correction ("sorry, autocorrect — it's Stefan
+/// Clark", "actually it's Jon"): read only when a name is already known.
+static NAME_CORRECTION: LazyLock<Regex> = LazyLock::new(|| {
+    name_regex(concat!(
+        r"(?i:\b(?:sorry|autocorrect|auto-correct|typo|i\s+meant|correction|actually)\b",
+        r"[^.!?\n]{0,30}?\b(?:it['’]?s|it\s+is|that['’]s|i['’]m|i\s+am))[ \t]+({words})"
+    ))
+});
+
 /// A name alone on the line after a sign-off ("Thanks,\nGrace Liu").
 static NAME_SIGNATURE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(&format!(
-        concat!(
-            r"(?im)^[ \t]*(?:thanks|thank\s+you|many\s+thanks|regards|best\s+regards|kind\s+regards|",
-            r"best|cheers|sincerely|yours|saludos|gracias|atentamente|obrigad[oa]|atenciosamente|",
-            r"merci|cordialement|salam|terima\s+kasih)[ \t]*[,!.]?[ \t]*\r?\n[ \t]*({words})[ \t]*$"
-        ),
-        words = NAME_WORDS
+    name_regex(concat!(
+        r"(?im)^[ \t]*(?:thanks|thank\s+you|many\s+thanks|regards|best\s+regards|kind\s+regards|",
+        r"best|cheers|sincerely|yours|saludos|gracias|atentamente|obrigad[oa]|atenciosamente|",
+        r"merci|cordialement|salam|terima\s+kasih)[ \t]*[,!.]?[ \t]*\r?\n[ \t]*({words})[ \t]*$"
     ))
-    .expect("valid regex")
 });
 
 /// Text before "this is" when it opens a message or sentence.
@@ -497,14 +502,7 @@ pub fn answer_to_name_ask(
     if let Some(name) = NAME_ANSWER_JAPANESE.captures(text).and_then(|c| c.get(1))
         && !NOT_JAPANESE_NAMES.contains(&name.as_str())
     {
-        let value = fields
-            .normalize("name", name.as_str(), default_region)
-            .ok()?;
-        return Some(Fact {
-            field: "name".to_owned(),
-            value,
-            quote: name.as_str().to_owned(),
-        });
+        return name_fact(fields, name.as_str(), name.as_str(), default_region);
     }
     // The whole reply, or its first sentence when more follows ("Jim. oh
     // and the number ends in 0168").
@@ -518,14 +516,37 @@ pub fn answer_to_name_ask(
     if name.end != words.end {
         return None;
     }
-    let value = fields
-        .normalize("name", &text[name.clone()], default_region)
-        .ok()?;
+    name_fact(fields, &text[name.clone()], &text[name], default_region)
+}
+
+/// The name fact for `name` as stated in `quote`, when the value normalises.
+fn name_fact(
+    fields: &FieldSet,
+    name: &str,
+    quote: &str,
+    default_region: Option<&str>,
+) -> Option<Fact> {
+    let value = fields.normalize("name", name, default_region).ok()?;
     Some(Fact {
         field: "name".to_owned(),
         value,
-        quote: text[name].to_owned(),
+        quote: quote.to_owned(),
     })
+}
+
+/// The name in a correction of the customer's name ("sorry, autocorrect —
+/// it's Stefan Clark"). Only meaningful while a name is already known: without
+/// one there is nothing to correct.
+pub fn corrected_name(text: &str, fields: &FieldSet, default_region: Option<&str>) -> Option<Fact> {
+    fields.get("name")?;
+    let caps = NAME_CORRECTION.captures(text)?;
+    let words = caps.get(1)?.range();
+    let name = take_name(text, words, true)?;
+    if about_someone_else(text, name.start) || RELATION_AFTER.is_match(&text[name.end..]) {
+        return None;
+    }
+    let quote = &text[caps.get(0)?.start()..name.end];
+    name_fact(fields, &text[name], quote, default_region)
 }
 
 /// Start of the sentence that contains byte `pos`: just after the last
@@ -830,6 +851,13 @@ fn find_names(text: &str, fields: &FieldSet, region: Option<&str>, found: &mut V
             push(whole.range(), name.range(), found);
         }
     }
+    if let Some(caps) = NAME_BEFORE_ADDRESS.captures(text)
+        && let (Some(whole), Some(words)) = (caps.get(0), caps.get(1))
+        && let Some(name) = take_name(text, words.range(), true)
+        && name.end == words.end()
+    {
+        push(name.start..whole.end(), name, found);
+    }
     for caps in NAME_SIGNATURE.captures_iter(text) {
         let (Some(whole), Some(words)) = (caps.get(0), caps.get(1)) else {
             continue;
@@ -1034,6 +1062,28 @@ mod tests {
         }
         let quote = answer_to_name_ask("It's Chloe", &fields, None).map(|f| f.quote);
         assert_eq!(quote.as_deref(), Some("Chloe"));
+    }
+
+    #[test]
+    fn a_correction_gives_the_corrected_name() {
+        let fields = fields();
+        let corrected = |text: &str| corrected_name(text, &fields, None).map(|f| f.value);
+        assert_eq!(
+            corrected("sorry, autocorrect — it's Stefan Clark. Leaking pipe").as_deref(),
+            Some("Stefan Clark")
+        );
+        assert_eq!(
+            corrected("Actually it's Jon, not John").as_deref(),
+            Some("Jon")
+        );
+        for text in [
+            "sorry, it's Tuesday I meant",
+            "sorry, it's broken again",
+            "Actually it's my wife Anna who called",
+            "It's Stefan",
+        ] {
+            assert_eq!(corrected(text), None, "{text}");
+        }
     }
 
     #[test]
@@ -1429,6 +1479,10 @@ mod tests {
                 (
                     "Please advise.\nKind regards,\nTom Baker",
                     Some("Tom Baker"),
+                ),
+                (
+                    "Sofia Reyes <sofia.r@domain.io> - following up on my demo",
+                    Some("Sofia Reyes"),
                 ),
             ],
         );
