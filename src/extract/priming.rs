@@ -8,10 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use super::decision::{self, AskState, Proposal, ProposedAsk, ProposedFact, TurnContext};
+use super::decision::{
+    self, AskState, Known, PastAsk, Proposal, ProposedAsk, ProposedFact, TurnContext,
+};
 use super::triggers::Triggers;
 use crate::fields::FieldSet;
-use crate::policy::AskPolicy;
+use crate::policy::{AskPolicy, Source};
 
 /// Customer messages that between them reach every pattern family: names in
 /// English, Spanish and Portuguese, emails, phone numbers, refusals, dates,
@@ -24,12 +26,51 @@ const SAMPLE_MESSAGES: [&str; 5] = [
     "no thanks, call me at (415) 555-0101 about my order, I'm a returning customer",
 ];
 
+/// Replies read only in a conversation's later state: answers to an open
+/// name ask and corrections of a known name.
+const LATER_REPLIES: [&str; 3] = [
+    "Jim. oh and the number ends in 0168",
+    "佐藤です",
+    "sorry, autocorrect — it's Stefan Clark",
+];
+
 /// Runs the whole decision on the sample messages with `fields`, once with
 /// and once without a default phone region, including a proposal with facts
-/// and an ask so the grounding checks run too.
+/// and an ask so the grounding checks run too; then the later replies with
+/// a name known and the ask for it open.
 pub fn prime(fields: &FieldSet, policy: &AskPolicy, triggers: &Triggers) {
     let known = BTreeMap::new();
     let asks = AskState::default();
+    let name_known = BTreeMap::from([(
+        "name".to_owned(),
+        Known {
+            value: "Ana".to_owned(),
+            source: Source::Customer,
+        },
+    )]);
+    let name_asked = AskState {
+        asks: vec![PastAsk {
+            field: "name".to_owned(),
+            customer_turn: 1,
+            pending: true,
+        }],
+        ..AskState::default()
+    };
+    for (text, known, asks) in LATER_REPLIES
+        .iter()
+        .flat_map(|text| [(text, &name_known, &asks), (text, &known, &name_asked)])
+    {
+        let ctx = TurnContext {
+            fields,
+            default_region: None,
+            text,
+            known,
+            asks,
+            policy,
+            triggers,
+        };
+        decision::pattern_stage(&ctx);
+    }
     for region in [None, Some("US")] {
         for text in SAMPLE_MESSAGES {
             let ctx = TurnContext {
@@ -94,6 +135,15 @@ mod tests {
                 "no sample message yields {field}: {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_later_replies_reach_the_answer_and_correction_patterns() {
+        use crate::extract::patterns::{answer_to_name_ask, corrected_name};
+        let fields = FieldSet::new(Vec::new(), &[]).expect("built-in fields");
+        assert!(answer_to_name_ask(LATER_REPLIES[0], &fields, None).is_some());
+        assert!(answer_to_name_ask(LATER_REPLIES[1], &fields, None).is_some());
+        assert!(corrected_name(LATER_REPLIES[2], &fields, None).is_some());
     }
 
     #[test]
