@@ -215,7 +215,8 @@ pub(crate) fn match_loose_at(text: &str, start: usize, needle: &str) -> Option<u
 }
 
 /// Whether `c` belongs to a script that does not separate words with spaces,
-/// so a keyword in it cannot be bounded by non-letters.
+/// where a word has no visible edge to match against (trigger keywords and
+/// grounded values in it are found inside longer runs of letters).
 pub(crate) fn is_unspaced_script(c: char) -> bool {
     matches!(c,
         '\u{0E00}'..='\u{0EFF}' // Thai, Lao
