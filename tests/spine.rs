@@ -564,6 +564,154 @@ async fn warming_a_connection_runs_the_hot_statements_and_stores_nothing() {
     }
 }
 
+/// Sequential scans so far of the tables the message path reads by key, as
+/// Postgres's statistics count them once this connection's are flushed.
+async fn sequential_scans(conn: &mut sqlx::PgConnection) -> Vec<(String, i64)> {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .expect("flush request");
+    // The flush happens when the backend goes idle after a statement.
+    sqlx::query("SELECT 1")
+        .execute(&mut *conn)
+        .await
+        .expect("idle");
+    sqlx::query_as(
+        "SELECT relname::text, coalesce(seq_scan, 0) FROM pg_stat_user_tables
+          WHERE schemaname = 'enrich'
+            AND relname IN ('workspaces', 'processed_events', 'customers', 'identities', 'conversations',
+                            'messages', 'customer_fields', 'declined_fields', 'asks')
+          ORDER BY relname",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .expect("scan counts")
+}
+
+/// Takes statistics while the tables are empty, as autovacuum leaves a new
+/// deployment after a quiet start or a database that was emptied.
+async fn analyze_empty_tables(conn: &mut sqlx::PgConnection) {
+    sqlx::query(
+        "ANALYZE enrich.workspaces, enrich.processed_events, enrich.customers, enrich.identities,
+                 enrich.conversations, enrich.messages, enrich.customer_fields, enrich.declined_fields,
+                 enrich.asks, enrich.llm_calls",
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("analyze");
+}
+
+/// Records 48 messages over 4 conversations (customer and bot by turns) on
+/// `conn`: enough calls per statement for Postgres to settle on the plans it
+/// keeps, while the tables are still tiny. Returns the workspace and the
+/// stored customer messages.
+async fn record_small_conversations(
+    conn: &mut sqlx::PgConnection,
+    await_model: bool,
+) -> (String, Vec<enricher::store::chat::StoredMessage>) {
+    use enricher::event::{Event, EventBody, Limits};
+    use enricher::store::chat::{Recorded, WorkspaceDefaults, record_message};
+    let ws = unique("ws");
+    let mut customer_messages = Vec::new();
+    for m in 0..12 {
+        for c in 0..4 {
+            let sender = if m % 2 == 0 { "customer" } else { "bot" };
+            let body = chat(
+                &ws,
+                &format!("k-{c}-{m}"),
+                &format!("c-{c}"),
+                &format!("u-{c}"),
+                sender,
+                "hello",
+            );
+            let bytes = serde_json::to_vec(&body).expect("json");
+            let event = Event::decode(&bytes, Limits::default()).expect("valid event");
+            let EventBody::ChatMessage(message) = &event.body else {
+                panic!("not a chat message");
+            };
+            let defaults = WorkspaceDefaults {
+                enrichment: true,
+                default_region: Some("US"),
+            };
+            let recorded =
+                record_message(&mut *conn, &event.envelope, message, defaults, await_model)
+                    .await
+                    .expect("record");
+            if let (Recorded::Stored(stored), "customer") = (recorded, sender) {
+                customer_messages.push(stored);
+            }
+        }
+    }
+    (ws, customer_messages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recording_reads_every_row_by_its_key_even_when_the_statistics_saw_empty_tables() {
+    let app = TestApp::new().await;
+    let mut conn = app.pool.acquire().await.expect("connection");
+    analyze_empty_tables(&mut conn).await;
+    let before = sequential_scans(&mut conn).await;
+    record_small_conversations(&mut conn, false).await;
+    let after = sequential_scans(&mut conn).await;
+    assert_eq!(after.len(), 9, "every table is counted: {after:?}");
+    assert_eq!(
+        after, before,
+        "recording messages scanned whole tables instead of using their keys"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_model_stage_reads_every_row_by_its_key_even_when_the_statistics_saw_empty_tables() {
+    use enricher::store::llm_calls::{Accounting, CallRow, record_for_pending_message};
+    use enricher::store::warm_up::HotPath;
+    let app = TestApp::new().await;
+    let mut conn = app.pool.acquire().await.expect("connection");
+    analyze_empty_tables(&mut conn).await;
+    let (ws, messages) = record_small_conversations(&mut conn, true).await;
+    drop(conn);
+    // A connection of the model stage's pool, as the worker opens it.
+    let settings = app.settings();
+    let stage_pool =
+        enricher::store::connect_with_size(&settings.postgres, 1, 1, Some(HotPath::ModelStage))
+            .await
+            .expect("model stage pool");
+    let mut conn = stage_pool.acquire().await.expect("connection");
+    let before = sequential_scans(&mut conn).await;
+    for stored in &messages {
+        let inputs = enricher::store::asks::load_model_inputs(
+            &mut *conn,
+            stored.message_id,
+            stored.conversation_id,
+            stored.customer_turn.max(0) as u32,
+        )
+        .await
+        .expect("inputs")
+        .expect("the message exists");
+        assert_eq!(inputs.ai_status.as_deref(), Some("pending"));
+        let row = CallRow {
+            workspace_id: &ws,
+            conversation_id: stored.conversation_id,
+            customer_id: stored.customer_id,
+            message_id: Some(stored.message_id),
+            purpose: "enrich",
+            outcome: "ok",
+            rejections: Default::default(),
+            timing: None,
+        };
+        let finished =
+            record_for_pending_message(&mut conn, &row, &Accounting::unsent("m", "v"), "done")
+                .await
+                .expect("outcome");
+        assert!(finished, "the pending message was finished");
+    }
+    let after = sequential_scans(&mut conn).await;
+    assert_eq!(messages.len(), 24);
+    assert_eq!(
+        after, before,
+        "the model stage scanned whole tables instead of using their keys"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_booking_in_thai_text_without_spaces_asks_for_the_name() {
     let app = TestApp::new().await;

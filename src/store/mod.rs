@@ -84,8 +84,9 @@ pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error>
 /// of them open from the start. A new connection costs a password exchange
 /// (several milliseconds of CPU on both sides), which the worker pays at
 /// start-up rather than in the latency of the first events. With a
-/// `hot_path`, every new connection runs that path's statements once before
-/// it is handed out (see [`warm_up`]).
+/// `hot_path`, every new connection starts with that path's run-time
+/// parameters and runs its statements once before it is handed out (see
+/// [`warm_up`]).
 ///
 /// Idle connections are not pinged before use: that ping is a round trip on
 /// every acquire, in the latency of every event. A connection that died
@@ -98,7 +99,12 @@ pub async fn connect_with_size(
     warm: u32,
     hot_path: Option<warm_up::HotPath>,
 ) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = settings.url.expose_secret().parse()?;
+    let mut options: PgConnectOptions = settings.url.expose_secret().parse()?;
+    if let Some(path) = hot_path
+        && !path.session_parameters().is_empty()
+    {
+        options = options.options(path.session_parameters().iter().copied());
+    }
     let size = size.max(1);
     let mut pool = PgPoolOptions::new()
         .max_connections(size)

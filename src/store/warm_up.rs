@@ -30,6 +30,28 @@ pub enum HotPath {
     ModelStage,
 }
 
+impl HotPath {
+    /// Run-time parameters every connection of the path's pool starts with.
+    ///
+    /// The model stage's pool runs nothing but the stage's statements, and
+    /// each of them reads or updates rows by an indexed key (the message,
+    /// its conversation, its customer). sqlx prepares them once per
+    /// connection and Postgres soon settles on one plan for each, costed
+    /// from the tables' sizes at that moment: on a new or emptied database
+    /// that plan was a sequential scan of `messages` per model call, kept
+    /// while the table grew. With sequential scans priced out, every lookup
+    /// uses its index from the first call. The lanes' pool also serves the
+    /// sweepers, whose scans may need a sequential plan, so the lanes get
+    /// the same setting through `record_chat_message` itself (migration
+    /// 0013) instead.
+    pub fn session_parameters(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            HotPath::Lanes => &[],
+            HotPath::ModelStage => &[("enable_seqscan", "off")],
+        }
+    }
+}
+
 /// The prefix of the workspace the rolled-back statements use; each
 /// connection names its own, so connections opened together never wait on
 /// each other's uncommitted rows.
