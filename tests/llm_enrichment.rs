@@ -708,3 +708,81 @@ async fn a_message_is_finished_once_whoever_else_races_for_it() {
     assert_eq!(outcomes(&app).await.len(), 2);
     assert_eq!(status().await, "failed");
 }
+
+/// The model stage does not wait for the flush of a call that changed
+/// nothing but the message's status; a crash can lose that commit. The
+/// message is then still pending, and the next worker enriches it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_whose_outcome_was_lost_is_enriched_again_at_start_up() {
+    let model = FakeModel::start(|_, _| nothing()).await;
+    let app = app_with_model(&model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(
+        &ws,
+        "m1",
+        "c1",
+        "u1",
+        "customer",
+        "what are your opening hours?",
+    )])
+    .await;
+    settle(&app, 1).await;
+    worker.stop().await;
+    assert_eq!(outcomes(&app).await, vec!["ok"]);
+    assert_eq!(model.calls(), 1);
+    // What the database holds after losing the stage's commit: the message
+    // as the lane stored it, no call recorded.
+    sqlx::query("DELETE FROM enrich.llm_calls")
+        .execute(&app.pool)
+        .await
+        .expect("lose the call");
+    sqlx::query("UPDATE enrich.messages SET ai_status = 'pending' WHERE event_id = 'm1'")
+        .execute(&app.pool)
+        .await
+        .expect("lose the status");
+    let worker = app.start_worker().await;
+    settle(&app, 1).await;
+    assert_eq!(outcomes(&app).await, vec!["ok"]);
+    assert_eq!(model.calls(), 2, "the lost outcome was asked for again");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_model_stage_waits_for_the_flush_only_of_commits_that_change_the_profile() {
+    use enricher::store::warm_up::HotPath;
+    use enricher::worker::ai::DURABLE_TRANSACTION;
+    let app = TestApp::new().await;
+    let settings = app.settings();
+    let stage_pool =
+        enricher::store::connect_with_size(&settings.postgres, 1, 1, Some(HotPath::ModelStage))
+            .await
+            .expect("model stage pool");
+    let setting = "SELECT current_setting('synchronous_commit')";
+    let plain: String = sqlx::query_scalar(setting)
+        .fetch_one(&stage_pool)
+        .await
+        .expect("setting");
+    assert_eq!(plain, "off");
+    let mut tx = stage_pool
+        .begin_with(DURABLE_TRANSACTION)
+        .await
+        .expect("durable transaction");
+    let durable: String = sqlx::query_scalar(setting)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("setting");
+    assert_eq!(durable, "on");
+    tx.rollback().await.expect("rollback");
+    let lanes = enricher::store::connect_with_size(&settings.postgres, 1, 1, Some(HotPath::Lanes))
+        .await
+        .expect("lanes pool");
+    let lane: String = sqlx::query_scalar(setting)
+        .fetch_one(&lanes)
+        .await
+        .expect("setting");
+    assert_eq!(
+        lane, "on",
+        "the lanes' commits allow the ack and must be durable"
+    );
+}

@@ -44,10 +44,23 @@ impl HotPath {
     /// sweepers, whose scans may need a sequential plan, so the lanes get
     /// the same setting through `record_chat_message` itself (migration
     /// 0013) instead.
+    ///
+    /// The stage's commits do not wait for their WAL flush
+    /// (`synchronous_commit = off`), except the transactions that write
+    /// facts, declines, asks or merges, which open with
+    /// [`crate::worker::ai::DURABLE_TRANSACTION`]. What is left is the
+    /// outcome of a call that changed nothing but the message's status and
+    /// the call's accounting row. A crash of Postgres or of the machine can
+    /// lose the last fraction of a second of those; the message is then
+    /// still `pending`, as its own durable commit left it, and the next
+    /// worker start enriches it again. Nothing the bot or a dashboard saw
+    /// depended on the lost commit, and every commit after it (each chat
+    /// message's, for one) flushes it anyway. The lanes always wait: their
+    /// commit is what allows the broker's ack.
     pub fn session_parameters(self) -> &'static [(&'static str, &'static str)] {
         match self {
             HotPath::Lanes => &[],
-            HotPath::ModelStage => &[("enable_seqscan", "off")],
+            HotPath::ModelStage => &[("enable_seqscan", "off"), ("synchronous_commit", "off")],
         }
     }
 }

@@ -45,6 +45,10 @@ pub struct ModelStage {
 
 const IDLE: Duration = Duration::from_secs(30);
 
+/// Opens a transaction whose commit waits for its WAL flush, whatever the
+/// connection's default (the stage's connections do not wait).
+pub const DURABLE_TRANSACTION: &str = "BEGIN; SET LOCAL synchronous_commit = on";
+
 /// A message left for the model: workspace, event id, conversation, its id,
 /// customer, message id, customer turn, text.
 type PendingRow = (String, String, String, i64, Uuid, i64, Option<i32>, String);
@@ -360,12 +364,19 @@ impl ModelStage {
         let mut effects = Effects::default();
         let finished = if decided.writes_nothing() {
             // Only the call's row and the message's status: one statement
-            // that commits on its own, with no transaction around it.
+            // that commits on its own, with no transaction around it, and
+            // without waiting for its flush (see `HotPath::ModelStage`).
             let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
             self.record_outcome(&mut conn, job, decided, call, timing, &mut effects)
                 .await?
         } else {
-            let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+            // Facts, declines, asks and merges are announced once committed,
+            // so this commit waits until it is durable.
+            let mut tx = self
+                .pool
+                .begin_with(DURABLE_TRANSACTION)
+                .await
+                .map_err(StoreError::from)?;
             let finished = self
                 .record_outcome(&mut tx, job, decided, call, timing, &mut effects)
                 .await?;
