@@ -644,23 +644,23 @@ async fn a_one_connection_model_stage_still_enriches_concurrent_conversations() 
     worker.stop().await;
 }
 
+/// Starts a worker on `model`, has it enrich one customer message with
+/// `text` (event `m1`), and stops it again; returns the app and the workspace.
+async fn enrich_one_message_then_stop(model: &FakeModel, text: &str) -> (TestApp, String) {
+    let app = app_with_model(model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", text)])
+        .await;
+    settle(&app, 1).await;
+    worker.stop().await;
+    (app, ws)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_is_finished_once_whoever_else_races_for_it() {
     let model = FakeModel::start(|_, _| nothing()).await;
-    let app = app_with_model(&model).await;
-    let worker = app.start_worker().await;
-    let ws = unique("ws");
-    app.publish(&[chat(
-        &ws,
-        "m1",
-        "c1",
-        "u1",
-        "customer",
-        "hi, please send me the brochure",
-    )])
-    .await;
-    settle(&app, 1).await;
-    worker.stop().await;
+    let (app, ws) = enrich_one_message_then_stop(&model, "hi, please send me the brochure").await;
     assert_eq!(outcomes(&app).await.len(), 1);
     let (message_id, conversation_id, customer_id): (i64, i64, uuid::Uuid) = sqlx::query_as(
         "SELECT id, conversation_id, customer_id FROM enrich.messages WHERE event_id = 'm1'",
@@ -715,20 +715,7 @@ async fn a_message_is_finished_once_whoever_else_races_for_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_message_whose_outcome_was_lost_is_enriched_again_at_start_up() {
     let model = FakeModel::start(|_, _| nothing()).await;
-    let app = app_with_model(&model).await;
-    let worker = app.start_worker().await;
-    let ws = unique("ws");
-    app.publish(&[chat(
-        &ws,
-        "m1",
-        "c1",
-        "u1",
-        "customer",
-        "what are your opening hours?",
-    )])
-    .await;
-    settle(&app, 1).await;
-    worker.stop().await;
+    let (app, _) = enrich_one_message_then_stop(&model, "what are your opening hours?").await;
     assert_eq!(outcomes(&app).await, vec!["ok"]);
     assert_eq!(model.calls(), 1);
     // What the database holds after losing the stage's commit: the message
@@ -753,11 +740,7 @@ async fn the_model_stage_waits_for_the_flush_only_of_commits_that_change_the_pro
     use enricher::store::warm_up::HotPath;
     use enricher::worker::ai::DURABLE_TRANSACTION;
     let app = TestApp::new().await;
-    let settings = app.settings();
-    let stage_pool =
-        enricher::store::connect_with_size(&settings.postgres, 1, 1, Some(HotPath::ModelStage))
-            .await
-            .expect("model stage pool");
+    let stage_pool = app.hot_path_pool(HotPath::ModelStage).await;
     let setting = "SELECT current_setting('synchronous_commit')";
     let plain: String = sqlx::query_scalar(setting)
         .fetch_one(&stage_pool)
@@ -774,9 +757,7 @@ async fn the_model_stage_waits_for_the_flush_only_of_commits_that_change_the_pro
         .expect("setting");
     assert_eq!(durable, "on");
     tx.rollback().await.expect("rollback");
-    let lanes = enricher::store::connect_with_size(&settings.postgres, 1, 1, Some(HotPath::Lanes))
-        .await
-        .expect("lanes pool");
+    let lanes = app.hot_path_pool(HotPath::Lanes).await;
     let lane: String = sqlx::query_scalar(setting)
         .fetch_one(&lanes)
         .await

@@ -670,11 +670,7 @@ async fn the_model_stage_reads_every_row_by_its_key_even_when_the_statistics_saw
     let (ws, messages) = record_small_conversations(&mut conn, true).await;
     drop(conn);
     // A connection of the model stage's pool, as the worker opens it.
-    let settings = app.settings();
-    let stage_pool =
-        enricher::store::connect_with_size(&settings.postgres, 1, 1, Some(HotPath::ModelStage))
-            .await
-            .expect("model stage pool");
+    let stage_pool = app.hot_path_pool(HotPath::ModelStage).await;
     let mut conn = stage_pool.acquire().await.expect("connection");
     let before = sequential_scans(&mut conn).await;
     for stored in &messages {

@@ -361,6 +361,14 @@ impl TestApp {
         sender.finish().await.expect("confirms");
     }
 
+    /// A one-connection pool on the test database, opened as the worker
+    /// opens the pool of `path`.
+    pub async fn hot_path_pool(&self, path: enricher::store::warm_up::HotPath) -> PgPool {
+        enricher::store::connect_with_size(&self.settings().postgres, 1, 1, Some(path))
+            .await
+            .expect("hot path pool")
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
             .fetch_one(&self.pool)
