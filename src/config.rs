@@ -137,6 +137,11 @@ pub struct LlmSettings {
     pub max_completion_tokens: u32,
     /// Directory of the prompt templates.
     pub prompts_dir: PathBuf,
+    /// A message still pending for the model this many seconds after it was
+    /// stored, and not held by this worker's model stage, is queued again
+    /// (checked as often). A call outcome lost in a database crash is redone
+    /// this way without restarting the worker.
+    pub resume_after_secs: u64,
 }
 
 /// The ask policy and the moments that call for an ask.
@@ -344,6 +349,7 @@ impl Settings {
         check_positive("worker.store_attempts", self.worker.store_attempts as usize)?;
         check_positive("worker.max_text_bytes", self.worker.max_text_bytes)?;
         check_positive("amqp.prefetch", self.amqp.prefetch as usize)?;
+        check_positive("llm.resume_after_secs", self.llm.resume_after_secs as usize)?;
         check_positive(
             "postgres.max_connections",
             self.postgres.max_connections as usize,

@@ -644,17 +644,38 @@ async fn a_one_connection_model_stage_still_enriches_concurrent_conversations() 
     worker.stop().await;
 }
 
+/// Publishes one customer message with `text` (event `m1`) in a new
+/// workspace to the running worker and waits until the model stage is done
+/// with it; returns the workspace.
+async fn enrich_one_message(app: &TestApp, text: &str) -> String {
+    let ws = unique("ws");
+    app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", text)])
+        .await;
+    settle(app, 1).await;
+    ws
+}
+
 /// Starts a worker on `model`, has it enrich one customer message with
 /// `text` (event `m1`), and stops it again; returns the app and the workspace.
 async fn enrich_one_message_then_stop(model: &FakeModel, text: &str) -> (TestApp, String) {
     let app = app_with_model(model).await;
     let worker = app.start_worker().await;
-    let ws = unique("ws");
-    app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", text)])
-        .await;
-    settle(&app, 1).await;
+    let ws = enrich_one_message(&app, text).await;
     worker.stop().await;
     (app, ws)
+}
+
+/// Leaves the database as a crash that lost the model stage's unflushed
+/// commit about event `m1` would: the message pending, no call recorded.
+async fn lose_the_stage_outcome(app: &TestApp) {
+    sqlx::query("DELETE FROM enrich.llm_calls")
+        .execute(&app.pool)
+        .await
+        .expect("lose the call");
+    sqlx::query("UPDATE enrich.messages SET ai_status = 'pending' WHERE event_id = 'm1'")
+        .execute(&app.pool)
+        .await
+        .expect("lose the status");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -718,16 +739,7 @@ async fn a_message_whose_outcome_was_lost_is_enriched_again_at_start_up() {
     let (app, _) = enrich_one_message_then_stop(&model, "what are your opening hours?").await;
     assert_eq!(outcomes(&app).await, vec!["ok"]);
     assert_eq!(model.calls(), 1);
-    // What the database holds after losing the stage's commit: the message
-    // as the lane stored it, no call recorded.
-    sqlx::query("DELETE FROM enrich.llm_calls")
-        .execute(&app.pool)
-        .await
-        .expect("lose the call");
-    sqlx::query("UPDATE enrich.messages SET ai_status = 'pending' WHERE event_id = 'm1'")
-        .execute(&app.pool)
-        .await
-        .expect("lose the status");
+    lose_the_stage_outcome(&app).await;
     let worker = app.start_worker().await;
     settle(&app, 1).await;
     assert_eq!(outcomes(&app).await, vec!["ok"]);
@@ -766,4 +778,23 @@ async fn the_model_stage_waits_for_the_flush_only_of_commits_that_change_the_pro
         lane, "on",
         "the lanes' commits allow the ack and must be durable"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_worker_enriches_again_a_message_whose_outcome_was_lost() {
+    let model = FakeModel::start(|_, _| nothing()).await;
+    let mut app = app_with_model(&model).await;
+    app.set("ENRICHER__LLM__RESUME_AFTER_SECS", "1");
+    let worker = app.start_worker().await;
+    enrich_one_message(&app, "do you ship to Chile?").await;
+    assert_eq!(model.calls(), 1);
+    // A database crash losing the stage's unflushed commit, the worker alive.
+    lose_the_stage_outcome(&app).await;
+    settle(&app, 1).await;
+    assert_eq!(outcomes(&app).await, vec!["ok"]);
+    assert_eq!(model.calls(), 2, "the lost outcome was asked for again");
+    // Messages the stage finished are not queued again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(model.calls(), 2);
+    worker.stop().await;
 }

@@ -52,8 +52,10 @@ impl HotPath {
     /// outcome of a call that changed nothing but the message's status and
     /// the call's accounting row. A crash of Postgres or of the machine can
     /// lose the last fraction of a second of those; the message is then
-    /// still `pending`, as its own durable commit left it, and the next
-    /// worker start enriches it again. Nothing the bot or a dashboard saw
+    /// still `pending`, as its own durable commit left it, and the stage
+    /// queues it again (`llm.resume_after_secs`, and at every start). The
+    /// lost accounting row is the one trace that stays lost: the call is
+    /// made and accounted again. Nothing the bot or a dashboard saw
     /// depended on the lost commit, and every commit after it (each chat
     /// message's, for one) flushes it anyway. The lanes always wait: their
     /// commit is what allows the broker's ack.

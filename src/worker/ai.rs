@@ -6,7 +6,7 @@
 //! pending messages are picked up again at start-up. A failed call degrades:
 //! the message stays stored, the failure is recorded, the conversation flows on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ pub struct ModelStage {
     recent_turns: usize,
     metrics: Arc<Metrics>,
     conversations: Mutex<HashMap<String, mpsc::UnboundedSender<MessageRef>>>,
+    /// Messages submitted and not yet finished, which a resume leaves alone.
+    held: Mutex<HashSet<i64>>,
 }
 
 const IDLE: Duration = Duration::from_secs(30);
@@ -76,12 +78,16 @@ impl ModelStage {
             recent_turns,
             metrics,
             conversations: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashSet::new()),
         })
     }
 
     /// Queues a message behind earlier ones of its conversation.
     pub fn submit(self: &Arc<Self>, mut job: MessageRef) {
         job.queued_at = Some(Instant::now());
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(job.message_id);
+        }
         let key = format!("{}/{}", job.workspace_id, job.conversation);
         let Ok(mut conversations) = self.conversations.lock() else {
             return;
@@ -124,18 +130,35 @@ impl ModelStage {
         }
     }
 
-    /// Queues messages left pending by an earlier run.
-    pub async fn resume_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
+    /// Queues the messages left pending that were stored at least
+    /// `older_than` ago and that this stage does not hold: at start-up (with
+    /// zero) the work an earlier run left, and while running the outcomes a
+    /// database crash lost (see [`ModelStage::keep_resuming`]).
+    pub async fn resume_pending(
+        self: &Arc<Self>,
+        older_than: Duration,
+    ) -> Result<usize, StoreError> {
         let rows: Vec<PendingRow> = sqlx::query_as(
             "SELECT m.workspace_id, m.event_id, c.external_id, m.conversation_id, m.customer_id, m.id,
                     m.customer_turn, m.text
                FROM enrich.messages m JOIN enrich.conversations c ON c.id = m.conversation_id
-              WHERE m.ai_status = 'pending'
-                 OR (m.ai_status = 'running' AND m.ai_claimed_at < now() - interval '5 minutes')
+              WHERE (m.ai_status = 'pending'
+                     OR (m.ai_status = 'running' AND m.ai_claimed_at < now() - interval '5 minutes'))
+                AND m.stored_at <= now() - make_interval(secs => $1)
               ORDER BY m.id LIMIT 10000",
         )
+        .bind(older_than.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
+        let held = self
+            .held
+            .lock()
+            .map(|held| held.clone())
+            .unwrap_or_default();
+        let rows: Vec<PendingRow> = rows
+            .into_iter()
+            .filter(|row| !held.contains(&row.5))
+            .collect();
         let count = rows.len();
         for (
             workspace_id,
@@ -175,8 +198,38 @@ impl ModelStage {
         Ok(count)
     }
 
+    /// Every `every`, queues again the messages pending for at least that
+    /// long that this stage does not hold; runs until aborted.
+    pub async fn keep_resuming(self: Arc<Self>, every: Duration) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; start-up has just resumed everything.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match self.resume_pending(every).await {
+                Ok(0) => {}
+                Ok(count) => tracing::warn!(
+                    count,
+                    "queued messages that were still waiting for the model again"
+                ),
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not look for messages waiting for the model")
+                }
+            }
+        }
+    }
+
+    async fn process(&self, job: MessageRef) {
+        let message_id = job.message_id;
+        self.process_held(job).await;
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(&message_id);
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(event_id = %job.event_id, conversation = %job.conversation))]
-    async fn process(&self, mut job: MessageRef) {
+    async fn process_held(&self, mut job: MessageRef) {
         let queued = job.queued_at.map(|at| at.elapsed()).unwrap_or_default();
         let timing = job.received_at.map(|received_at| WorkerTiming {
             received_at,

@@ -192,12 +192,15 @@ impl Worker {
             .model
             .as_ref()
             .map(|(_, prompts)| tokio::spawn(prompts.clone().watch()));
+        let mut resumer = None;
         if let Some(stage) = &model_stage {
-            match stage.resume_pending().await {
+            match stage.resume_pending(Duration::ZERO).await {
                 Ok(0) => {}
                 Ok(count) => tracing::info!(count, "resuming messages left for the model"),
                 Err(error) => tracing::warn!(error = %error, "could not resume pending model work"),
             }
+            let every = Duration::from_secs(self.settings.llm.resume_after_secs);
+            resumer = Some(tokio::spawn(Arc::clone(stage).keep_resuming(every)));
         }
         // Summaries and insights of ended conversations (src/insights).
         let model_client = self.model.as_ref().map(|(enricher, _)| enricher.clone());
@@ -289,6 +292,9 @@ impl Worker {
         insights.stop(grace).await;
         relay.abort();
         retention_sweep.abort();
+        if let Some(resumer) = resumer {
+            resumer.abort();
+        }
         counters.abort();
         if let Some(watcher) = prompt_watcher {
             watcher.abort();

@@ -271,6 +271,9 @@ impl TestApp {
                     settings.llm.backoff_ms = value.parse().expect("number")
                 }
                 "ENRICHER__LLM__MODEL" => settings.llm.model = value.clone(),
+                "ENRICHER__LLM__RESUME_AFTER_SECS" => {
+                    settings.llm.resume_after_secs = value.parse().expect("number")
+                }
                 "ENRICHER__LLM__MODE" => {
                     settings.llm.mode =
                         serde_json::from_value(serde_json::Value::String(value.clone()))
