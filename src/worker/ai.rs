@@ -14,7 +14,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::enrich::{self, MessageRef, ModelStamp};
+use super::enrich::{self, MessageRef, ModelStamp, TurnsHandoff};
 use super::handle::{Effects, HandleError, Workspaces};
 use super::lane::publish_pending;
 use super::metrics::Metrics;
@@ -25,7 +25,7 @@ use crate::llm::enrich::{LlmEnricher, ModelCall};
 use crate::llm::prompts::PromptTurn;
 use crate::llm::schema::FieldEnums;
 use crate::queue::publisher::Publisher;
-use crate::state::{Cache, CacheUpdate};
+use crate::state::{Cache, CacheUpdate, Turn};
 use crate::store::StoreError;
 use crate::store::asks;
 use crate::store::llm_calls::{self, CallRow, WorkerTiming};
@@ -192,7 +192,7 @@ impl ModelStage {
                 received_at: None,
                 queued_at: None,
                 opened_conversation: false,
-                cached_turns: None,
+                cached_turns: TurnsHandoff::default(),
             });
         }
         Ok(count)
@@ -281,6 +281,7 @@ impl ModelStage {
         }
         // A merge since the message was stored moves it to the surviving customer.
         job.customer_id = inputs.customer_id;
+        let handed_over = job.cached_turns.receive().await;
         let job = &*job;
         let Some(workspace) = self.workspaces.get(&job.workspace_id) else {
             return self.finish_without_call(job, "skipped").await;
@@ -288,7 +289,7 @@ impl ModelStage {
         let state = inputs.state;
         let spent = inputs.spent_tokens;
         let instructions = inputs.agent_instructions;
-        let turns = self.turns_before(job).await?;
+        let turns = self.turns_before(job, handed_over).await?;
         let ctx = enrich::context(&workspace, job, &state);
         let stage = decision::pattern_stage(&ctx);
         let budget_left = spent < i64::from(self.settings.conversation_token_budget);
@@ -323,18 +324,22 @@ impl ModelStage {
     }
 
     /// The turns the model sees before the job's message.
-    async fn turns_before(&self, job: &MessageRef) -> Result<Vec<PromptTurn>, StoreError> {
+    async fn turns_before(
+        &self,
+        job: &MessageRef,
+        handed_over: Option<Vec<Turn>>,
+    ) -> Result<Vec<PromptTurn>, StoreError> {
         if job.opened_conversation {
             // Nothing was said before the message that opened the conversation.
             return Ok(Vec::new());
         }
         // The last turns come from the Redis cache when it holds them all:
         // as the lane read them, or read now.
-        let prefetched = job.cached_turns.as_ref().filter(|turns| !turns.is_empty());
+        let prefetched = handed_over.filter(|turns| !turns.is_empty());
         let cached = match prefetched {
             Some(turns) => Ok(self
                 .cache
-                .turns_before_in(turns, job.message_id, self.recent_turns)),
+                .turns_before_in(&turns, job.message_id, self.recent_turns)),
             None => {
                 self.cache
                     .turns_before(

@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -23,8 +24,32 @@ use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
 use crate::store::outbox;
 
+/// The conversation's cached turns as the lane reads them in the Redis round
+/// trip that follows its commit (after the batch's own turns are appended;
+/// the turns before a message never change). The lane hands the message to
+/// the model stage before that round trip, so the stage reads the message's
+/// inputs from Postgres meanwhile and takes the turns when it needs them.
+#[derive(Debug, Default)]
+pub struct TurnsHandoff(Option<oneshot::Receiver<Vec<Turn>>>);
+
+impl TurnsHandoff {
+    /// A handoff and the sender the lane fills once it has read the turns.
+    pub fn pair() -> (oneshot::Sender<Vec<Turn>>, TurnsHandoff) {
+        let (sender, receiver) = oneshot::channel();
+        (sender, TurnsHandoff(Some(receiver)))
+    }
+
+    /// The turns the lane read, waiting for them if need be; `None` when
+    /// there is no handoff or the lane could not read them (the stage then
+    /// reads them itself).
+    pub async fn receive(&mut self) -> Option<Vec<Turn>> {
+        let receiver = self.0.take()?;
+        receiver.await.ok()
+    }
+}
+
 /// The stored customer message a decision is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct MessageRef {
     /// Tenant.
     pub workspace_id: String,
@@ -51,10 +76,8 @@ pub struct MessageRef {
     pub queued_at: Option<Instant>,
     /// The message opened its conversation, so no turns come before it.
     pub opened_conversation: bool,
-    /// The conversation's cached turns, read by the lane right after it
-    /// appended this message (the turns before a message never change);
-    /// `None` when they were not read.
-    pub cached_turns: Option<Vec<Turn>>,
+    /// The conversation's cached turns, on their way from the lane.
+    pub cached_turns: TurnsHandoff,
 }
 
 impl MessageRef {
@@ -78,7 +101,7 @@ impl MessageRef {
             received_at: None,
             queued_at: None,
             opened_conversation: stored.new_conversation,
-            cached_turns: None,
+            cached_turns: TurnsHandoff::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
+use super::enrich::TurnsHandoff;
 use super::handle::{self, Effects, HandleError, Workspaces};
 use super::metrics::Metrics;
 use crate::config::{AmqpSettings, WorkerSettings};
@@ -139,12 +140,25 @@ impl LaneContext {
             cache_updates.extend(effect.cache);
             pending.extend(effect.outbox);
         }
-        // The model stage needs the turns before each of its messages: read
-        // them in the same round trip as the cache writes.
-        let reads: Vec<(&str, &str)> = model_jobs
+        // The model stage needs the turns before each of its messages: they
+        // are read in the same round trip as the cache writes, and the stage
+        // gets its messages first so it reads their inputs meanwhile.
+        let mut handoffs = Vec::new();
+        let mut reads: Vec<(String, String)> = Vec::new();
+        for job in model_jobs.iter_mut().filter(|job| !job.opened_conversation) {
+            let (sender, handoff) = TurnsHandoff::pair();
+            job.cached_turns = handoff;
+            handoffs.push(sender);
+            reads.push((job.workspace_id.clone(), job.conversation.clone()));
+        }
+        if let Some(stage) = &self.model_stage {
+            for job in model_jobs {
+                stage.submit(job);
+            }
+        }
+        let reads: Vec<(&str, &str)> = reads
             .iter()
-            .filter(|job| !job.opened_conversation)
-            .map(|job| (job.workspace_id.as_str(), job.conversation.as_str()))
+            .map(|(workspace, conversation)| (workspace.as_str(), conversation.as_str()))
             .collect();
         match self
             .cache
@@ -152,22 +166,18 @@ impl LaneContext {
             .await
         {
             Ok(lists) => {
-                let readers = model_jobs.iter_mut().filter(|job| !job.opened_conversation);
-                for (job, turns) in readers.zip(lists) {
-                    job.cached_turns = Some(turns);
+                for (sender, turns) in handoffs.into_iter().zip(lists) {
+                    // A stage that gave up on the message no longer listens.
+                    let _ = sender.send(turns);
                 }
             }
             Err(error) => {
+                // Dropping the senders tells the stage to read the turns itself.
                 self.metrics.cache_errors.inc();
                 tracing::error!(error = %error, "cache update failed after commit");
             }
         }
         publish_pending(&self.publisher, &self.pool, pending).await;
-        if let Some(stage) = &self.model_stage {
-            for job in model_jobs {
-                stage.submit(job);
-            }
-        }
         for job in batch {
             self.metrics.events_stored.inc();
             acknowledge(&job.delivery).await;
