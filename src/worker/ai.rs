@@ -3,7 +3,9 @@
 //! model, one message at a time per conversation (asks depend on the previous
 //! turn) and many conversations at once, and writes the decision in its own
 //! transaction with the call's accounting. A crash or restart loses nothing:
-//! pending messages are picked up again at start-up. A failed call degrades:
+//! pending messages are picked up again at start-up, and while the worker
+//! runs, those left pending for `llm.resume_after_secs` that the stage does
+//! not hold (an unflushed outcome lost in a database crash). A failed call degrades:
 //! the message stays stored, the failure is recorded, the conversation flows on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -85,13 +87,14 @@ impl ModelStage {
     /// Queues a message behind earlier ones of its conversation.
     pub fn submit(self: &Arc<Self>, mut job: MessageRef) {
         job.queued_at = Some(Instant::now());
+        let key = format!("{}/{}", job.workspace_id, job.conversation);
+        let Ok(mut conversations) = self.conversations.lock() else {
+            // Not held: the resume loop will queue it again.
+            return;
+        };
         if let Ok(mut held) = self.held.lock() {
             held.insert(job.message_id);
         }
-        let key = format!("{}/{}", job.workspace_id, job.conversation);
-        let Ok(mut conversations) = self.conversations.lock() else {
-            return;
-        };
         let job = match conversations.get(&key) {
             Some(sender) => match sender.send(job) {
                 Ok(()) => return,
@@ -337,9 +340,11 @@ impl ModelStage {
         // as the lane read them, or read now.
         let prefetched = handed_over.filter(|turns| !turns.is_empty());
         let cached = match prefetched {
-            Some(turns) => Ok(self
-                .cache
-                .turns_before_in(&turns, job.message_id, self.recent_turns)),
+            Some(turns) => {
+                Ok(self
+                    .cache
+                    .turns_before_in(&turns, job.message_id, self.recent_turns))
+            }
             None => {
                 self.cache
                     .turns_before(

@@ -10,8 +10,8 @@
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::oneshot;
 use sqlx::PgConnection;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::handle::{Effects, HandleError, Workspace};
