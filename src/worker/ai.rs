@@ -141,7 +141,7 @@ impl ModelStage {
         self: &Arc<Self>,
         older_than: Duration,
     ) -> Result<usize, StoreError> {
-        let rows: Vec<PendingRow> = sqlx::query_as(
+        let mut rows: Vec<PendingRow> = sqlx::query_as(
             "SELECT m.workspace_id, m.event_id, c.external_id, m.conversation_id, m.customer_id, m.id,
                     m.customer_turn, m.text
                FROM enrich.messages m JOIN enrich.conversations c ON c.id = m.conversation_id
@@ -153,15 +153,9 @@ impl ModelStage {
         .bind(older_than.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
-        let held = self
-            .held
-            .lock()
-            .map(|held| held.clone())
-            .unwrap_or_default();
-        let rows: Vec<PendingRow> = rows
-            .into_iter()
-            .filter(|row| !held.contains(&row.5))
-            .collect();
+        if let Ok(held) = self.held.lock() {
+            rows.retain(|row| !held.contains(&row.5));
+        }
         let count = rows.len();
         for (
             workspace_id,
