@@ -496,6 +496,17 @@ async fn model_failures_skip_ai_record_the_failure_and_lose_nothing() {
     worker.stop().await;
 }
 
+/// Keeps the user message of a request the model received.
+fn remember_prompt(seen: &std::sync::Mutex<Vec<String>>, request: &serde_json::Value) {
+    let user = request["messages"][1]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if let Ok(mut seen) = seen.lock() {
+        seen.push(user);
+    }
+}
+
 /// The user message of the model's latest request.
 fn last_prompt(seen: &std::sync::Mutex<Vec<String>>) -> String {
     seen.lock()
@@ -529,13 +540,7 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let record = std::sync::Arc::clone(&seen);
     let model = FakeModel::start(move |_, request| {
-        let user = request["messages"][1]["content"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if let Ok(mut seen) = record.lock() {
-            seen.push(user);
-        }
+        remember_prompt(&record, request);
         nothing()
     })
     .await;
@@ -586,7 +591,7 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
         "known values are not sent again"
     );
 
-    // Without the cached turns (Redis lost them), they come from Postgres.
+    // The turns come with the message from Postgres, whatever Redis holds.
     let mut redis = app.redis().await;
     let _: () = redis::AsyncCommands::del(&mut redis, format!("enrich:{ws}:turns:c1"))
         .await
@@ -796,5 +801,144 @@ async fn a_running_worker_enriches_again_a_message_whose_outcome_was_lost() {
     // Messages the stage finished are not queued again.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(model.calls(), 2);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_sent_during_the_conversations_earlier_call_sees_what_that_call_recorded() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let record = std::sync::Arc::clone(&seen);
+    let model = FakeModel::start(move |n, request| {
+        remember_prompt(&record, request);
+        if n == 0 {
+            tool_call(proposal(
+                &[("name", "Sofía Pérez", "les escribe Sofía Pérez")],
+                None,
+            ))
+            .set_delay(Duration::from_millis(800))
+        } else {
+            nothing()
+        }
+    })
+    .await;
+    let app = app_with_model(&model).await;
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(
+        &ws,
+        "m1",
+        "c1",
+        "u1",
+        "customer",
+        "hola, les escribe Sofía Pérez",
+    )])
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while model.calls() == 0 {
+        assert!(Instant::now() < deadline, "the model was never called");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first call is still under way when the next message is recorded.
+    app.publish(&[chat(
+        &ws,
+        "m2",
+        "c1",
+        "u1",
+        "customer",
+        "quiero el catálogo",
+    )])
+    .await;
+    settle(&app, 2).await;
+    assert_eq!(model.calls(), 2);
+    assert_eq!(
+        field(&app, "name").await,
+        Some(("Sofía Pérez".into(), "model".into()))
+    );
+    let last = last_prompt(&seen);
+    assert!(last.contains("quiero el catálogo"), "{last}");
+    assert!(
+        last.contains("Known fields (values withheld): name."),
+        "the second call knows what the first recorded: {last}"
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_call_started_before_a_failed_commit_leaves_nothing_behind() {
+    let model = FakeModel::start(|_, request| {
+        if new_message(request).contains("this commit fails") {
+            nothing().set_delay(Duration::from_millis(1400))
+        } else {
+            nothing()
+        }
+    })
+    .await;
+    let app = app_with_model(&model).await;
+    // The message's transaction fails at its commit, after the lane has
+    // handed the message to the model stage.
+    sqlx::raw_sql(
+        "CREATE FUNCTION public.fail_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.text = 'please send me the brochure, this commit fails' THEN
+                 RAISE EXCEPTION 'injected commit failure';
+             END IF;
+             RETURN NULL;
+         END $$;
+         CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT ON enrich.messages
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.fail_at_commit();",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("install the failing trigger");
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(
+        &ws,
+        "m1",
+        "c1",
+        "u1",
+        "customer",
+        "please send me the brochure, this commit fails",
+    )])
+    .await;
+    let dead = app.dead_letters(1, WAIT).await;
+    assert!(
+        dead[0].1.contains("injected commit failure"),
+        "{:?}",
+        dead[0].1
+    );
+    app.publish(&[chat(
+        &ws,
+        "m2",
+        "c1",
+        "u1",
+        "customer",
+        "please send me the brochure",
+    )])
+    .await;
+    settle(&app, 1).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM enrich.messages").await,
+        1,
+        "only the second message is stored"
+    );
+    assert_eq!(outcomes(&app).await, vec!["ok"], "one call recorded, m2's");
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM enrich.llm_calls l JOIN enrich.messages m ON m.id = l.message_id
+              WHERE m.event_id = 'm2' AND m.ai_status = 'done'"
+        )
+        .await,
+        1
+    );
+    // The abandoned call did not hold the conversation up: m2 was recorded
+    // well before that call's answer was due, and waited for nothing.
+    let waited_us = app
+        .count("SELECT coalesce(max(stage_queue_us), 0) FROM enrich.llm_calls")
+        .await;
+    assert!(
+        waited_us < 700_000,
+        "m2 waited {waited_us} µs behind the abandoned call"
+    );
     worker.stop().await;
 }

@@ -610,7 +610,12 @@ async fn record_small_conversations(
     await_model: bool,
 ) -> (String, Vec<enricher::store::chat::StoredMessage>) {
     use enricher::event::{Event, EventBody, Limits};
-    use enricher::store::chat::{Recorded, WorkspaceDefaults, record_message};
+    use enricher::store::chat::{ModelHandoff, Recorded, WorkspaceDefaults, record_message};
+    let handoff = if await_model {
+        ModelHandoff::Pending { recent_turns: 10 }
+    } else {
+        ModelHandoff::None
+    };
     let ws = unique("ws");
     let mut customer_messages = Vec::new();
     for m in 0..12 {
@@ -633,12 +638,11 @@ async fn record_small_conversations(
                 enrichment: true,
                 default_region: Some("US"),
             };
-            let recorded =
-                record_message(&mut *conn, &event.envelope, message, defaults, await_model)
-                    .await
-                    .expect("record");
+            let recorded = record_message(&mut *conn, &event.envelope, message, defaults, handoff)
+                .await
+                .expect("record");
             if let (Recorded::Stored(stored), "customer") = (recorded, sender) {
-                customer_messages.push(stored);
+                customer_messages.push(*stored);
             }
         }
     }

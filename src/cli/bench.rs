@@ -326,7 +326,14 @@ async fn direct_sql_floor(
                         enrichment: true,
                         default_region: Some("US"),
                     };
-                    chat::record_message(&mut tx, &envelope, &message, defaults, false).await?;
+                    chat::record_message(
+                        &mut tx,
+                        &envelope,
+                        &message,
+                        defaults,
+                        chat::ModelHandoff::None,
+                    )
+                    .await?;
                 }
                 tx.commit().await?;
             }

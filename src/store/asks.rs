@@ -196,8 +196,8 @@ pub async fn close_ignored(
     conversation_id: i64,
     customer_turn: u32,
     after_turns: u32,
-) -> Result<(), StoreError> {
-    sqlx::query(
+) -> Result<u64, StoreError> {
+    let closed = sqlx::query(
         "UPDATE enrich.asks SET outcome = 'ignored', outcome_at = now()
           WHERE conversation_id = $1 AND outcome = 'pending' AND customer_turn + $3 <= $2",
     )
@@ -205,6 +205,7 @@ pub async fn close_ignored(
     .bind(customer_turn as i32)
     .bind(after_turns as i32)
     .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(closed)
 }

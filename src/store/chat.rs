@@ -19,7 +19,42 @@ pub enum Recorded {
     /// The event id was seen before: nothing was written.
     Duplicate,
     /// The message is stored.
-    Stored(StoredMessage),
+    Stored(Box<StoredMessage>),
+}
+
+/// What recording a customer message prepares for the model stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelHandoff {
+    /// No model is configured: the message is decided in its own transaction.
+    None,
+    /// A customer message of a workspace with enrichment on is marked
+    /// `pending`, and what the stage needs besides the decision state comes
+    /// back with it, the conversation's last `recent_turns` turns included.
+    Pending {
+        /// How many turns before the message the model sees.
+        recent_turns: usize,
+    },
+}
+
+/// One turn said before a message, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct PriorTurn {
+    /// `customer`, `bot`, `agent` or `system`.
+    pub sender: String,
+    /// Text.
+    pub text: String,
+}
+
+/// What the model stage needs of a message left to it, besides its
+/// decision state, as the message's own transaction saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageExtras {
+    /// Model tokens the conversation has spent so far.
+    pub spent_tokens: i64,
+    /// The customer's agent instructions.
+    pub agent_instructions: Option<String>,
+    /// The turns before the message, oldest first.
+    pub prior_turns: Vec<PriorTurn>,
 }
 
 /// Ids and state of a freshly stored message.
@@ -43,6 +78,8 @@ pub struct StoredMessage {
     pub customer_turn: i32,
     /// Known fields and ask state, for customer messages of enabled workspaces.
     pub state: Option<DecisionState>,
+    /// The model stage's other inputs, for a message marked `pending`.
+    pub stage_extras: Option<StageExtras>,
 }
 
 /// Workspace defaults used when a message creates its workspace.
@@ -69,19 +106,29 @@ struct RecordRow {
     declined: Option<Vec<String>>,
     asks: Option<Json<Vec<PastAsk>>>,
     field_attempts: Option<Json<BTreeMap<String, u32>>>,
+    spent_tokens: Option<i64>,
+    agent_instructions: Option<String>,
+    recent_turns: Option<Json<Vec<PriorTurn>>>,
 }
 
 /// Records one chat message inside the caller's transaction. With
-/// `await_model`, a customer message of a workspace with enrichment on is
-/// stored with `ai_status = 'pending'` for the model stage; the caller
-/// clears that mark in the same transaction when the model is not needed.
+/// [`ModelHandoff::Pending`], a customer message of a workspace with
+/// enrichment on is stored with `ai_status = 'pending'` for the model stage;
+/// the caller clears that mark in the same transaction when the model is not
+/// needed.
 pub async fn record_message(
     conn: &mut PgConnection,
     envelope: &Envelope,
     message: &ChatMessage,
     workspace: WorkspaceDefaults<'_>,
-    await_model: bool,
+    model: ModelHandoff,
 ) -> Result<Recorded, StoreError> {
+    let (await_model, recent_turns) = match model {
+        ModelHandoff::None => (false, 0),
+        ModelHandoff::Pending { recent_turns } => {
+            (true, i32::try_from(recent_turns).unwrap_or(i32::MAX))
+        }
+    };
     let visitor = message
         .visitor
         .as_ref()
@@ -90,8 +137,9 @@ pub async fn record_message(
         .map_err(|e| StoreError::Permanent(sqlx::Error::Encode(Box::new(e))))?;
     let row: RecordRow = sqlx::query_as(
         "SELECT duplicate, customer_id, conversation_id, message_id, new_customer, new_conversation,
-                enrichment_enabled, default_region, customer_turn, known, declined, asks, field_attempts
-           FROM enrich.record_chat_message($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+                enrichment_enabled, default_region, customer_turn, known, declined, asks, field_attempts,
+                spent_tokens, agent_instructions, recent_turns
+           FROM enrich.record_chat_message($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
     )
     .bind(&envelope.workspace_id)
     .bind(&envelope.id)
@@ -108,6 +156,7 @@ pub async fn record_message(
     .bind(workspace.default_region)
     .bind(workspace.enrichment)
     .bind(await_model)
+    .bind(recent_turns)
     .fetch_one(&mut *conn)
     .await?;
     if row.duplicate {
@@ -126,9 +175,17 @@ pub async fn record_message(
         }),
         _ => None,
     };
+    let stage_extras = match (row.spent_tokens, row.recent_turns) {
+        (Some(spent_tokens), Some(turns)) => Some(StageExtras {
+            spent_tokens,
+            agent_instructions: row.agent_instructions,
+            prior_turns: turns.0,
+        }),
+        _ => None,
+    };
     match (row.customer_id, row.conversation_id, row.message_id) {
         (Some(customer_id), Some(conversation_id), Some(message_id)) => {
-            Ok(Recorded::Stored(StoredMessage {
+            Ok(Recorded::Stored(Box::new(StoredMessage {
                 customer_id,
                 conversation_id,
                 message_id,
@@ -138,7 +195,8 @@ pub async fn record_message(
                 default_region: row.default_region,
                 customer_turn,
                 state,
-            }))
+                stage_extras,
+            })))
         }
         _ => Err(StoreError::Permanent(sqlx::Error::Protocol(
             "record_chat_message returned no ids".into(),

@@ -17,7 +17,10 @@ use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::asks;
-use super::chat::{self, Recorded, WorkspaceDefaults};
+use super::chat::{self, ModelHandoff, Recorded, WorkspaceDefaults};
+
+/// The recording call warmed: the statement is the same whatever the turns.
+const WARM_UP_HANDOFF: ModelHandoff = ModelHandoff::Pending { recent_turns: 10 };
 use super::llm_calls::{self, Accounting, CallRow};
 use crate::event::{ChatMessage, Envelope, Platform, Sender};
 
@@ -162,11 +165,11 @@ async fn record(
         source: None,
         first_message_tag: None,
     };
-    match chat::record_message(conn, &envelope, &message, defaults, true)
+    match chat::record_message(conn, &envelope, &message, defaults, WARM_UP_HANDOFF)
         .await
         .map_err(into_sqlx)?
     {
-        Recorded::Stored(stored) => Ok(Some(stored)),
+        Recorded::Stored(stored) => Ok(Some(*stored)),
         Recorded::Duplicate => Ok(None),
     }
 }

@@ -1,8 +1,10 @@
-//! The model stage. A customer message that needs the model is committed and
-//! acked first, marked `ai_status = 'pending'`; this stage then calls the
-//! model, one message at a time per conversation (asks depend on the previous
-//! turn) and many conversations at once, and writes the decision in its own
-//! transaction with the call's accounting. A crash or restart loses nothing:
+//! The model stage. A customer message that needs the model is stored by its
+//! lane, marked `ai_status = 'pending'`, and handed to this stage just before
+//! the lane commits (with the inputs the lane's transaction read and a signal
+//! of the commit's outcome); this stage calls the model, one message at a
+//! time per conversation (asks depend on the previous turn) and many
+//! conversations at once, and once the message is committed writes the
+//! decision in its own transaction with the call's accounting. A crash or restart loses nothing:
 //! pending messages are picked up again at start-up, and while the worker
 //! runs, those left pending for `llm.resume_after_secs` that the stage does
 //! not hold (an unflushed outcome lost in a database crash). A failed call degrades:
@@ -16,7 +18,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::enrich::{self, MessageRef, ModelStamp, TurnsHandoff};
+use super::enrich::{self, CommitSignal, MessageRef, ModelStamp};
 use super::handle::{Effects, HandleError, Workspaces};
 use super::lane::publish_pending;
 use super::metrics::Metrics;
@@ -24,10 +26,10 @@ use crate::config::LlmSettings;
 use crate::extract::decision::{self, Decision, Gate, Rejected};
 use crate::llm::context;
 use crate::llm::enrich::{LlmEnricher, ModelCall};
-use crate::llm::prompts::PromptTurn;
+use crate::llm::prompts::{EnrichContext, PromptTurn};
 use crate::llm::schema::FieldEnums;
 use crate::queue::publisher::Publisher;
-use crate::state::{Cache, CacheUpdate, Turn};
+use crate::state::{Cache, CacheUpdate};
 use crate::store::StoreError;
 use crate::store::asks;
 use crate::store::llm_calls::{self, CallRow, WorkerTiming};
@@ -42,12 +44,27 @@ pub struct ModelStage {
     settings: LlmSettings,
     recent_turns: usize,
     metrics: Arc<Metrics>,
-    conversations: Mutex<HashMap<String, mpsc::UnboundedSender<MessageRef>>>,
+    conversations: Mutex<HashMap<String, ConversationQueue>>,
     /// Messages submitted and not yet finished, which a resume leaves alone.
     held: Mutex<HashSet<i64>>,
 }
 
+/// One conversation's jobs, in order, and what the stage knows of them.
+struct ConversationQueue {
+    jobs: mpsc::UnboundedSender<MessageRef>,
+    /// Jobs submitted and not yet finished.
+    unfinished: usize,
+    /// When the last of its jobs finished.
+    last_finished: Option<Instant>,
+}
+
 const IDLE: Duration = Duration::from_secs(30);
+
+/// How old inputs read in a message's transaction may be when the stage
+/// gets the message and still be used; older ones are read again. Far
+/// shorter than [`IDLE`], so a conversation whose queue retired after its
+/// last job finished cannot have finished that job after the read.
+const LANE_INPUTS_TRUSTED_FOR: Duration = Duration::from_secs(5);
 
 /// Opens a transaction whose commit waits for its WAL flush, whatever the
 /// connection's default (the stage's connections do not wait).
@@ -85,6 +102,14 @@ impl ModelStage {
     }
 
     /// Queues a message behind earlier ones of its conversation.
+    ///
+    /// The inputs the message's transaction read ([`MessageRef::lane_inputs`])
+    /// are kept only when no earlier job of the conversation is unfinished
+    /// and none finished after they were read: an earlier call's facts,
+    /// declines, asks and tokens land after its own model call, so inputs
+    /// read while it was under way may miss them. Otherwise the stage reads
+    /// the inputs again once the earlier jobs are done. (A conversation's
+    /// messages reach the stage from its one lane, in order.)
     pub fn submit(self: &Arc<Self>, mut job: MessageRef) {
         job.queued_at = Some(Instant::now());
         let key = format!("{}/{}", job.workspace_id, job.conversation);
@@ -95,23 +120,45 @@ impl ModelStage {
         if let Ok(mut held) = self.held.lock() {
             held.insert(job.message_id);
         }
-        let job = match conversations.get(&key) {
-            Some(sender) => match sender.send(job) {
-                Ok(()) => return,
+        let queue = conversations.get_mut(&key);
+        if let Some(lane_inputs) = &job.lane_inputs {
+            let superseded = queue.as_ref().is_some_and(|queue| {
+                queue.unfinished > 0
+                    || queue
+                        .last_finished
+                        .is_some_and(|finished| finished >= lane_inputs.read_at)
+            });
+            if superseded || lane_inputs.read_at.elapsed() > LANE_INPUTS_TRUSTED_FOR {
+                job.lane_inputs = None;
+            }
+        }
+        let job = match queue {
+            Some(queue) => match queue.jobs.send(job) {
+                Ok(()) => {
+                    queue.unfinished += 1;
+                    return;
+                }
                 Err(returned) => returned.0,
             },
             None => job,
         };
         let (sender, receiver) = mpsc::unbounded_channel();
         let _ = sender.send(job);
-        conversations.insert(key.clone(), sender);
+        conversations.insert(
+            key.clone(),
+            ConversationQueue {
+                jobs: sender,
+                unfinished: 1,
+                last_finished: None,
+            },
+        );
         tokio::spawn(Arc::clone(self).drain(key, receiver));
     }
 
     async fn drain(self: Arc<Self>, key: String, mut jobs: mpsc::UnboundedReceiver<MessageRef>) {
         loop {
             match tokio::time::timeout(IDLE, jobs.recv()).await {
-                Ok(Some(job)) => self.process(job).await,
+                Ok(Some(job)) => self.process(&key, job).await,
                 Ok(None) => return,
                 Err(_) => {
                     // Idle: retire, unless a job slipped in while we were checking.
@@ -121,7 +168,7 @@ impl ModelStage {
                     match jobs.try_recv() {
                         Ok(job) => {
                             drop(conversations);
-                            self.process(job).await;
+                            self.process(&key, job).await;
                         }
                         Err(_) => {
                             conversations.remove(&key);
@@ -189,7 +236,9 @@ impl ModelStage {
                 received_at: None,
                 queued_at: None,
                 opened_conversation: false,
-                cached_turns: TurnsHandoff::default(),
+                prior_turns: None,
+                lane_inputs: None,
+                committed: CommitSignal::default(),
             });
         }
         Ok(count)
@@ -217,9 +266,15 @@ impl ModelStage {
         }
     }
 
-    async fn process(&self, job: MessageRef) {
+    async fn process(&self, key: &str, job: MessageRef) {
         let message_id = job.message_id;
         self.process_held(job).await;
+        if let Ok(mut conversations) = self.conversations.lock()
+            && let Some(queue) = conversations.get_mut(key)
+        {
+            queue.unfinished = queue.unfinished.saturating_sub(1);
+            queue.last_finished = Some(Instant::now());
+        }
         if let Ok(mut held) = self.held.lock() {
             held.remove(&message_id);
         }
@@ -232,10 +287,12 @@ impl ModelStage {
             received_at,
             queued,
         });
+        // Kept across attempts: the outcome of the message's transaction.
+        let mut committed = std::mem::take(&mut job.committed);
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            match self.try_process(&mut job, timing).await {
+            match self.try_process(&mut job, &mut committed, timing).await {
                 Ok(()) => return,
                 Err(HandleError::Store(error)) if error.is_transient() && attempt < 5 => {
                     tracing::warn!(error = %error, attempt, "model stage store error; retrying");
@@ -258,35 +315,43 @@ impl ModelStage {
     async fn try_process(
         &self,
         job: &mut MessageRef,
+        committed: &mut CommitSignal,
         timing: Option<WorkerTiming>,
     ) -> Result<(), HandleError> {
-        // A plain read, not a claim: the write below only lands while the
-        // message is still pending, so a second worker racing on the same
-        // message (after a restart) rolls back instead of writing twice.
-        let inputs = asks::load_model_inputs(
-            &self.pool,
-            job.message_id,
-            job.conversation_id,
-            job.customer_turn,
-        )
-        .await?;
-        let Some(inputs) = inputs else {
-            return Ok(());
+        let inputs = match job.lane_inputs.take() {
+            Some(lane) => lane.inputs,
+            None => {
+                // The inputs can be read once the message is committed.
+                if !committed.wait().await {
+                    self.drop_rolled_back();
+                    return Ok(());
+                }
+                // A plain read, not a claim: the write below only lands while the
+                // message is still pending, so a second worker racing on the same
+                // message (after a restart) rolls back instead of writing twice.
+                let inputs = asks::load_model_inputs(
+                    &self.pool,
+                    job.message_id,
+                    job.conversation_id,
+                    job.customer_turn,
+                )
+                .await?;
+                match inputs {
+                    Some(inputs) if inputs.ai_status.as_deref() == Some("pending") => inputs,
+                    _ => return Ok(()),
+                }
+            }
         };
-        if inputs.ai_status.as_deref() != Some("pending") {
-            return Ok(());
-        }
         // A merge since the message was stored moves it to the surviving customer.
         job.customer_id = inputs.customer_id;
-        let handed_over = job.cached_turns.receive().await;
+        let turns = self.turns_before(job).await?;
         let job = &*job;
         let Some(workspace) = self.workspaces.get(&job.workspace_id) else {
-            return self.finish_without_call(job, "skipped").await;
+            return self.finish_without_call(job, committed, "skipped").await;
         };
         let state = inputs.state;
         let spent = inputs.spent_tokens;
         let instructions = inputs.agent_instructions;
-        let turns = self.turns_before(job, handed_over).await?;
         let ctx = enrich::context(&workspace, job, &state);
         let stage = decision::pattern_stage(&ctx);
         let budget_left = spent < i64::from(self.settings.conversation_token_budget);
@@ -295,7 +360,7 @@ impl ModelStage {
             if reason == "budget_spent" {
                 self.metrics.rejection("budget_spent");
             }
-            return self.finish_without_call(job, "skipped").await;
+            return self.finish_without_call(job, committed, "skipped").await;
         }
         let askable = context::askable_fields(
             workspace.fields,
@@ -313,44 +378,65 @@ impl ModelStage {
             &job.text,
             instructions,
         );
-        let call = self.enricher.propose(&prompt, &enums).await;
+        let Some(call) = self.call_once_committed(committed, &prompt, &enums).await else {
+            self.drop_rolled_back();
+            return Ok(());
+        };
         let proposal = call.proposal.clone().unwrap_or_default();
         let mut decided = decision::decide(&ctx, &stage, &proposal);
         self.drop_stale_ask(job, &mut decided).await?;
         self.write(job, &decided, &call, timing).await
     }
 
-    /// The turns the model sees before the job's message.
-    async fn turns_before(
+    /// Calls the model while the message's transaction commits: the call's
+    /// outcome once both are done, `None` (the call abandoned) when the
+    /// transaction rolled back.
+    async fn call_once_committed(
         &self,
-        job: &MessageRef,
-        handed_over: Option<Vec<Turn>>,
-    ) -> Result<Vec<PromptTurn>, StoreError> {
+        committed: &mut CommitSignal,
+        prompt: &EnrichContext,
+        enums: &FieldEnums,
+    ) -> Option<ModelCall> {
+        let call = self.enricher.propose(prompt, enums);
+        tokio::pin!(call);
+        tokio::select! {
+            call = &mut call => committed.wait().await.then_some(call),
+            is_committed = committed.wait() => match is_committed {
+                true => Some(call.await),
+                false => None,
+            },
+        }
+    }
+
+    /// Forgets a message whose transaction rolled back: it was never
+    /// stored, and the broker delivers its event again.
+    fn drop_rolled_back(&self) {
+        self.metrics.model_jobs_rolled_back.inc();
+        tracing::debug!("message's transaction rolled back; its model job is dropped");
+    }
+
+    /// The turns the model sees before the job's message.
+    async fn turns_before(&self, job: &mut MessageRef) -> Result<Vec<PromptTurn>, StoreError> {
         if job.opened_conversation {
             // Nothing was said before the message that opened the conversation.
             return Ok(Vec::new());
         }
-        // The last turns come from the Redis cache when it holds them all:
-        // as the lane read them, or read now.
-        let prefetched = handed_over.filter(|turns| !turns.is_empty());
-        let cached = match prefetched {
-            Some(turns) => {
-                Ok(self
-                    .cache
-                    .turns_before_in(&turns, job.message_id, self.recent_turns))
-            }
-            None => {
-                self.cache
-                    .turns_before(
-                        &self.pool,
-                        &job.workspace_id,
-                        &job.conversation,
-                        job.message_id,
-                        self.recent_turns,
-                    )
-                    .await
-            }
-        };
+        if let Some(turns) = job.prior_turns.take() {
+            // Read with the message: the turns before it never change.
+            return Ok(turns);
+        }
+        // A resumed message: the last turns come from the Redis cache when
+        // it holds them all.
+        let cached = self
+            .cache
+            .turns_before(
+                &self.pool,
+                &job.workspace_id,
+                &job.conversation,
+                job.message_id,
+                self.recent_turns,
+            )
+            .await;
         let cached = match cached {
             Ok(turns) => turns,
             Err(error) => {
@@ -503,7 +589,17 @@ impl ModelStage {
         )
     }
 
-    async fn finish_without_call(&self, job: &MessageRef, status: &str) -> Result<(), HandleError> {
+    /// Sets the message's final status once it is committed.
+    async fn finish_without_call(
+        &self,
+        job: &MessageRef,
+        committed: &mut CommitSignal,
+        status: &str,
+    ) -> Result<(), HandleError> {
+        if !committed.wait().await {
+            self.drop_rolled_back();
+            return Ok(());
+        }
         sqlx::query("UPDATE enrich.messages SET ai_status = $2 WHERE id = $1")
             .bind(job.message_id)
             .bind(status)

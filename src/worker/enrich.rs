@@ -17,35 +17,88 @@ use uuid::Uuid;
 use super::handle::{Effects, HandleError, Workspace};
 use crate::event::{AskRequested, ChatMessage, Envelope, FieldChange, Outbound};
 use crate::extract::decision::{self, Decision, Gate, Origin, Proposal, TurnContext};
+use crate::llm::prompts::PromptTurn;
 use crate::policy::Source;
-use crate::state::Turn;
-use crate::store::asks::{self, DecisionState, NewAsk};
-use crate::store::chat::StoredMessage;
+use crate::store::asks::{self, DecisionState, ModelInputs, NewAsk};
+use crate::store::chat::{StageExtras, StoredMessage};
 use crate::store::fields::{self as field_store, FieldWrite};
 use crate::store::outbox;
 
-/// The conversation's cached turns as the lane reads them in the Redis round
-/// trip that follows its commit (after the batch's own turns are appended;
-/// the turns before a message never change). The lane hands the message to
-/// the model stage before that round trip, so the stage reads the message's
-/// inputs from Postgres meanwhile and takes the turns when it needs them.
+/// Resolves once the transaction that stored a message has committed. The
+/// lane hands its model-path messages to the stage before its commit, so the
+/// stage can build the prompt and start the call while the commit's WAL flush
+/// is under way; the stage writes nothing about a message before this says
+/// the message is committed, and drops the message if its transaction rolled
+/// back (the broker then redelivers the event, and it is recorded again).
 #[derive(Debug, Default)]
-pub struct TurnsHandoff(Option<oneshot::Receiver<Vec<Turn>>>);
+pub struct CommitSignal(CommitState);
 
-impl TurnsHandoff {
-    /// A handoff and the sender the lane fills once it has read the turns.
-    pub fn pair() -> (oneshot::Sender<Vec<Turn>>, TurnsHandoff) {
+#[derive(Debug, Default)]
+enum CommitState {
+    /// Committed before the stage got the message (a resumed message).
+    #[default]
+    Committed,
+    Waiting(oneshot::Receiver<()>),
+    RolledBack,
+}
+
+/// The lane's side of a [`CommitSignal`]: sent after its commit, dropped
+/// when the transaction fails.
+#[derive(Debug)]
+pub struct CommitNotice(oneshot::Sender<()>);
+
+impl CommitNotice {
+    /// Tells the stage the transaction committed.
+    pub fn committed(self) {
+        // A stage that gave up on the message no longer listens.
+        let _ = self.0.send(());
+    }
+}
+
+impl CommitSignal {
+    /// A signal and the notice the lane sends once it has committed.
+    pub fn pair() -> (CommitNotice, CommitSignal) {
         let (sender, receiver) = oneshot::channel();
-        (sender, TurnsHandoff(Some(receiver)))
+        (
+            CommitNotice(sender),
+            CommitSignal(CommitState::Waiting(receiver)),
+        )
     }
 
-    /// The turns the lane read, waiting for them if need be; `None` when
-    /// there is no handoff or the lane could not read them (the stage then
-    /// reads them itself).
-    pub async fn receive(&mut self) -> Option<Vec<Turn>> {
-        let receiver = self.0.take()?;
-        receiver.await.ok()
+    /// Waits for the transaction's outcome: true once it committed, false if
+    /// it rolled back. Safe to cancel and to call again.
+    pub async fn wait(&mut self) -> bool {
+        if let CommitState::Waiting(receiver) = &mut self.0 {
+            self.0 = match receiver.await {
+                Ok(()) => CommitState::Committed,
+                Err(_) => CommitState::RolledBack,
+            };
+        }
+        matches!(self.0, CommitState::Committed)
     }
+}
+
+/// The model stage's inputs as the message's own transaction read them, and
+/// when the statement that read them was sent. The stage uses them instead
+/// of reading them again after the commit only when no earlier model call
+/// of the conversation was unfinished or finished since then (see
+/// [`super::ai::ModelStage::submit`]).
+#[derive(Debug)]
+pub struct LaneInputs {
+    /// The inputs.
+    pub inputs: ModelInputs,
+    /// Sent before this instant.
+    pub read_at: Instant,
+}
+
+/// What the recording statement read for the model stage, and when it was
+/// sent.
+#[derive(Debug)]
+pub struct StageReads {
+    /// Tokens spent and agent instructions.
+    pub extras: StageExtras,
+    /// When the statement was sent.
+    pub sent_at: Instant,
 }
 
 /// The stored customer message a decision is about.
@@ -76,8 +129,13 @@ pub struct MessageRef {
     pub queued_at: Option<Instant>,
     /// The message opened its conversation, so no turns come before it.
     pub opened_conversation: bool,
-    /// The conversation's cached turns, on their way from the lane.
-    pub cached_turns: TurnsHandoff,
+    /// The turns before the message, oldest first, as its recording read
+    /// them (none for a message resumed later: the stage reads them).
+    pub prior_turns: Option<Vec<PromptTurn>>,
+    /// The stage's inputs as the message's transaction read them.
+    pub lane_inputs: Option<LaneInputs>,
+    /// Whether the message's transaction has committed.
+    pub committed: CommitSignal,
 }
 
 impl MessageRef {
@@ -101,7 +159,18 @@ impl MessageRef {
             received_at: None,
             queued_at: None,
             opened_conversation: stored.new_conversation,
-            cached_turns: TurnsHandoff::default(),
+            prior_turns: stored.stage_extras.as_ref().map(|extras| {
+                extras
+                    .prior_turns
+                    .iter()
+                    .map(|turn| PromptTurn {
+                        sender: turn.sender.clone(),
+                        text: turn.text.clone(),
+                    })
+                    .collect()
+            }),
+            lane_inputs: None,
+            committed: CommitSignal::default(),
         }
     }
 }
@@ -150,28 +219,23 @@ pub enum FirstPass {
 /// Runs the part of the decision that needs no model, inside the message's
 /// transaction. Offline (`with_model` false) that is everything, asks from
 /// keyword triggers included; with a model it is the pattern facts and
-/// declines, plus the gate that decides whether the model is worth a call.
+/// declines, plus the gate that decides whether the model is worth a call;
+/// a message left to the model takes the stage's inputs along when `reads`
+/// holds what the recording statement read for it.
 #[allow(clippy::too_many_arguments)]
 pub async fn first_pass(
     conn: &mut PgConnection,
     workspace: &Workspace<'_>,
     target: &mut MessageRef,
     preloaded: Option<DecisionState>,
+    reads: Option<StageReads>,
     with_model: bool,
     changes: &mut Vec<FieldChange>,
     effects: &mut Effects,
 ) -> Result<FirstPass, HandleError> {
     let state = match preloaded {
         Some(state) => state,
-        None => {
-            asks::load_state(
-                conn,
-                target.customer_id,
-                target.conversation_id,
-                target.customer_turn,
-            )
-            .await?
-        }
+        None => state_of(conn, target).await?,
     };
     let ctx = context(workspace, target, &state);
     let stage = decision::pattern_stage(&ctx);
@@ -181,8 +245,9 @@ pub async fn first_pass(
         decision::offline_proposal(&ctx, &stage)
     };
     let decided = decision::decide(&ctx, &stage, &proposal);
+    let mut closed_asks = 0;
     if state.asks.asks.iter().any(|a| a.pending) {
-        asks::close_ignored(
+        closed_asks = asks::close_ignored(
             conn,
             target.conversation_id,
             target.customer_turn,
@@ -191,9 +256,31 @@ pub async fn first_pass(
         .await?;
     }
     let needs_model = with_model && decision::gate(&ctx, &stage, true, true) == Gate::CallModel;
+    let customer_before = target.customer_id;
     target.customer_id = apply(conn, target, &decided, None, changes, effects).await?;
     if needs_model {
         // Recorded as pending for the model stage already.
+        if let Some(reads) = reads
+            && target.customer_id == customer_before
+        {
+            // What this pass wrote is read back in the same transaction.
+            let changed_state = closed_asks > 0 || !decided.writes_nothing();
+            let state = if changed_state {
+                state_of(conn, target).await?
+            } else {
+                state
+            };
+            target.lane_inputs = Some(LaneInputs {
+                inputs: ModelInputs {
+                    ai_status: Some("pending".to_owned()),
+                    customer_id: target.customer_id,
+                    state,
+                    spent_tokens: reads.extras.spent_tokens,
+                    agent_instructions: reads.extras.agent_instructions,
+                },
+                read_at: reads.sent_at,
+            });
+        }
         return Ok(FirstPass::NeedsModel);
     }
     if with_model {
@@ -201,6 +288,21 @@ pub async fn first_pass(
         crate::store::chat::clear_model_mark(conn, target.message_id).await?;
     }
     Ok(FirstPass::Done)
+}
+
+/// The message's customer's decision state in its conversation, as this
+/// transaction sees it.
+async fn state_of(
+    conn: &mut PgConnection,
+    target: &MessageRef,
+) -> Result<DecisionState, crate::store::StoreError> {
+    asks::load_state(
+        conn,
+        target.customer_id,
+        target.conversation_id,
+        target.customer_turn,
+    )
+    .await
 }
 
 /// Which model produced a decision, for the history.

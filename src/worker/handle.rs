@@ -4,6 +4,7 @@
 //! changes for a transaction that rolls back.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -19,7 +20,7 @@ use crate::fields::FieldSet;
 use crate::policy::AskPolicy;
 use crate::policy::Source;
 use crate::state::{CacheUpdate, Turn};
-use crate::store::chat::{self, Recorded, StoredMessage, WorkspaceDefaults};
+use crate::store::chat::{self, ModelHandoff, Recorded, StoredMessage, WorkspaceDefaults};
 use crate::store::fields::{self as field_store, FieldWrite, WriteOutcome};
 use crate::store::outbox::{self, Pending};
 use crate::store::{StoreError, conversations, customers, erasure, merges};
@@ -31,7 +32,7 @@ pub struct Workspaces {
     default_fields: FieldSet,
     policy: AskPolicy,
     triggers: Triggers,
-    with_model: bool,
+    model: ModelHandoff,
 }
 
 /// A configured workspace: its settings and fields.
@@ -51,7 +52,7 @@ impl Workspaces {
     pub fn new(
         settings: WorkspacesSettings,
         asks: &AsksSettings,
-        with_model: bool,
+        model: ModelHandoff,
     ) -> Result<Workspaces, crate::config::ConfigError> {
         let default_fields = settings.default.field_set()?;
         let field_sets = settings
@@ -67,7 +68,7 @@ impl Workspaces {
             default_fields,
             policy: asks.policy.clone(),
             triggers,
-            with_model,
+            model,
         })
     }
 
@@ -141,7 +142,7 @@ pub async fn handle(
             chat_message(
                 conn,
                 &workspace,
-                workspaces.with_model,
+                workspaces.model,
                 &event.envelope,
                 message,
                 &mut effects,
@@ -174,19 +175,14 @@ fn defaults<'a>(workspace: &'a Workspace<'_>) -> WorkspaceDefaults<'a> {
 async fn chat_message(
     conn: &mut PgConnection,
     workspace: &Workspace<'_>,
-    workspaces_with_model: bool,
+    model: ModelHandoff,
     envelope: &Envelope,
     message: &ChatMessage,
     effects: &mut Effects,
 ) -> Result<(), HandleError> {
-    let stored = match chat::record_message(
-        conn,
-        envelope,
-        message,
-        defaults(workspace),
-        workspaces_with_model,
-    )
-    .await?
+    let sent_at = Instant::now();
+    let stored = match chat::record_message(conn, envelope, message, defaults(workspace), model)
+        .await?
     {
         Recorded::Duplicate => {
             // A redelivery may follow a crash between commit and cache write.
@@ -240,12 +236,19 @@ async fn chat_message(
         } else {
             stored.state.clone()
         };
+        // A hint that merged the customer away makes the stage's reads stale.
+        let reads = stored
+            .stage_extras
+            .clone()
+            .filter(|_| customer_id == stored.customer_id)
+            .map(|extras| super::enrich::StageReads { extras, sent_at });
         let pass = super::enrich::first_pass(
             conn,
             workspace,
             &mut target,
             preloaded,
-            workspaces_with_model,
+            reads,
+            model != ModelHandoff::None,
             &mut changes,
             effects,
         )

@@ -1,7 +1,8 @@
 //! A lane handles the events of the conversations hashed to it, strictly in
 //! arrival order. Whatever has queued up while the previous batch was being
 //! written goes into the next transaction together, so under load one commit
-//! covers many events; acks follow the commit.
+//! covers many events; acks follow the commit. Messages for the model go to
+//! the model stage just before the commit, with a signal of its outcome.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
-use super::enrich::TurnsHandoff;
+use super::enrich::{CommitNotice, CommitSignal};
 use super::handle::{self, Effects, HandleError, Workspaces};
 use super::metrics::Metrics;
 use crate::config::{AmqpSettings, WorkerSettings};
@@ -121,61 +122,49 @@ impl LaneContext {
         for job in batch {
             all.push(handle::handle(&mut tx, &self.workspaces, &job.event).await?);
         }
+        let notices = self.hand_to_model_stage(batch, &mut all);
         tx.commit().await.map_err(crate::store::StoreError::from)?;
+        for notice in notices {
+            notice.committed();
+        }
         Ok(all)
+    }
+
+    /// Hands the batch's model-path messages to the stage before the commit,
+    /// so their prompts are built and their calls started while the commit
+    /// is flushed. The stage writes nothing about a message until its
+    /// notice arrives, and drops it if the notice is dropped instead (the
+    /// commit failed; the broker redelivers the event).
+    fn hand_to_model_stage(&self, batch: &[Job], effects: &mut [Effects]) -> Vec<CommitNotice> {
+        let Some(stage) = &self.model_stage else {
+            return Vec::new();
+        };
+        let mut notices = Vec::new();
+        for (effect, job) in effects.iter_mut().zip(batch) {
+            for mut message in effect.model_jobs.drain(..) {
+                let (notice, signal) = CommitSignal::pair();
+                message.received_at = Some(job.received_at);
+                message.committed = signal;
+                notices.push(notice);
+                stage.submit(message);
+            }
+        }
+        notices
     }
 
     async fn finish(&self, batch: Vec<Job>, effects: Vec<Effects>) {
         let mut cache_updates = Vec::new();
         let mut pending = Vec::new();
-        let mut model_jobs = Vec::new();
-        for (effect, job) in effects.into_iter().zip(&batch) {
-            model_jobs.extend(effect.model_jobs.into_iter().map(|mut message| {
-                message.received_at = Some(job.received_at);
-                message
-            }));
+        for effect in effects {
             for reason in &effect.rejections {
                 self.metrics.rejection(reason);
             }
             cache_updates.extend(effect.cache);
             pending.extend(effect.outbox);
         }
-        // The model stage needs the turns before each of its messages: they
-        // are read in the same round trip as the cache writes, and the stage
-        // gets its messages first so it reads their inputs meanwhile.
-        let mut handoffs = Vec::new();
-        let mut reads: Vec<(String, String)> = Vec::new();
-        for job in model_jobs.iter_mut().filter(|job| !job.opened_conversation) {
-            let (sender, handoff) = TurnsHandoff::pair();
-            job.cached_turns = handoff;
-            handoffs.push(sender);
-            reads.push((job.workspace_id.clone(), job.conversation.clone()));
-        }
-        if let Some(stage) = &self.model_stage {
-            for job in model_jobs {
-                stage.submit(job);
-            }
-        }
-        let reads: Vec<(&str, &str)> = reads
-            .iter()
-            .map(|(workspace, conversation)| (workspace.as_str(), conversation.as_str()))
-            .collect();
-        match self
-            .cache
-            .apply_then_read_turns(&cache_updates, &reads)
-            .await
-        {
-            Ok(lists) => {
-                for (sender, turns) in handoffs.into_iter().zip(lists) {
-                    // A stage that gave up on the message no longer listens.
-                    let _ = sender.send(turns);
-                }
-            }
-            Err(error) => {
-                // Dropping the senders tells the stage to read the turns itself.
-                self.metrics.cache_errors.inc();
-                tracing::error!(error = %error, "cache update failed after commit");
-            }
+        if let Err(error) = self.cache.apply(&cache_updates).await {
+            self.metrics.cache_errors.inc();
+            tracing::error!(error = %error, "cache update failed after commit");
         }
         publish_pending(&self.publisher, &self.pool, pending).await;
         for job in batch {

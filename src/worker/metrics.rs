@@ -35,6 +35,9 @@ pub struct Metrics {
     pub store_retries: Counter,
     /// Cache writes that failed after a commit.
     pub cache_errors: Counter,
+    /// Model-stage messages dropped because their transaction rolled back
+    /// (their events are delivered again).
+    pub model_jobs_rolled_back: Counter,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -62,6 +65,7 @@ impl Metrics {
             delayed_retries = self.delayed_retries.get(),
             store_retries = self.store_retries.get(),
             cache_errors = self.cache_errors.get(),
+            model_jobs_rolled_back = self.model_jobs_rolled_back.get(),
             rejections = ?self.rejections(),
             "worker counters"
         );

@@ -32,6 +32,7 @@ use crate::llm::enrich::LlmEnricher;
 use crate::llm::prompts::Prompts;
 use crate::queue::{self, publisher::Publisher, topology};
 use crate::state::Cache;
+use crate::store::chat::ModelHandoff;
 use crate::store::warm_up::HotPath;
 use crate::store::{self, outbox};
 use ai::ModelStage;
@@ -90,10 +91,17 @@ impl Worker {
             .base_url
             .as_deref()
             .is_some_and(|url| !url.trim().is_empty());
+        let model_handoff = if with_model {
+            ModelHandoff::Pending {
+                recent_turns: settings.redis.recent_turns,
+            }
+        } else {
+            ModelHandoff::None
+        };
         let workspaces = Arc::new(Workspaces::new(
             settings.workspaces.clone(),
             &settings.asks,
-            with_model,
+            model_handoff,
         )?);
         let started = std::time::Instant::now();
         workspaces.prime_decision_core();
