@@ -788,3 +788,82 @@ async fn a_bare_name_answering_the_open_name_ask_is_recorded_and_closes_it() {
     assert_eq!(outcome, "answered");
     worker.stop().await;
 }
+
+/// The worker's sessions on the test database that sit in a transaction
+/// with no statement running: (pid, seconds since the transaction began).
+async fn idle_in_transaction(app: &TestApp) -> Vec<(i32, f64)> {
+    sqlx::query_as(
+        "SELECT pid, extract(epoch FROM now() - xact_start)::float8 FROM pg_stat_activity
+          WHERE datname = current_database() AND state = 'idle in transaction'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("pg_stat_activity")
+}
+
+async fn wait_for_idle_in_transaction(app: &TestApp) -> Vec<(i32, f64)> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let sessions = idle_in_transaction(app).await;
+        if !sessions.is_empty() {
+            return sessions;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lane opened a transaction ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_lanes_keep_a_short_lived_transaction_open_and_survive_losing_it() {
+    let mut app = TestApp::new().await;
+    app.set("ENRICHER__WORKER__LANES", "2");
+    let worker = app.start_worker().await;
+    let ws = unique("ws");
+    app.publish(&[chat(&ws, "first", "c-0", "u-0", "customer", "hello")])
+        .await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 1, WAIT)
+        .await;
+    wait_for_idle_in_transaction(&app).await;
+
+    // Renewed rather than left open: none is older than its lifetime plus slack.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let sessions = wait_for_idle_in_transaction(&app).await;
+    assert!(
+        sessions.iter().all(|(_, age)| *age < 6.0),
+        "transactions opened ahead are renewed: {sessions:?}"
+    );
+
+    // Their connections die while the lanes wait: the next events are stored anyway.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND state = 'idle in transaction'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("terminate");
+    assert!(!killed.is_empty());
+    let events: Vec<_> = (0..40)
+        .map(|n| {
+            chat(
+                &ws,
+                &format!("after-{n}"),
+                &format!("c-{}", n % 8),
+                &format!("u-{}", n % 8),
+                "customer",
+                "hello again",
+            )
+        })
+        .collect();
+    app.publish(&events).await;
+    app.wait_for_count(
+        "SELECT count(DISTINCT event_id) FROM enrich.messages",
+        41,
+        WAIT,
+    )
+    .await;
+    assert_eq!(app.count("SELECT count(*) FROM enrich.messages").await, 41);
+    worker.stop().await;
+}
