@@ -1,7 +1,9 @@
 //! What each event does to the stores, inside the batch's transaction. The
 //! handler returns the effects that must wait for the commit (cache updates,
 //! outbound events) instead of performing them, so nothing outside Postgres
-//! changes for a transaction that rolls back.
+//! changes for a transaction that rolls back. Its messages for the model go
+//! to the model stage just before the commit, which writes nothing about
+//! them until the commit is confirmed (see [`super::enrich::CommitSignal`]).
 
 use std::collections::HashMap;
 use std::time::Instant;
