@@ -213,8 +213,6 @@ pub struct WorkerSettings {
     pub batch_max: usize,
     /// How long a lane waits for more events before committing a batch.
     pub batch_linger_ms: u64,
-    /// Idle lanes keep a transaction open for their next event.
-    pub begin_ahead: bool,
     /// Attempts of a transaction that fails on a transient store error.
     pub store_attempts: u32,
     /// First backoff between those attempts; doubles each time.

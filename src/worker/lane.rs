@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use super::enrich::{CommitNotice, CommitSignal};
@@ -50,57 +50,12 @@ pub struct LaneContext {
     pub metrics: Arc<Metrics>,
     /// The model stage, when a model is configured.
     pub model_stage: Option<Arc<super::ai::ModelStage>>,
-    /// Whether idle lanes keep a transaction open for their next event.
-    pub begin_ahead: bool,
 }
-
-/// A transaction a lane opened while it waited for events.
-struct OpenedAhead {
-    tx: Transaction<'static, Postgres>,
-    opened: tokio::time::Instant,
-}
-
-/// How long an unused transaction opened ahead stays open before the lane
-/// rolls it back and opens another: long enough to cost next to nothing
-/// while idle, short enough that no session sits idle in a transaction for
-/// long (monitoring flags those, and `idle_in_transaction_session_timeout`
-/// ends them).
-const OPENED_AHEAD_FOR: Duration = Duration::from_secs(5);
 
 /// Runs a lane until its sender is dropped and its queue is drained.
-///
-/// With `worker.begin_ahead`, an idle lane keeps a transaction open (a bare
-/// `BEGIN`: no snapshot, no locks, no transaction id until its first
-/// statement), so the next event's first statement goes out at once rather
-/// than after a `BEGIN` round trip of its own. It only takes a connection
-/// the pool has idle, and the worker only enables it when the pool has more
-/// connections than there are lanes.
 pub async fn run(context: Arc<LaneContext>, mut jobs: mpsc::Receiver<Job>) {
     let linger = Duration::from_millis(context.worker.batch_linger_ms);
-    let mut ahead: Option<OpenedAhead> = None;
-    loop {
-        if ahead.is_none() && context.begin_ahead {
-            ahead = context.open_ahead().await;
-        }
-        let renew_at = ahead
-            .as_ref()
-            .map(|opened| opened.opened + OPENED_AHEAD_FOR);
-        let received = match renew_at {
-            Some(renew_at) => {
-                tokio::select! {
-                    job = jobs.recv() => job,
-                    _ = tokio::time::sleep_until(renew_at) => {
-                        // Dropping it rolls it back; the next turn opens another.
-                        ahead = None;
-                        continue;
-                    }
-                }
-            }
-            None => jobs.recv().await,
-        };
-        let Some(first) = received else {
-            return;
-        };
+    while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         // Wait a moment for more events so one commit covers many; under
         // load the queue is already full and this returns at once.
@@ -115,34 +70,18 @@ pub async fn run(context: Arc<LaneContext>, mut jobs: mpsc::Receiver<Job>) {
                 },
             }
         }
-        context
-            .process(batch, ahead.take().map(|opened| opened.tx))
-            .await;
+        context.process(batch).await;
     }
 }
 
 impl LaneContext {
-    /// A transaction on a connection the pool has idle, or none.
-    async fn open_ahead(&self) -> Option<OpenedAhead> {
-        match self.pool.try_begin().await {
-            Ok(tx) => tx.map(|tx| OpenedAhead {
-                tx,
-                opened: tokio::time::Instant::now(),
-            }),
-            Err(error) => {
-                tracing::debug!(error = %error, "could not open a transaction ahead");
-                None
-            }
-        }
-    }
-
-    async fn process(&self, batch: Vec<Job>, ahead: Option<Transaction<'static, Postgres>>) {
-        match self.commit_with_retries(&batch, ahead).await {
+    async fn process(&self, batch: Vec<Job>) {
+        match self.commit_with_retries(&batch).await {
             Ok(effects) => self.finish(batch, effects).await,
             Err(_) if batch.len() > 1 => {
                 // Isolate the event that fails so the others are not held back.
                 for job in batch {
-                    Box::pin(self.process(vec![job], None)).await;
+                    Box::pin(self.process(vec![job])).await;
                 }
             }
             Err(error) => {
@@ -153,23 +92,12 @@ impl LaneContext {
         }
     }
 
-    async fn commit_with_retries(
-        &self,
-        batch: &[Job],
-        mut ahead: Option<Transaction<'static, Postgres>>,
-    ) -> Result<Vec<Effects>, HandleError> {
+    async fn commit_with_retries(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
         let mut backoff = Duration::from_millis(self.worker.store_backoff_ms);
         let mut attempt = 1;
         loop {
-            let opened_ahead = ahead.is_some();
-            match self.commit_once(batch, ahead.take()).await {
+            match self.commit_once(batch).await {
                 Ok(effects) => return Ok(effects),
-                Err(HandleError::Store(error)) if error.is_transient() && opened_ahead => {
-                    // The connection died while the lane waited (a database
-                    // restart, an idle-in-transaction timeout): try again at
-                    // once on a fresh one.
-                    tracing::debug!(error = %error, "transaction opened ahead failed; beginning a new one");
-                }
                 Err(HandleError::Store(error))
                     if error.is_transient() && attempt < self.worker.store_attempts =>
                 {
@@ -184,19 +112,12 @@ impl LaneContext {
         }
     }
 
-    async fn commit_once(
-        &self,
-        batch: &[Job],
-        ahead: Option<Transaction<'static, Postgres>>,
-    ) -> Result<Vec<Effects>, HandleError> {
-        let mut tx = match ahead {
-            Some(tx) => tx,
-            None => self
-                .pool
-                .begin()
-                .await
-                .map_err(crate::store::StoreError::from)?,
-        };
+    async fn commit_once(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(crate::store::StoreError::from)?;
         let mut all = Vec::with_capacity(batch.len());
         for job in batch {
             all.push(handle::handle(&mut tx, &self.workspaces, &job.event).await?);

@@ -229,9 +229,6 @@ impl Worker {
             amqp: Arc::new(self.settings.amqp.clone()),
             metrics: Arc::clone(&self.metrics),
             model_stage,
-            // Lanes holding a connection each must leave one for the rest.
-            begin_ahead: self.settings.worker.begin_ahead
-                && self.settings.postgres.max_connections as usize > lanes,
         });
         let lane_capacity = (usize::from(self.settings.amqp.prefetch) / lanes).max(1) * 2;
         let mut senders = Vec::with_capacity(lanes);

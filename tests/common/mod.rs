@@ -288,8 +288,6 @@ impl TestApp {
                 "ENRICHER__POSTGRES__MODEL_STAGE_CONNECTIONS" => {
                     settings.postgres.model_stage_connections = value.parse().expect("number")
                 }
-                "ENRICHER__WORKER__LANES" => settings.worker.lanes = value.parse().expect("number"),
-                "ENRICHER__WORKER__BEGIN_AHEAD" => settings.worker.begin_ahead = value == "true",
                 "ENRICHER_ENV" => {}
                 other => panic!("the in-process harness does not map {other}; add it"),
             }
