@@ -133,20 +133,8 @@ impl Cache {
 
     /// Applies the updates of one committed batch in a single round trip.
     pub async fn apply(&self, updates: &[CacheUpdate]) -> Result<(), CacheError> {
-        self.apply_then_read_turns(updates, &[]).await.map(|_| ())
-    }
-
-    /// Applies the updates of one committed batch and then reads the cached
-    /// turns of `conversations` (workspace id, backend conversation id), in
-    /// the same round trip: one list per conversation, empty when the cache
-    /// does not hold it.
-    pub async fn apply_then_read_turns(
-        &self,
-        updates: &[CacheUpdate],
-        conversations: &[(&str, &str)],
-    ) -> Result<Vec<Vec<Turn>>, CacheError> {
-        if updates.is_empty() && conversations.is_empty() {
-            return Ok(Vec::new());
+        if updates.is_empty() {
+            return Ok(());
         }
         let mut pipe = redis::pipe();
         // The new message plus the turns before it that the model sees.
@@ -199,15 +187,9 @@ impl Cache {
                 }
             }
         }
-        for (workspace_id, conversation) in conversations {
-            let key = turns_key(workspace_id, conversation);
-            pipe.lrange(&key, 0, -1)
-                .expire(&key, self.conversation_ttl_secs as i64)
-                .ignore();
-        }
         let mut connection = self.connection.clone();
-        let lists: Vec<Vec<String>> = pipe.query_async(&mut connection).await?;
-        Ok(lists.iter().map(|list| parse_turns(list)).collect())
+        let () = pipe.query_async(&mut connection).await?;
+        Ok(())
     }
 
     /// Known field values of a customer, from Redis or rebuilt from Postgres.

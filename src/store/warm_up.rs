@@ -18,11 +18,11 @@ use uuid::Uuid;
 
 use super::asks;
 use super::chat::{self, ModelHandoff, Recorded, WorkspaceDefaults};
+use super::llm_calls::{self, Accounting, CallRow};
+use crate::event::{ChatMessage, Envelope, Platform, Sender};
 
 /// The recording call warmed: the statement is the same whatever the turns.
 const WARM_UP_HANDOFF: ModelHandoff = ModelHandoff::Pending { recent_turns: 10 };
-use super::llm_calls::{self, Accounting, CallRow};
-use crate::event::{ChatMessage, Envelope, Platform, Sender};
 
 /// What a pool's connections are readied for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

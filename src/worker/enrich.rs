@@ -20,7 +20,7 @@ use crate::extract::decision::{self, Decision, Gate, Origin, Proposal, TurnConte
 use crate::llm::prompts::PromptTurn;
 use crate::policy::Source;
 use crate::store::asks::{self, DecisionState, ModelInputs, NewAsk};
-use crate::store::chat::{StageExtras, StoredMessage};
+use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
 use crate::store::outbox;
 
@@ -95,8 +95,10 @@ pub struct LaneInputs {
 /// sent.
 #[derive(Debug)]
 pub struct StageReads {
-    /// Tokens spent and agent instructions.
-    pub extras: StageExtras,
+    /// Model tokens the conversation had spent.
+    pub spent_tokens: i64,
+    /// The customer's agent instructions.
+    pub agent_instructions: Option<String>,
     /// When the statement was sent.
     pub sent_at: Instant,
 }
@@ -275,8 +277,8 @@ pub async fn first_pass(
                     ai_status: Some("pending".to_owned()),
                     customer_id: target.customer_id,
                     state,
-                    spent_tokens: reads.extras.spent_tokens,
-                    agent_instructions: reads.extras.agent_instructions,
+                    spent_tokens: reads.spent_tokens,
+                    agent_instructions: reads.agent_instructions,
                 },
                 read_at: reads.sent_at,
             });

@@ -241,9 +241,13 @@ async fn chat_message(
         // A hint that merged the customer away makes the stage's reads stale.
         let reads = stored
             .stage_extras
-            .clone()
+            .as_ref()
             .filter(|_| customer_id == stored.customer_id)
-            .map(|extras| super::enrich::StageReads { extras, sent_at });
+            .map(|extras| super::enrich::StageReads {
+                spent_tokens: extras.spent_tokens,
+                agent_instructions: extras.agent_instructions.clone(),
+                sent_at,
+            });
         let pass = super::enrich::first_pass(
             conn,
             workspace,
