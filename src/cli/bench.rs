@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// workspace name is printed).
     #[arg(long)]
     pub keep: bool,
+    /// Start publishing at once, without the checkpoint and the wait for a
+    /// quiet disk (see `settle`).
+    #[arg(long)]
+    pub no_settle: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -134,6 +138,10 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     // Let the worker connect and declare its topology before the clock starts.
     let mut sender = EventSender::connect(&settings.amqp).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = match args.no_settle {
+        true => None,
+        false => Some(super::settle::settle(&pool).await),
+    };
 
     eprintln!(
         "publishing {} events over {} conversations...",
@@ -224,6 +232,10 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         published_in.as_secs_f64(),
         args.events as f64 / published_in.as_secs_f64().max(1e-9)
     );
+    match &settled {
+        Some(settled) => println!("  settled before        {settled}"),
+        None => println!("  settled before        no (--no-settle)"),
+    }
     println!("  first publish → last commit {:.2} s", span.as_secs_f64());
     println!("  throughput            {throughput:.0} events/s");
     if let Some(p) = latency {

@@ -7,3 +7,4 @@ pub mod customers;
 pub mod fake_model;
 pub mod inspect;
 pub mod send;
+pub mod settle;
