@@ -6,10 +6,10 @@
 //! and waits (bounded) until the kernel's I/O pressure is low. Every write the
 //! run itself causes is still measured.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use tokio::process::Command;
 
 /// The "some" I/O pressure (share of the last 10 s in which a task waited on
 /// I/O, in percent) below which the disk counts as quiet.
@@ -24,9 +24,9 @@ const IO_PRESSURE: &str = "/proc/pressure/io";
 /// What settling did, for the report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settled {
-    /// Whether Postgres ran the checkpoint (it needs superuser or
-    /// `pg_checkpoint`).
-    pub checkpointed: bool,
+    /// Why Postgres did not run the checkpoint (it needs superuser or
+    /// `pg_checkpoint`); `None` when it did.
+    pub checkpoint_error: Option<String>,
     /// How long the wait for a quiet disk took.
     pub waited: Duration,
     /// The I/O pressure when the wait ended; `None` where the kernel does not
@@ -36,10 +36,9 @@ pub struct Settled {
 
 impl std::fmt::Display for Settled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let checkpoint = if self.checkpointed {
-            "checkpoint done"
-        } else {
-            "checkpoint not permitted"
+        let checkpoint = match &self.checkpoint_error {
+            None => "checkpoint done".to_owned(),
+            Some(error) => format!("no checkpoint ({error})"),
         };
         match self.io_pressure {
             Some(pressure) => write!(
@@ -54,16 +53,18 @@ impl std::fmt::Display for Settled {
 
 /// Checkpoints, writes back dirty pages and waits for a quiet disk.
 pub async fn settle(pool: &PgPool) -> Settled {
-    let checkpointed = match sqlx::query("CHECKPOINT").execute(pool).await {
-        Ok(_) => true,
-        Err(error) => {
-            tracing::debug!(error = %error, "bench could not checkpoint");
-            false
-        }
-    };
+    let checkpoint_error = sqlx::query("CHECKPOINT")
+        .execute(pool)
+        .await
+        .err()
+        .map(|error| match error.as_database_error() {
+            Some(refused) => refused.message().to_owned(),
+            None => error.to_string(),
+        });
     // `sync` starts the writeback now instead of when the kernel's dirty
-    // pages expire; the wait below covers its end.
-    let _ = Command::new("sync").status();
+    // pages expire; the wait below covers its end. Where there is no `sync`
+    // the wait alone has to do.
+    let _ = Command::new("sync").status().await;
     let started = Instant::now();
     let mut pressure = read_io_pressure();
     while let Some(current) = pressure {
@@ -74,7 +75,7 @@ pub async fn settle(pool: &PgPool) -> Settled {
         pressure = read_io_pressure();
     }
     Settled {
-        checkpointed,
+        checkpoint_error,
         waited: started.elapsed(),
         io_pressure: pressure,
     }
@@ -116,13 +117,22 @@ mod tests {
     #[test]
     fn the_report_line_names_what_was_done() {
         let settled = Settled {
-            checkpointed: false,
+            checkpoint_error: Some("must be superuser".to_owned()),
             waited: Duration::from_secs(12),
             io_pressure: Some(0.4),
         };
         assert_eq!(
             settled.to_string(),
-            "checkpoint not permitted, waited 12 s for the disk (I/O pressure 0.40 %)"
+            "no checkpoint (must be superuser), waited 12 s for the disk (I/O pressure 0.40 %)"
+        );
+        let settled = Settled {
+            checkpoint_error: None,
+            waited: Duration::ZERO,
+            io_pressure: None,
+        };
+        assert_eq!(
+            settled.to_string(),
+            "checkpoint done, I/O pressure not reported by this kernel"
         );
     }
 }
