@@ -138,9 +138,10 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     // Let the worker connect and declare its topology before the clock starts.
     let mut sender = EventSender::connect(&settings.amqp).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let settled = match args.no_settle {
-        true => None,
-        false => Some(super::settle::settle(&pool).await),
+    let settled = if args.no_settle {
+        None
+    } else {
+        Some(super::settle::settle(&pool).await)
     };
 
     eprintln!(
