@@ -100,6 +100,11 @@ async fn a_tiny_real_model_cannot_put_invented_values_into_profiles() {
         .count("SELECT count(*) FROM enrich.llm_calls WHERE outcome = 'ok'")
         .await;
     eprintln!("real model: {calls} calls, {answered} usable answers");
+    assert!(
+        answered > 0,
+        "none of the {calls} calls got a usable answer, so nothing the model proposed was checked; \
+         is the server of scripts/llm-server answering completions?"
+    );
 
     let fields = FieldSet::new(vec![], &["name".into(), "email".into()]).expect("fields");
     let stored: Vec<(uuid::Uuid, String, String, Option<String>)> =

@@ -34,7 +34,7 @@ use crate::config::Settings;
 use crate::llm::enrich::{LlmEnricher, RequestBuilder};
 use crate::llm::prompts::Prompts;
 use case::{Case, load_cases};
-use metrics::{Scorecard, score, top_patterns};
+use metrics::{Counts, Scorecard, score, top_patterns};
 use report::{Report, TERMINAL_FAILURE_LINES, Thresholds};
 use runner::{CaseRun, EvalEnv, OfflineProposer, Proposer, run_cases};
 
@@ -213,6 +213,19 @@ async fn run_with(
     Ok(all)
 }
 
+/// A model run in which the model never answered judged only the patterns:
+/// its safety counts would be zero whatever the model does. Says so, or
+/// `None` when at least one proposal came back.
+fn no_model_answer(overall: &Counts) -> Option<String> {
+    (overall.proposer_calls > 0 && overall.proposer_errors >= overall.proposer_calls).then(|| {
+        format!(
+            "every one of the {} model calls failed, so nothing the model proposes was judged; \
+             is the server at llm.base_url answering?",
+            overall.proposer_calls
+        )
+    })
+}
+
 fn finish(card: &Scorecard, thresholds: &Thresholds, args: &EvalArgs) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     let run_name = format!("{}-{}", now.format("%Y%m%d-%H%M%S"), args.llm.as_str());
@@ -237,6 +250,11 @@ fn finish(card: &Scorecard, thresholds: &Thresholds, args: &EvalArgs) -> anyhow:
         written.markdown.display(),
         written.svg.display()
     );
+    if matches!(args.llm, LlmMode::Live | LlmMode::Replay)
+        && let Some(problem) = no_model_answer(&card.overall)
+    {
+        bail!("eval {run_name}: {problem}");
+    }
     if threshold_failures.is_empty() {
         println!("thresholds ({}): passed", args.thresholds.display());
         return Ok(());
@@ -264,7 +282,6 @@ fn finish(card: &Scorecard, thresholds: &Thresholds, args: &EvalArgs) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrics::Counts;
 
     fn args(reports: PathBuf) -> EvalArgs {
         EvalArgs {
@@ -278,6 +295,38 @@ mod tests {
             min_tag_cases: 1,
             safety_only: false,
         }
+    }
+
+    #[test]
+    fn a_model_run_in_which_every_call_failed_is_an_error() {
+        let reports = std::env::temp_dir().join(format!("enricher-eval-{}", uuid::Uuid::new_v4()));
+        let card = |errors| Scorecard {
+            overall: Counts {
+                cases: 1,
+                customer_turns: 3,
+                proposer_calls: 3,
+                proposer_errors: errors,
+                ..Counts::default()
+            },
+            ..Scorecard::default()
+        };
+        let live = EvalArgs {
+            llm: LlmMode::Live,
+            ..args(reports.clone())
+        };
+        let error = finish(&card(3), &Thresholds::default(), &live).expect_err("fails");
+        assert!(
+            error
+                .to_string()
+                .contains("every one of the 3 model calls failed"),
+            "{error}"
+        );
+        assert!(finish(&card(2), &Thresholds::default(), &live).is_ok());
+        assert!(
+            finish(&card(3), &Thresholds::default(), &args(reports.clone())).is_ok(),
+            "offline runs have no model to answer"
+        );
+        std::fs::remove_dir_all(&reports).expect("cleanup");
     }
 
     #[test]
