@@ -482,27 +482,56 @@ fn check_name(text: &str, quote_start: usize, value: &str) -> Result<(), &'stati
     Ok(())
 }
 
-/// Whether a question also asks for a field other than `field`.
+/// Whether a question also asks for a field other than `field`: it holds one
+/// of the words for another built-in field, or the name or label of any other
+/// configured field as a whole word ("in your language" names `language`).
+/// Terms that overlap the asked field's own words do not count.
 fn names_other_fields(question: &str, field: &str, fields: &FieldSet) -> bool {
     let lower = format!("{} ", question.to_lowercase());
     let builtin = FIELD_WORDS
         .iter()
         .filter(|(name, _)| *name != field && fields.get(name).is_some())
         .any(|(_, words)| words.iter().any(|w| lower.contains(w)));
-    let field_words: Vec<&str> = FIELD_WORDS
+    let mut own_words: Vec<String> = FIELD_WORDS
         .iter()
         .find(|(n, _)| *n == field)
-        .map(|(_, w)| w.to_vec())
+        .map(|(_, w)| w.iter().map(|w| w.trim().to_owned()).collect())
         .unwrap_or_default();
-    let custom = fields
+    own_words.push(field.replace('_', " "));
+    if let Some(def) = fields.get(field) {
+        own_words.push(def.label.trim().to_lowercase());
+    }
+    let own_words: Vec<String> = own_words.into_iter().filter(|w| !w.is_empty()).collect();
+    let other_terms = fields
         .iter()
-        .filter(|f| f.name != field && !crate::fields::BUILTIN_FIELDS.contains(&f.name.as_str()))
-        .filter(|f| !f.label.trim().is_empty())
-        .any(|f| {
-            let label = f.label.to_lowercase();
-            lower.contains(&label) && !field_words.iter().any(|w| label.contains(w.trim()))
+        .filter(|f| f.name != field)
+        .flat_map(|f| [f.name.replace('_', " "), f.label.trim().to_lowercase()])
+        .filter(|term| !term.is_empty())
+        .filter(|term| {
+            !own_words
+                .iter()
+                .any(|w| term.contains(w.as_str()) || w.contains(term.as_str()))
         });
-    builtin || custom
+    builtin
+        || other_terms
+            .into_iter()
+            .any(|term| contains_word(&lower, &term))
+}
+
+/// Whether `term` occurs in `text` with no letter or digit right before or
+/// after it.
+fn contains_word(text: &str, term: &str) -> bool {
+    text.match_indices(term).any(|(start, _)| {
+        let end = start + term.len();
+        !text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric)
+            && !text[end..]
+                .chars()
+                .next()
+                .is_some_and(char::is_alphanumeric)
+    })
 }
 
 fn collect_declines(
@@ -1130,6 +1159,31 @@ mod hostile_tests {
             !asked.question.to_lowercase().contains("name"),
             "{}",
             asked.question
+        );
+    }
+
+    #[test]
+    fn a_question_naming_another_configured_field_is_rewritten() {
+        let fields = FieldSet::new(vec![], &["name".into(), "email".into()]).expect("fields");
+        let named = |question: &str, field: &str| names_other_fields(question, field, &fields);
+        assert!(named(
+            "What is your name? Answer in the customer's language and tone.",
+            "name"
+        ));
+        assert!(named("Which country and email should we use?", "email"));
+        assert!(!named("May I have your name, please?", "name"));
+        assert!(!named(
+            "What's the best email to send the brochure to?",
+            "email"
+        ));
+        assert!(
+            !named("Which languages do you speak?", "language"),
+            "the asked field's own words"
+        );
+        assert!(
+            !named("Your surname, please?", "name")
+                && !named("Is this about a relocation?", "name"),
+            "only whole words"
         );
     }
 
