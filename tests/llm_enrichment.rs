@@ -433,6 +433,13 @@ async fn model_failures_skip_ai_record_the_failure_and_lose_nothing() {
                 "tool_calls": [{"type": "function", "function": {"name": "record_enrichment", "arguments": "{\"facts\": [ {oops"}}]}}]})),
             "refusal" => ResponseTemplate::new(200).set_body_json(json!({"choices": [{"finish_reason": "stop", "message": {"content": null, "refusal": "I can't help with that"}}]})),
             "length" => ResponseTemplate::new(200).set_body_json(json!({"choices": [{"finish_reason": "length", "message": {"content": "{\"facts\": ["}}]})),
+            // llama-cpp-python's way of cutting a tool call off at the limit.
+            "cut off" => {
+                let limit = request.get("max_completion_tokens").or_else(|| request.get("max_tokens")).cloned().unwrap_or(json!(400));
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "choices": [{"finish_reason": "tool_calls", "message": {"tool_calls": [{"type": "function", "function": {"name": "record_enrichment", "arguments": "{\"facts\": [{\"field\": \"name\", \"quote\": \"a very long"}}]}}],
+                    "usage": {"prompt_tokens": 900, "completion_tokens": limit, "total_tokens": 1300}}))
+            }
             _ => tool_call(proposal(&[("name", "Zoe", "I'm Zoe")], None)),
         }
     })
@@ -448,6 +455,7 @@ async fn model_failures_skip_ai_record_the_failure_and_lose_nothing() {
         "malformed",
         "refusal",
         "length",
+        "cut off",
         "I'm Zoe",
     ];
     let events: Vec<_> = texts
@@ -470,6 +478,7 @@ async fn model_failures_skip_ai_record_the_failure_and_lose_nothing() {
             "malformed_output",
             "refusal",
             "truncated",
+            "truncated",
             "ok"
         ]
     );
@@ -491,7 +500,9 @@ async fn model_failures_skip_ai_record_the_failure_and_lose_nothing() {
             .expect("statuses");
     assert_eq!(
         failed,
-        vec!["failed", "failed", "failed", "failed", "failed", "done"]
+        vec![
+            "failed", "failed", "failed", "failed", "failed", "failed", "done"
+        ]
     );
     worker.stop().await;
 }

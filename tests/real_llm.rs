@@ -100,6 +100,15 @@ async fn a_tiny_real_model_cannot_put_invented_values_into_profiles() {
         .count("SELECT count(*) FROM enrich.llm_calls WHERE outcome = 'ok'")
         .await;
     eprintln!("real model: {calls} calls, {answered} usable answers");
+    for (outcome, purpose, count, latency) in sqlx::query_as::<_, (String, String, i64, Option<i32>)>(
+        "SELECT outcome, purpose, count(*), max(latency_ms) FROM enrich.llm_calls GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("llm calls")
+    {
+        eprintln!("  {purpose} {outcome}: {count} (slowest {} ms)", latency.unwrap_or_default());
+    }
     assert!(
         answered > 0,
         "none of the {calls} calls got a usable answer, so nothing the model proposed was checked; \

@@ -158,11 +158,22 @@ impl LlmEnricher {
             latency,
         } = self.client.chat(request).await;
         let (output, prompt_tokens, completion_tokens) = match result {
-            Ok(completion) => (
-                read(&completion.message, completion.finish_reason.as_deref()),
-                completion.prompt_tokens,
-                completion.completion_tokens,
-            ),
+            Ok(completion) => {
+                let output = read(&completion.message, completion.finish_reason.as_deref());
+                let output = match output {
+                    Err(CallFailure::MalformedOutput(_))
+                        if used_the_whole_answer_limit(request, completion.completion_tokens) =>
+                    {
+                        Err(CallFailure::Truncated)
+                    }
+                    other => other,
+                };
+                (
+                    output,
+                    completion.prompt_tokens,
+                    completion.completion_tokens,
+                )
+            }
             Err(error) => (Err(CallFailure::Llm(error)), 0, 0),
         };
         let accounting = Accounting {
@@ -230,6 +241,17 @@ pub fn tool_arguments(message: &Value, finish_reason: Option<&str>) -> Result<Va
         .ok_or_else(|| CallFailure::MalformedOutput("no tool call and no content".into()))
 }
 
+/// Whether an answer used every token the request allowed. Some servers
+/// (llama-cpp-python) report `finish_reason: tool_calls` for a tool call cut
+/// off at the limit; an answer that does not parse and stopped exactly there
+/// was truncated, not malformed.
+fn used_the_whole_answer_limit(request: &Value, completion_tokens: u32) -> bool {
+    ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|key| request.get(key).and_then(Value::as_u64))
+        .is_some_and(|limit| limit > 0 && u64::from(completion_tokens) >= limit)
+}
+
 /// Reads the proposal out of a completion message.
 pub fn interpret(message: &Value, finish_reason: Option<&str>) -> Result<Proposal, CallFailure> {
     let arguments = tool_arguments(message, finish_reason)?;
@@ -257,6 +279,18 @@ mod tests {
             interpret(&content, Some("stop")).expect("ok").facts[0].value,
             "Ann"
         );
+    }
+
+    #[test]
+    fn an_answer_stopped_at_the_token_limit_counts_as_truncated() {
+        let request = json!({"model": "m", "max_tokens": 400});
+        assert!(used_the_whole_answer_limit(&request, 400));
+        assert!(!used_the_whole_answer_limit(&request, 399));
+        assert!(used_the_whole_answer_limit(
+            &json!({"max_completion_tokens": 10}),
+            10
+        ));
+        assert!(!used_the_whole_answer_limit(&json!({"model": "m"}), 4096));
     }
 
     #[test]
