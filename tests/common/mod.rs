@@ -529,6 +529,13 @@ pub fn chat(
 pub async fn restart_mid_stream_loses_nothing(service: &str) {
     let script = std::env::var("ENRICHER_SERVICES_SCRIPT")
         .expect("ENRICHER_SERVICES_SCRIPT is set by `scripts/services env`");
+    // The worker runs in this process; RUST_LOG shows its log.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let app = TestApp::new().await;
     let worker = app.start_worker().await;
     let ws = unique("ws");
