@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::grounding::{find_quote, value_supported_by_quote};
+use super::grounding::{find_quote, find_words_loose, value_supported_by_quote};
 use super::patterns::{Fact, extract_facts};
 use super::triggers::Triggers;
 use super::{declines, language, patterns};
@@ -515,23 +515,7 @@ fn names_other_fields(question: &str, field: &str, fields: &FieldSet) -> bool {
     builtin
         || other_terms
             .into_iter()
-            .any(|term| contains_word(&lower, &term))
-}
-
-/// Whether `term` occurs in `text` with no letter or digit right before or
-/// after it.
-fn contains_word(text: &str, term: &str) -> bool {
-    text.match_indices(term).any(|(start, _)| {
-        let end = start + term.len();
-        !text[..start]
-            .chars()
-            .next_back()
-            .is_some_and(char::is_alphanumeric)
-            && !text[end..]
-                .chars()
-                .next()
-                .is_some_and(char::is_alphanumeric)
-    })
+            .any(|term| !find_words_loose(question, &term).is_empty())
 }
 
 fn collect_declines(
