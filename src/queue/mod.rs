@@ -1,8 +1,10 @@
 //! RabbitMQ: the topology the worker declares, the connection with automatic
-//! recovery, and publishing with publisher confirms (outbound events, dead
-//! letters and delayed retries).
+//! recovery, the subscription that outlives what that recovery cannot mend,
+//! and publishing with publisher confirms (outbound events, dead letters and
+//! delayed retries).
 
 pub mod publisher;
+pub mod subscription;
 pub mod topology;
 
 use lapin::{Connection, ConnectionProperties};

@@ -1,6 +1,13 @@
 //! Publishing with publisher confirms: a publish counts only once the broker
 //! has taken responsibility for the message. Used for outbound events, dead
 //! letters (with the reason in `x-enrich-error`) and delayed retries.
+//!
+//! Every clone shares one channel slot: when the worker replaces a broker
+//! connection that could not recover ([`super::subscription`]), it reopens
+//! the publisher on the new connection and every clone publishes there.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString, ShortString};
@@ -20,10 +27,14 @@ pub enum PublishError {
     Refused,
 }
 
+/// How long a publish waits for lapin to recover the connection before it
+/// tries once more on whatever channel the publisher holds by then.
+const RECOVERY_WAIT: Duration = Duration::from_secs(30);
+
 /// A confirming publisher on its own channel.
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
+    channel: Arc<RwLock<Channel>>,
     outbound_exchange: String,
     dead_letter_exchange: String,
 }
@@ -36,15 +47,28 @@ impl Publisher {
         connection: &Connection,
         settings: &AmqpSettings,
     ) -> Result<Publisher, lapin::Error> {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
         Ok(Publisher {
-            channel,
+            channel: Arc::new(RwLock::new(confirm_channel(connection).await?)),
             outbound_exchange: settings.outbound_exchange.clone(),
             dead_letter_exchange: settings.dead_letter_exchange.clone(),
         })
+    }
+
+    /// Moves every clone of this publisher to a new channel on `connection`.
+    pub async fn reopen(&self, connection: &Connection) -> Result<(), lapin::Error> {
+        let channel = confirm_channel(connection).await?;
+        *self
+            .channel
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = channel;
+        Ok(())
+    }
+
+    fn channel(&self) -> Channel {
+        self.channel
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Publishes and waits for the broker's confirm, waiting out a broker
@@ -61,7 +85,14 @@ impl Publisher {
             .await
         {
             Err(PublishError::Amqp(error)) => {
-                self.channel.wait_for_recovery(error).await?;
+                let channel = self.channel();
+                match tokio::time::timeout(RECOVERY_WAIT, channel.wait_for_recovery(error)).await {
+                    Ok(recovered) => recovered?,
+                    Err(_) => tracing::warn!(
+                        wait_secs = RECOVERY_WAIT.as_secs(),
+                        "broker connection still down; publishing once more"
+                    ),
+                }
                 self.publish_once(exchange, routing_key, body, properties)
                     .await
             }
@@ -77,7 +108,7 @@ impl Publisher {
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
         let confirmation = self
-            .channel
+            .channel()
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -148,6 +179,14 @@ impl Publisher {
         let queue = topology::retry_queue(settings, delay_ms);
         self.publish("", &queue, body, properties).await
     }
+}
+
+async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 /// Properties of a persistent JSON message.

@@ -17,11 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -30,7 +26,7 @@ use crate::config::Settings;
 use crate::event::{Event, Limits};
 use crate::llm::enrich::LlmEnricher;
 use crate::llm::prompts::Prompts;
-use crate::queue::{self, publisher::Publisher, topology};
+use crate::queue::{publisher::Publisher, subscription::Subscription};
 use crate::state::Cache;
 use crate::store::chat::ModelHandoff;
 use crate::store::warm_up::HotPath;
@@ -74,8 +70,7 @@ pub struct Worker {
     settings: Settings,
     pool: PgPool,
     cache: Cache,
-    connection: Connection,
-    consume_channel: Channel,
+    link: Subscription,
     publisher: Publisher,
     workspaces: Arc<Workspaces>,
     metrics: Arc<Metrics>,
@@ -119,13 +114,8 @@ impl Worker {
         .await?;
         store::workspaces::sync(&pool, &settings.workspaces).await?;
         let cache = Cache::connect(&settings.redis).await?;
-        let connection = queue::connect(&settings.amqp, "enricher-worker").await?;
-        let consume_channel = connection.create_channel().await?;
-        topology::declare(&consume_channel, &settings.amqp).await?;
-        consume_channel
-            .basic_qos(settings.amqp.prefetch, BasicQosOptions::default())
-            .await?;
-        let publisher = Publisher::open(&connection, &settings.amqp).await?;
+        let link = Subscription::open(&settings.amqp, "enricher-worker").await?;
+        let publisher = link.publisher().clone();
         let prompts = Prompts::load(&settings.llm.prompts_dir)?;
         let model = LlmEnricher::from_settings(&settings.llm, prompts.clone())
             .map_err(|e| WorkerError::Llm(e.to_string()))?
@@ -140,8 +130,7 @@ impl Worker {
             settings,
             pool,
             cache,
-            connection,
-            consume_channel,
+            link,
             publisher,
             workspaces,
             metrics: Arc::new(Metrics::default()),
@@ -156,7 +145,7 @@ impl Worker {
 
     /// Consumes until `shutdown` resolves, then drains and exits.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), WorkerError> {
         let lanes = self.settings.worker.lanes;
@@ -245,46 +234,23 @@ impl Worker {
         ));
         let counters = tokio::spawn(log_counters(Arc::clone(&self.metrics)));
 
-        let consumer_tag = format!("enricher-{}-{}", std::process::id(), uuid::Uuid::new_v4());
-        let mut consumer = self
-            .consume_channel
-            .basic_consume(
-                self.settings.amqp.work_queue.as_str().into(),
-                consumer_tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        self.link.start().await?;
         tracing::info!(queue = %self.settings.amqp.work_queue, lanes, "consuming");
 
         let limits = Limits {
             max_text_bytes: self.settings.worker.max_text_bytes,
         };
         tokio::pin!(shutdown);
-        let outcome = loop {
+        loop {
             tokio::select! {
-                () = &mut shutdown => break Ok(()),
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => self.dispatch(delivery, limits, &senders).await,
-                    Some(Err(error)) => {
-                        tracing::warn!(error = %error, "broker connection lost; waiting for recovery");
-                        if let Err(error) = self.consume_channel.wait_for_recovery(error).await {
-                            break Err(WorkerError::Amqp(error));
-                        }
-                        tracing::info!("broker connection recovered");
-                    }
-                    None => break Ok(()),
-                },
+                () = &mut shutdown => break,
+                delivery = self.link.next_delivery() => {
+                    self.dispatch(delivery, limits, &senders).await;
+                }
             }
-        };
-        tracing::info!("stopping: no new deliveries, finishing in-flight work");
-        if let Err(error) = self
-            .consume_channel
-            .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
-            .await
-        {
-            tracing::debug!(error = %error, "consumer cancel failed");
         }
+        tracing::info!("stopping: no new deliveries, finishing in-flight work");
+        self.link.cancel().await;
         drop(senders);
         let grace = Duration::from_secs(self.settings.worker.shutdown_grace_secs);
         let drained = tokio::time::timeout(grace, async {
@@ -308,10 +274,8 @@ impl Worker {
             watcher.abort();
         }
         self.metrics.log();
-        if let Err(error) = self.connection.close(200, "shutdown".into()).await {
-            tracing::debug!(error = %error, "connection close failed");
-        }
-        outcome
+        self.link.close().await;
+        Ok(())
     }
 
     async fn dispatch(&self, delivery: Delivery, limits: Limits, lanes: &[mpsc::Sender<Job>]) {

@@ -83,6 +83,15 @@ pub struct RunningWorker {
 }
 
 impl RunningWorker {
+    /// Runs `check` and fails at once if the worker stops by itself before
+    /// the check is done (a worker that gave up must not look like a slow one).
+    pub async fn while_running<T>(&mut self, check: impl std::future::Future<Output = T>) -> T {
+        tokio::select! {
+            value = check => value,
+            ended = &mut self.task => panic!("the worker stopped by itself: {ended:?}"),
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -487,6 +496,91 @@ impl TestApp {
         (connection, consumer)
     }
 
+    /// How many consumers this test's work queue has; `None` while the queue
+    /// does not exist.
+    pub async fn work_queue_consumers(&self) -> Option<u32> {
+        let settings = self.settings();
+        let connection = enricher::queue::connect(&settings.amqp, "test-inspect")
+            .await
+            .expect("amqp");
+        let channel = connection.create_channel().await.expect("channel");
+        let queue = channel
+            .queue_declare(
+                settings.amqp.work_queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .ok();
+        connection.close(200, "done".into()).await.ok();
+        queue.map(|queue| queue.consumer_count())
+    }
+
+    /// Waits until the work queue's consumer count satisfies `wanted`.
+    pub async fn wait_for_work_queue_consumers(
+        &self,
+        wanted: impl Fn(Option<u32>) -> bool,
+        timeout: Duration,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.work_queue_consumers().await;
+            if wanted(now) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on the work queue's consumers (now {now:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A channel on a fresh connection, for changing the broker's state
+    /// behind the worker's back.
+    pub async fn broker_channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let settings = self.settings();
+        let connection = enricher::queue::connect(&settings.amqp, "test-fault")
+            .await
+            .expect("amqp");
+        let channel = connection.create_channel().await.expect("channel");
+        (connection, channel)
+    }
+
+    /// Has the broker close every connection that consumes this test's
+    /// work queue (as an operator's `rabbitmqctl close_connection` would);
+    /// returns how many it closed.
+    pub fn close_work_queue_consumer_connections(&self) -> usize {
+        let work_queue = self.settings().amqp.work_queue;
+        let channels: Vec<String> = rabbitmqctl(&[
+            "list_consumers",
+            "--no-table-headers",
+            "queue_name",
+            "channel_pid",
+        ])
+        .iter()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(queue, _)| *queue == work_queue)
+        .map(|(_, channel)| channel.to_owned())
+        .collect();
+        let mut connections: Vec<String> =
+            rabbitmqctl(&["list_channels", "--no-table-headers", "pid", "connection"])
+                .iter()
+                .filter_map(|line| line.split_once('\t'))
+                .filter(|(channel, _)| channels.iter().any(|c| c == channel))
+                .map(|(_, connection)| connection.to_owned())
+                .collect();
+        connections.sort();
+        connections.dedup();
+        for connection in &connections {
+            rabbitmqctl(&["close_connection", connection, "fault injected by a test"]);
+        }
+        connections.len()
+    }
+
     /// A connection to the shared local Redis, for looking at the cache directly.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.redis_url())
@@ -506,6 +600,28 @@ impl TestApp {
     }
 }
 
+/// Runs `rabbitmqctl` quietly against the local broker and returns its
+/// output lines.
+pub fn rabbitmqctl(args: &[&str]) -> Vec<String> {
+    let script = std::env::var("ENRICHER_SERVICES_SCRIPT")
+        .expect("ENRICHER_SERVICES_SCRIPT is set by `scripts/services env`");
+    let output = Command::new(script)
+        .arg("rabbitmqctl")
+        .arg("-q")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A `chat.message` event.
 pub fn chat(
     workspace: &str,
@@ -522,6 +638,32 @@ pub fn chat(
     })
 }
 
+/// Shows the log of workers running in this process when RUST_LOG is set.
+pub fn show_worker_log() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Customer messages `e-{i}` for every `i` in `ids`, spread over
+/// `conversations` conversations (one customer each).
+pub fn chat_batch(ws: &str, ids: std::ops::Range<usize>, conversations: usize) -> Vec<Value> {
+    ids.map(|i| {
+        chat(
+            ws,
+            &format!("e-{i}"),
+            &format!("c-{}", i % conversations),
+            &format!("u-{}", i % conversations),
+            "customer",
+            &format!("{i}"),
+        )
+    })
+    .collect()
+}
+
 /// Publishes 4,000 events over 50 conversations to a running worker and
 /// restarts one of the shared local services (`rabbitmq`, `postgres`) once
 /// the worker is part-way through the first 3,000: every event must still be
@@ -529,30 +671,11 @@ pub fn chat(
 pub async fn restart_mid_stream_loses_nothing(service: &str) {
     let script = std::env::var("ENRICHER_SERVICES_SCRIPT")
         .expect("ENRICHER_SERVICES_SCRIPT is set by `scripts/services env`");
-    // The worker runs in this process; RUST_LOG shows its log.
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
+    show_worker_log();
     let app = TestApp::new().await;
-    let worker = app.start_worker().await;
+    let mut worker = app.start_worker().await;
     let ws = unique("ws");
-    let batch = |from: usize, to: usize| -> Vec<serde_json::Value> {
-        (from..to)
-            .map(|i| {
-                chat(
-                    &ws,
-                    &format!("e-{i}"),
-                    &format!("c-{}", i % 50),
-                    &format!("u-{}", i % 50),
-                    "customer",
-                    &format!("{i}"),
-                )
-            })
-            .collect()
-    };
+    let batch = |from: usize, to: usize| chat_batch(&ws, from..to, 50);
     app.publish(&batch(0, 3000)).await;
     // Restart while the worker is part-way through the first half.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -573,12 +696,13 @@ pub async fn restart_mid_stream_loses_nothing(service: &str) {
 
     // Publish the second half once the service is back; the worker was not touched.
     app.publish(&batch(3000, 4000)).await;
-    app.wait_for_count(
-        "SELECT count(*) FROM enrich.messages",
-        4000,
-        Duration::from_secs(120),
-    )
-    .await;
+    worker
+        .while_running(app.wait_for_count(
+            "SELECT count(*) FROM enrich.messages",
+            4000,
+            Duration::from_secs(120),
+        ))
+        .await;
     assert!(
         stored_before < 3000,
         "the restart must land mid-stream (stored {stored_before})"
