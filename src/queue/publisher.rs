@@ -25,11 +25,18 @@ pub enum PublishError {
     /// The broker refused the message.
     #[error("broker refused the message")]
     Refused,
+    /// No confirm came within [`CONFIRM_TIMEOUT`].
+    #[error("no confirm from the broker within {} s", CONFIRM_TIMEOUT.as_secs())]
+    TimedOut,
 }
 
 /// How long a publish waits for lapin to recover the connection before it
 /// tries once more on whatever channel the publisher holds by then.
 const RECOVERY_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a publish waits for the broker's confirm. A publish sent on a
+/// connection that died without lapin noticing is never confirmed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A confirming publisher on its own channel.
 #[derive(Clone)]
@@ -96,6 +103,12 @@ impl Publisher {
                 self.publish_once(exchange, routing_key, body, properties)
                     .await
             }
+            // The link may have been replaced meanwhile: once more, on the
+            // publisher's channel as it is now.
+            Err(PublishError::TimedOut) => {
+                self.publish_once(exchange, routing_key, body, properties)
+                    .await
+            }
             other => other,
         }
     }
@@ -107,17 +120,22 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
-        let confirmation = self
-            .channel()
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await?
-            .await?;
+        let channel = self.channel();
+        let confirmed = async {
+            channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirmed)
+            .await
+            .map_err(|_| PublishError::TimedOut)??;
         match confirmation {
             Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
             Confirmation::Nack(_) => Err(PublishError::Refused),

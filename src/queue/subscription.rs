@@ -34,7 +34,8 @@ pub const RECOVERY_PATIENCE: Duration = Duration::from_secs(30);
 /// Backoff between attempts to replace a broken link.
 const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(200);
 const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
-/// How long closing a replaced connection may take before it is dropped.
+/// How long cancelling the consumer or closing a connection may take before
+/// the worker goes on without it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A connection with the topology declared, a confirming publisher and,
@@ -167,13 +168,16 @@ impl Subscription {
 
     /// Stops consuming (in-flight deliveries can still be acked).
     pub async fn cancel(&self) {
-        if let Some((_, tag)) = &self.consumer
-            && let Err(error) = self
-                .channel
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await
-        {
-            tracing::debug!(error = %error, "consumer cancel failed");
+        let Some((_, tag)) = &self.consumer else {
+            return;
+        };
+        let cancel = self
+            .channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+        match tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(error = %error, "consumer cancel failed"),
+            Err(_) => tracing::debug!("consumer cancel timed out"),
         }
     }
 

@@ -167,10 +167,10 @@ impl LaneContext {
             tracing::error!(error = %error, "cache update failed after commit");
         }
         publish_pending(&self.publisher, &self.pool, pending).await;
-        for job in batch {
+        for _ in &batch {
             self.metrics.events_stored.inc();
-            acknowledge(&job.delivery).await;
         }
+        futures::future::join_all(batch.iter().map(|job| acknowledge(&job.delivery))).await;
     }
 
     async fn give_up(&self, job: Job, error: HandleError) {
@@ -245,12 +245,20 @@ pub async fn publish_pending(publisher: &Publisher, pool: &PgPool, pending: Vec<
     }
 }
 
+/// How long an ack or nack may take. One sent on a connection that died
+/// without lapin noticing never completes; the broker redelivers what it
+/// did not get, once the worker's link is replaced.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Acks a delivery. After a broker restart the delivery tag is void and the
 /// broker redelivers the event, which dedupe turns into a no-op.
 pub async fn acknowledge(delivery: &Delivery) {
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-        tracing::debug!(error = %error, "ack failed; the broker will redeliver and dedupe absorbs it");
-    }
+    settle(
+        delivery,
+        "ack",
+        delivery.acker.ack(BasicAckOptions::default()),
+    )
+    .await;
 }
 
 async fn requeue(delivery: &Delivery) {
@@ -258,7 +266,30 @@ async fn requeue(delivery: &Delivery) {
         requeue: true,
         ..BasicNackOptions::default()
     };
-    if let Err(error) = delivery.acker.nack(options).await {
-        tracing::debug!(error = %error, "nack failed; the broker will redeliver");
+    settle(delivery, "nack", delivery.acker.nack(options)).await;
+}
+
+async fn settle(
+    delivery: &Delivery,
+    what: &'static str,
+    settling: impl std::future::Future<Output = Result<bool, lapin::Error>>,
+) {
+    if !delivery.acker.usable() {
+        tracing::debug!(
+            what,
+            "channel gone; the broker will redeliver and dedupe absorbs it"
+        );
+        return;
+    }
+    match tokio::time::timeout(SETTLE_TIMEOUT, settling).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::debug!(what, error = %error, "failed; the broker will redeliver and dedupe absorbs it")
+        }
+        Err(_) => tracing::warn!(
+            what,
+            timeout_secs = SETTLE_TIMEOUT.as_secs(),
+            "no answer from the broker; it will redeliver and dedupe absorbs it"
+        ),
     }
 }
