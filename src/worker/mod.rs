@@ -54,7 +54,8 @@ pub enum WorkerError {
     /// Redis is unreachable.
     #[error(transparent)]
     Cache(#[from] crate::state::CacheError),
-    /// RabbitMQ is unreachable or the connection could not be recovered.
+    /// RabbitMQ is unreachable or refused the topology at start-up (later
+    /// broker trouble is handled by the subscription, never returned).
     #[error("rabbitmq: {0}")]
     Amqp(#[from] lapin::Error),
     /// The prompt templates are unusable.
