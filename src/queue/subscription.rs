@@ -46,7 +46,7 @@ pub struct Subscription {
     connection: Connection,
     channel: Channel,
     publisher: Publisher,
-    consumer: Option<(Consumer, String)>,
+    consumer: Option<Consumer>,
     health_check: Interval,
     /// When the link was first seen recovering, while it still is.
     recovering_since: Option<Instant>,
@@ -89,7 +89,7 @@ impl Subscription {
     /// against a shutdown signal.
     pub async fn next_delivery(&mut self) -> Delivery {
         loop {
-            let Some((consumer, _)) = self.consumer.as_mut() else {
+            let Some(consumer) = self.consumer.as_mut() else {
                 self.resubscribe().await;
                 continue;
             };
@@ -168,12 +168,12 @@ impl Subscription {
 
     /// Stops consuming (in-flight deliveries can still be acked).
     pub async fn cancel(&self) {
-        let Some((_, tag)) = &self.consumer else {
+        let Some(consumer) = &self.consumer else {
             return;
         };
         let cancel = self
             .channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default());
         match tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::debug!(error = %error, "consumer cancel failed"),
@@ -202,23 +202,18 @@ async fn open_link(
     Ok((connection, channel))
 }
 
-async fn consume(
-    channel: &Channel,
-    settings: &AmqpSettings,
-) -> Result<(Consumer, String), lapin::Error> {
+async fn consume(channel: &Channel, settings: &AmqpSettings) -> Result<Consumer, lapin::Error> {
     let tag = format!("enricher-{}-{}", std::process::id(), uuid::Uuid::new_v4());
-    let consumer = channel
+    channel
         .basic_consume(
             settings.work_queue.as_str().into(),
             tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
-        .await?;
-    Ok((consumer, tag))
+        .await
 }
 
-#[derive(Debug, PartialEq)]
 enum LinkState {
     /// The connection and the consuming channel are open.
     Up,
