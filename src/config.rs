@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::extract::triggers::{TriggerConfig, Triggers};
+use crate::decide::policy::AskPolicy;
+use crate::decide::triggers::{TriggerConfig, Triggers};
 use crate::fields::{FieldDef, FieldSet};
-use crate::policy::AskPolicy;
 
 /// Everything the worker and the CLI read from configuration.
 #[derive(Debug, Deserialize)]

@@ -6,13 +6,13 @@
 
 pub mod cli;
 pub mod config;
+pub mod decide;
 pub mod eval;
 pub mod event;
 pub mod extract;
 pub mod fields;
 pub mod insights;
 pub mod llm;
-pub mod policy;
 pub mod queue;
 pub mod state;
 pub mod store;

@@ -19,7 +19,7 @@ pub async fn start(delay: Duration) -> std::io::Result<SocketAddr> {
             Json(json!({
                 "id": "bench", "object": "chat.completion", "created": 0, "model": "bench-model",
                 "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
-                    "tool_calls": [{"id": "call", "type": "function", "function": {"name": crate::llm::schema::TOOL_NAME,
+                    "tool_calls": [{"id": "call", "type": "function", "function": {"name": crate::llm::TOOL_NAME,
                         "arguments": "{\"facts\":[],\"ask\":null,\"declined\":[],\"language\":\"en\"}"}}]}}],
                 "usage": {"prompt_tokens": 500, "completion_tokens": 20, "total_tokens": 520}
             }))

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
+use crate::decide::policy::Source;
 use crate::event::Sender;
 use crate::fields::{FieldDef, FieldSet};
-use crate::policy::Source;
 
 /// One eval case: a conversation and what the enricher should do on it.
 #[derive(Debug, Clone, Deserialize)]

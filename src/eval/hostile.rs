@@ -18,8 +18,8 @@ use regex::Regex;
 
 use super::report::Thresholds;
 use super::runner::{ProposalRequest, ProposalResult, Proposer};
+use crate::decide::{Proposal, ProposedAsk, ProposedFact};
 use crate::event::Sender;
-use crate::extract::decision::{Proposal, ProposedAsk, ProposedFact};
 use crate::fields::{BUILTIN_FIELDS, FieldSet};
 
 /// How a hostile proposer misbehaves.

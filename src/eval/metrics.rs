@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::runner::{CaseRun, TurnRecord};
-use crate::extract::decision::{AcceptedAsk, Origin};
+use crate::decide::policy::Source;
+use crate::decide::{AcceptedAsk, Origin};
 use crate::extract::grounding::{find_quote, value_supported_by_quote};
 use crate::fields::FieldSet;
-use crate::policy::Source;
 
 /// True/false positives and false negatives of one field.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -702,9 +702,9 @@ fn generalise(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::{AcceptedFact, Decision, Known};
     use crate::eval::runner::tests::case;
     use crate::eval::runner::{ProposerUse, TurnRecord};
-    use crate::extract::decision::{AcceptedFact, Decision, Known};
 
     fn fields() -> FieldSet {
         FieldSet::new(vec![], &["name".into(), "email".into()]).expect("fields")

@@ -31,7 +31,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Settings;
-use crate::llm::enrich::{LlmEnricher, RequestBuilder};
+use crate::llm::model_client::{ModelClient, RequestBuilder};
 use crate::llm::prompts::Prompts;
 use case::{Case, load_cases};
 use metrics::{Counts, Scorecard, score, top_patterns};
@@ -136,7 +136,7 @@ pub async fn run(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
             let builder = RequestBuilder::new(&settings.llm, prompts.clone());
             let source = if args.llm == LlmMode::Live {
                 let enricher =
-                    LlmEnricher::from_settings(&settings.llm, prompts)?.ok_or_else(|| {
+                    ModelClient::from_settings(&settings.llm, prompts)?.ok_or_else(|| {
                         anyhow::anyhow!(
                             "--llm live needs llm.base_url (ENRICHER__LLM__BASE_URL) and llm.model"
                         )

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::runner::{ProposalRequest, ProposalResult, Proposer};
 use crate::llm::context;
-use crate::llm::enrich::{LlmEnricher, RequestBuilder, interpret};
+use crate::llm::model_client::{ModelClient, RequestBuilder, interpret};
 use crate::llm::prompts::PromptTurn;
 use crate::llm::schema::FieldEnums;
 use crate::store::asks::DecisionState;
@@ -49,7 +49,7 @@ pub enum Source {
     /// A configured endpoint; answers are recorded when `record` is set.
     Live {
         /// The client.
-        enricher: Box<LlmEnricher>,
+        enricher: Box<ModelClient>,
         /// Write cassettes.
         record: bool,
     },
@@ -165,7 +165,7 @@ impl ModelProposer {
 
     async fn live(
         &self,
-        enricher: &LlmEnricher,
+        enricher: &ModelClient,
         record: bool,
         body: &Value,
         path: &Path,

@@ -3,7 +3,7 @@
 //! earlier asks, declines) in memory. Where the facts and asks come from is a
 //! [`Proposer`]: the keyword triggers offline, a scripted adversary in the
 //! hostile suite, a language model in live evals. Whatever it proposes goes
-//! through [`decision::decide`], so the scores are those of production.
+//! through [`decide::decide`], so the scores are those of production.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -13,14 +13,14 @@ use futures::{FutureExt, StreamExt};
 
 use super::case::{Case, DEFAULT_REQUIRED, Expect};
 use crate::config::AsksSettings;
-use crate::event::Sender;
-use crate::extract::decision::{
+use crate::decide::policy::{AskPolicy, Source};
+use crate::decide::triggers::Triggers;
+use crate::decide::{
     self, AcceptedAsk, AskState, Decision, Gate, Known, PastAsk, PatternStage, Proposal,
     TurnContext,
 };
-use crate::extract::triggers::Triggers;
+use crate::event::Sender;
 use crate::fields::FieldSet;
-use crate::policy::{AskPolicy, Source};
 
 /// Phone region of a case whose workspace sets none.
 pub const DEFAULT_REGION: &str = "US";
@@ -124,7 +124,7 @@ pub trait Proposer: Send + Sync {
     /// Short name for reports.
     fn name(&self) -> &str;
 
-    /// Whether the runner consults [`decision::gate`] first, as the worker
+    /// Whether the runner consults [`decide::gate`] first, as the worker
     /// does before paying for a model call. A gated-out message is decided
     /// on the patterns alone (an empty proposal) and costs nothing.
     fn gated(&self) -> bool {
@@ -146,7 +146,7 @@ impl Proposer for OfflineProposer {
     }
 
     fn propose<'a>(&'a self, request: &'a ProposalRequest<'a>) -> BoxFuture<'a, ProposalResult> {
-        let proposal = decision::offline_proposal(&request.ctx, request.stage);
+        let proposal = decide::offline_proposal(&request.ctx, request.stage);
         futures::future::ready(ProposalResult::free(proposal)).boxed()
     }
 }
@@ -269,10 +269,10 @@ pub async fn run_case(
             policy: &env.policy,
             triggers: &env.triggers,
         };
-        let stage = decision::pattern_stage(&ctx);
+        let stage = decide::pattern_stage(&ctx);
         let mut usage = ProposerUse::default();
         let skip = match proposer.gated() {
-            true => match decision::gate(&ctx, &stage, true, true) {
+            true => match decide::gate(&ctx, &stage, true, true) {
                 Gate::Skip(reason) => Some(reason),
                 Gate::CallModel => None,
             },
@@ -307,7 +307,7 @@ pub async fn run_case(
                 }
             }
         };
-        let decided = decision::decide(&ctx, &stage, &proposal);
+        let decided = decide::decide(&ctx, &stage, &proposal);
         let record = TurnRecord {
             turn_index,
             customer_turn: asks.customer_turn,
@@ -398,7 +398,7 @@ pub async fn run_cases(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::extract::triggers::TriggerConfig;
+    use crate::decide::triggers::TriggerConfig;
 
     /// The environment unit tests run with: the default policy and the
     /// `send` and `booking` triggers.

@@ -1,10 +1,9 @@
-//! Extraction and the ask decision: the pure decision core. Nothing here does
-//! I/O; the worker loads state, calls [`decision`], and writes the result.
+//! The extractor: reads a customer's text for facts (emails, phone numbers,
+//! names, options), refusals and language, and checks that a value is
+//! grounded in the words it came from. Pure functions; the decision core
+//! ([`crate::decide`]) decides what of it is written.
 
-pub mod decision;
 pub mod declines;
 pub mod grounding;
 pub mod language;
 pub mod patterns;
-pub mod priming;
-pub mod triggers;

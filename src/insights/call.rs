@@ -8,7 +8,7 @@ use schemars::generate::SchemaSettings;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::llm::enrich::{CallFailure, LlmEnricher, tool_arguments};
+use crate::llm::model_client::{CallFailure, ModelClient, tool_arguments};
 use crate::llm::prompts::{PromptError, Prompts};
 pub use crate::llm::request::{CallShape, Tool};
 use crate::llm::schema::{strict, strip_code_fence};
@@ -54,7 +54,7 @@ impl<T> Answer<T> {
 #[derive(Clone)]
 pub struct Model {
     /// The OpenAI-compatible client (retries, timeouts, concurrency limit).
-    pub client: LlmEnricher,
+    pub client: ModelClient,
     /// Model and mode.
     pub shape: CallShape,
     /// `summary_system.j2` + `summary_turn.j2`.

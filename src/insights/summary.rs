@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::call::{self, Accounting, Answer, CallRow, Model, Tool, clip};
 use crate::event::{ConversationSummarized, Outbound, SummaryResolution};
-use crate::llm::enrich::CallFailure;
+use crate::llm::model_client::CallFailure;
 use crate::llm::prompts::TemplatePair;
 use crate::store::StoreError;
 use crate::store::outbox::{self, Pending};

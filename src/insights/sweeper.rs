@@ -26,7 +26,7 @@ use super::call::{CallShape, Model};
 use super::summary::{self, Claimed};
 use super::{profile, retry};
 use crate::config::{InsightsSettings, Settings};
-use crate::llm::enrich::LlmEnricher;
+use crate::llm::model_client::ModelClient;
 use crate::llm::prompts::Prompts;
 use crate::queue::publisher::Publisher;
 use crate::store::{self, StoreError};
@@ -82,7 +82,7 @@ impl Insights {
         pool: PgPool,
         publisher: Publisher,
         workspaces: Arc<Workspaces>,
-        client: Option<LlmEnricher>,
+        client: Option<ModelClient>,
     ) -> Result<Insights, WorkerError> {
         let config = settings.insights.clone();
         let concurrency = config.concurrency.max(1);

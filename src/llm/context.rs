@@ -2,18 +2,18 @@
 //! for now and the template context. Shared by the worker's model stage and
 //! the eval runner, so live evals send exactly what production sends.
 
-use crate::extract::decision::{self, PastAsk};
+use crate::decide::{self, PastAsk};
 use crate::fields::FieldSet;
+use crate::llm::TOOL_NAME;
 use crate::llm::prompts::{EnrichContext, LastAsk, PromptField, PromptTurn};
-use crate::llm::schema::TOOL_NAME;
 use crate::store::asks::DecisionState;
 
 /// Fields the policy would let the model ask for now, in priority order.
 pub fn askable_fields(
     fields: &FieldSet,
     state: &DecisionState,
-    stage: &decision::PatternStage,
-    policy: &crate::policy::AskPolicy,
+    stage: &decide::PatternStage,
+    policy: &crate::decide::policy::AskPolicy,
     customer_turn: u32,
 ) -> Vec<String> {
     let asks = &state.asks.asks;

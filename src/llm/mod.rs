@@ -1,12 +1,15 @@
-//! The model side of enrichment: the OpenAI-compatible client, the strict
-//! tool schema, the prompt templates, and one call that turns a customer
-//! message into a proposal. Nothing here decides what is written; the
-//! decision core disposes of every proposal.
+//! The model side of enrichment: the OpenAI-compatible HTTP client, the
+//! strict tool schema, the prompt templates, and the model client that turns
+//! a rendered request into a proposal. Nothing here decides what is written;
+//! the decision core disposes of every proposal.
 
-pub mod client;
 pub mod context;
-pub mod enrich;
+pub mod http;
+pub mod model_client;
 pub mod prompt_size;
 pub mod prompts;
 pub mod request;
 pub mod schema;
+
+/// The name of the tool the model must call; the prompts name it too.
+pub const TOOL_NAME: &str = "record_enrichment";

@@ -207,7 +207,7 @@ impl PromptSet {
 /// Sample data that exercises every variable, for checks.
 pub fn sample_context() -> EnrichContext {
     EnrichContext {
-        tool_name: super::schema::TOOL_NAME.to_owned(),
+        tool_name: super::TOOL_NAME.to_owned(),
         fields: vec![
             PromptField {
                 name: "name".into(),

@@ -11,12 +11,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::extract::decision::{Proposal, ProposedAsk, ProposedFact};
+use crate::decide::{Proposal, ProposedAsk, ProposedFact};
 use crate::fields::FieldSet;
+use crate::llm::TOOL_NAME;
 use crate::llm::request::Tool;
-
-/// Name of the enrichment tool.
-pub const TOOL_NAME: &str = "record_enrichment";
 
 /// What the model reports for one customer message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -9,7 +9,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::extract::decision::{AskState, Known, PastAsk};
+use crate::decide::{AskState, Known, PastAsk};
 
 /// Known fields and ask state of a customer in a conversation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::asks::DecisionState;
+use crate::decide::{AskState, Known, PastAsk};
 use crate::event::{ChatMessage, Envelope};
-use crate::extract::decision::{AskState, Known, PastAsk};
 
 /// What recording a message produced.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::policy::Source;
+use crate::decide::policy::Source;
 
 /// One value to write, with where it came from.
 #[derive(Debug, Clone, PartialEq)]

@@ -23,9 +23,9 @@ use super::handle::{Effects, HandleError, Workspaces};
 use super::lane::publish_pending;
 use super::metrics::Metrics;
 use crate::config::LlmSettings;
-use crate::extract::decision::{self, Decision, Gate, Rejected};
+use crate::decide::{self, Decision, Gate, Rejected};
 use crate::llm::context;
-use crate::llm::enrich::{LlmEnricher, ModelCall};
+use crate::llm::model_client::{ModelCall, ModelClient};
 use crate::llm::prompts::{EnrichContext, PromptTurn};
 use crate::llm::schema::FieldEnums;
 use crate::queue::publisher::Publisher;
@@ -40,7 +40,7 @@ pub struct ModelStage {
     cache: Cache,
     publisher: Publisher,
     workspaces: Arc<Workspaces>,
-    enricher: LlmEnricher,
+    enricher: ModelClient,
     settings: LlmSettings,
     recent_turns: usize,
     metrics: Arc<Metrics>,
@@ -82,7 +82,7 @@ impl ModelStage {
         cache: Cache,
         publisher: Publisher,
         workspaces: Arc<Workspaces>,
-        enricher: LlmEnricher,
+        enricher: ModelClient,
         settings: LlmSettings,
         recent_turns: usize,
         metrics: Arc<Metrics>,
@@ -353,9 +353,9 @@ impl ModelStage {
         let spent = inputs.spent_tokens;
         let instructions = inputs.agent_instructions;
         let ctx = enrich::context(&workspace, job, &state);
-        let stage = decision::pattern_stage(&ctx);
+        let stage = decide::pattern_stage(&ctx);
         let budget_left = spent < i64::from(self.settings.conversation_token_budget);
-        if let Gate::Skip(reason) = decision::gate(&ctx, &stage, true, budget_left) {
+        if let Gate::Skip(reason) = decide::gate(&ctx, &stage, true, budget_left) {
             tracing::debug!(reason, "model skipped");
             if reason == "budget_spent" {
                 self.metrics.rejection("budget_spent");
@@ -383,7 +383,7 @@ impl ModelStage {
             return Ok(());
         };
         let proposal = call.proposal.clone().unwrap_or_default();
-        let mut decided = decision::decide(&ctx, &stage, &proposal);
+        let mut decided = decide::decide(&ctx, &stage, &proposal);
         self.drop_stale_ask(job, &mut decided).await?;
         self.write(job, &decided, &call, timing).await
     }

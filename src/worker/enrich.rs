@@ -15,10 +15,10 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::handle::{Effects, HandleError, Workspace};
+use crate::decide::policy::Source;
+use crate::decide::{self, Decision, Gate, Origin, Proposal, TurnContext};
 use crate::event::{AskRequested, ChatMessage, Envelope, FieldChange, Outbound};
-use crate::extract::decision::{self, Decision, Gate, Origin, Proposal, TurnContext};
 use crate::llm::prompts::PromptTurn;
-use crate::policy::Source;
 use crate::store::asks::{self, DecisionState, ModelInputs, NewAsk};
 use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
@@ -240,13 +240,13 @@ pub async fn first_pass(
         None => state_of(conn, target).await?,
     };
     let ctx = context(workspace, target, &state);
-    let stage = decision::pattern_stage(&ctx);
+    let stage = decide::pattern_stage(&ctx);
     let proposal = if with_model {
         Proposal::default()
     } else {
-        decision::offline_proposal(&ctx, &stage)
+        decide::offline_proposal(&ctx, &stage)
     };
-    let decided = decision::decide(&ctx, &stage, &proposal);
+    let decided = decide::decide(&ctx, &stage, &proposal);
     let mut closed_asks = 0;
     if state.asks.asks.iter().any(|a| a.pending) {
         closed_asks = asks::close_ignored(
@@ -257,7 +257,7 @@ pub async fn first_pass(
         )
         .await?;
     }
-    let needs_model = with_model && decision::gate(&ctx, &stage, true, true) == Gate::CallModel;
+    let needs_model = with_model && decide::gate(&ctx, &stage, true, true) == Gate::CallModel;
     let customer_before = target.customer_id;
     target.customer_id = apply(conn, target, &decided, None, changes, effects).await?;
     if needs_model {

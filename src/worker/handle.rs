@@ -12,15 +12,15 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::config::{AsksSettings, WorkspaceSettings, WorkspacesSettings};
+use crate::decide::policy::AskPolicy;
+use crate::decide::policy::Source;
+use crate::decide::triggers::Triggers;
 use crate::event::{
     ChatMessage, ConversationClosed, ConversationStatus, CustomerForget, CustomerMerged,
     CustomerRef, Envelope, Event, EventBody, FieldChange, IdentityHint, Outbound, ProfileUpdate,
     ProfileUpdated, Sender,
 };
-use crate::extract::triggers::Triggers;
 use crate::fields::FieldSet;
-use crate::policy::AskPolicy;
-use crate::policy::Source;
 use crate::state::{CacheUpdate, Turn};
 use crate::store::chat::{self, ModelHandoff, Recorded, StoredMessage, WorkspaceDefaults};
 use crate::store::fields::{self as field_store, FieldWrite, WriteOutcome};
@@ -93,7 +93,7 @@ impl Workspaces {
     /// field set, so its one-time costs are paid before the first event.
     pub fn prime_decision_core(&self) {
         for fields in std::iter::once(&self.default_fields).chain(self.field_sets.values()) {
-            crate::extract::priming::prime(fields, &self.policy, &self.triggers);
+            crate::decide::priming::prime(fields, &self.policy, &self.triggers);
         }
     }
 }

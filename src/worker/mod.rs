@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Settings;
 use crate::event::{Event, Limits};
-use crate::llm::enrich::LlmEnricher;
+use crate::llm::model_client::ModelClient;
 use crate::llm::prompts::Prompts;
 use crate::queue::{publisher::Publisher, subscription::Subscription};
 use crate::state::Cache;
@@ -75,7 +75,7 @@ pub struct Worker {
     publisher: Publisher,
     workspaces: Arc<Workspaces>,
     metrics: Arc<Metrics>,
-    model: Option<(LlmEnricher, Prompts)>,
+    model: Option<(ModelClient, Prompts)>,
 }
 
 impl Worker {
@@ -118,7 +118,7 @@ impl Worker {
         let link = Subscription::open(&settings.amqp, "enricher-worker").await?;
         let publisher = link.publisher().clone();
         let prompts = Prompts::load(&settings.llm.prompts_dir)?;
-        let model = LlmEnricher::from_settings(&settings.llm, prompts.clone())
+        let model = ModelClient::from_settings(&settings.llm, prompts.clone())
             .map_err(|e| WorkerError::Llm(e.to_string()))?
             .map(|enricher| (enricher, prompts));
         match &model {

@@ -196,7 +196,7 @@ impl LlmError {
 
 /// The client with its concurrency limit.
 #[derive(Clone)]
-pub struct LlmClient {
+pub struct HttpClient {
     client: Client<OpenAIConfig>,
     limiter: Arc<Semaphore>,
 }
@@ -212,9 +212,9 @@ pub struct CallReport {
     pub latency: Duration,
 }
 
-impl LlmClient {
+impl HttpClient {
     /// Builds a client for `base_url` with the API key from the configured variable.
-    pub fn new(settings: &LlmSettings, base_url: &str) -> Result<LlmClient, reqwest::Error> {
+    pub fn new(settings: &LlmSettings, base_url: &str) -> Result<HttpClient, reqwest::Error> {
         let api_key = std::env::var(&settings.api_key_env).unwrap_or_default();
         let config = OpenAIConfig::new()
             .with_api_base(base_url.trim_end_matches('/'))
@@ -228,7 +228,7 @@ impl LlmClient {
                 max_backoff: Duration::from_millis(settings.max_backoff_ms),
             },
         };
-        Ok(LlmClient {
+        Ok(HttpClient {
             client: Client::with_config(config).with_http_service(transport),
             limiter: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
         })

@@ -4,12 +4,12 @@
 
 use serde_json::Value;
 
-use super::client::{CallReport, LlmClient, LlmError};
+use super::http::{CallReport, HttpClient, LlmError};
 use super::prompts::{EnrichContext, PromptError, Prompts};
 use super::request::CallShape;
 use super::schema::{self, FieldEnums};
 use crate::config::LlmSettings;
-use crate::extract::decision::Proposal;
+use crate::decide::Proposal;
 use crate::store::llm_calls::Accounting;
 
 /// Outcome of one enrichment call, with its accounting.
@@ -74,8 +74,8 @@ pub struct RequestBuilder {
 
 /// Calls the model for enrichment.
 #[derive(Clone)]
-pub struct LlmEnricher {
-    client: LlmClient,
+pub struct ModelClient {
+    client: HttpClient,
     builder: RequestBuilder,
 }
 
@@ -110,12 +110,12 @@ impl RequestBuilder {
     }
 }
 
-impl LlmEnricher {
+impl ModelClient {
     /// Builds the enricher from settings; `None` when no endpoint is configured.
     pub fn from_settings(
         settings: &LlmSettings,
         prompts: Prompts,
-    ) -> Result<Option<LlmEnricher>, reqwest::Error> {
+    ) -> Result<Option<ModelClient>, reqwest::Error> {
         let Some(base_url) = settings
             .base_url
             .as_deref()
@@ -123,8 +123,8 @@ impl LlmEnricher {
         else {
             return Ok(None);
         };
-        Ok(Some(LlmEnricher {
-            client: LlmClient::new(settings, base_url)?,
+        Ok(Some(ModelClient {
+            client: HttpClient::new(settings, base_url)?,
             builder: RequestBuilder::new(settings, prompts),
         }))
     }
@@ -263,7 +263,7 @@ pub fn interpret(message: &Value, finish_reason: Option<&str>) -> Result<Proposa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::schema::TOOL_NAME;
+    use crate::llm::TOOL_NAME;
     use serde_json::json;
 
     #[test]

@@ -7,7 +7,7 @@
 use regex::Regex;
 use serde::Deserialize;
 
-use super::grounding::is_unspaced_script;
+use crate::extract::grounding::is_unspaced_script;
 
 /// One trigger as configured under `[[asks.triggers]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

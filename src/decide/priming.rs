@@ -8,12 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use super::decision::{
-    self, AskState, Known, PastAsk, Proposal, ProposedAsk, ProposedFact, TurnContext,
-};
 use super::triggers::Triggers;
+use super::{AskState, Known, PastAsk, Proposal, ProposedAsk, ProposedFact, TurnContext};
+use crate::decide::policy::{AskPolicy, Source};
 use crate::fields::FieldSet;
-use crate::policy::{AskPolicy, Source};
 
 /// Customer messages that between them reach every pattern family: names in
 /// English, Spanish and Portuguese, emails, phone numbers, refusals, dates,
@@ -69,7 +67,7 @@ pub fn prime(fields: &FieldSet, policy: &AskPolicy, triggers: &Triggers) {
             policy,
             triggers,
         };
-        decision::pattern_stage(&ctx);
+        super::pattern_stage(&ctx);
     }
     for region in [None, Some("US")] {
         for text in SAMPLE_MESSAGES {
@@ -82,10 +80,10 @@ pub fn prime(fields: &FieldSet, policy: &AskPolicy, triggers: &Triggers) {
                 policy,
                 triggers,
             };
-            let stage = decision::pattern_stage(&ctx);
-            let offline = decision::offline_proposal(&ctx, &stage);
-            decision::decide(&ctx, &stage, &offline);
-            decision::decide(&ctx, &stage, &model_like_proposal(fields, text));
+            let stage = super::pattern_stage(&ctx);
+            let offline = super::offline_proposal(&ctx, &stage);
+            super::decide(&ctx, &stage, &offline);
+            super::decide(&ctx, &stage, &model_like_proposal(fields, text));
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The decision core: state in, decision out, no I/O. For one customer
+//! One customer turn through the decision core. For one customer
 //! message it runs the pattern extractor, decides whether the model is worth
 //! calling, and then disposes of whatever was proposed (by the model, or by
 //! the keyword triggers in offline mode): every fact must be configured,
@@ -13,12 +13,12 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::grounding::{find_quote, find_words_loose, value_supported_by_quote};
-use super::patterns::{Fact, extract_facts};
 use super::triggers::Triggers;
-use super::{declines, language, patterns};
+use crate::decide::policy::{AskPolicy, Source};
+use crate::extract::grounding::{find_quote, find_words_loose, value_supported_by_quote};
+use crate::extract::patterns::{Fact, extract_facts};
+use crate::extract::{declines, language, patterns};
 use crate::fields::FieldSet;
-use crate::policy::{AskPolicy, Source};
 
 /// A field value already on the profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -432,7 +432,7 @@ fn validate_model_fact(
     let start = span.start;
     // The same guard the extractor applies: not a third party's details, and
     // not text posing as the system or another speaker.
-    if super::patterns::about_someone_else(ctx.text, start) {
+    if patterns::about_someone_else(ctx.text, start) {
         return Err("not_about_the_customer");
     }
     let quote = &ctx.text[span];
@@ -463,7 +463,7 @@ fn validate_model_fact(
 /// the customer greets someone else by ("Hi Megan").
 fn check_name(text: &str, quote_start: usize, value: &str) -> Result<(), &'static str> {
     let first = value.split_whitespace().next().unwrap_or_default();
-    if first.is_empty() || super::patterns::is_common_word(first) {
+    if first.is_empty() || patterns::is_common_word(first) {
         return Err("not_a_name");
     }
     let lower_text = text.to_lowercase();
@@ -632,7 +632,7 @@ fn is_language_code(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::triggers::TriggerConfig;
+    use crate::decide::triggers::TriggerConfig;
 
     struct World {
         fields: FieldSet,
@@ -1037,7 +1037,7 @@ mod tests {
 #[cfg(test)]
 mod hostile_tests {
     use super::*;
-    use crate::extract::triggers::TriggerConfig;
+    use crate::decide::triggers::TriggerConfig;
 
     fn decide_with(text: &str, proposal: &Proposal) -> Decision {
         let fields = FieldSet::new(vec![], &["name".into(), "email".into()]).expect("fields");
