@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use enricher::config::Settings;
-use enricher::worker::Worker;
+use enricher::startup::Application;
 use enricher::{cli, store, telemetry};
 
 /// Turns live chat traffic into enriched customer profiles.
@@ -100,7 +100,7 @@ fn load_settings(dir: Option<&std::path::Path>) -> Result<Settings, enricher::co
 async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Run => {
-            let worker = Worker::build(settings)
+            let worker = Application::build(settings)
                 .await
                 .context("starting the worker")?;
             worker.run_until_stopped(stop_signal()).await?;

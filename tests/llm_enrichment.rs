@@ -766,7 +766,7 @@ async fn a_message_whose_outcome_was_lost_is_enriched_again_at_start_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_model_stage_waits_for_the_flush_only_of_commits_that_change_the_profile() {
     use enricher::store::warm_up::HotPath;
-    use enricher::worker::ai::DURABLE_TRANSACTION;
+    use enricher::worker::model_stage::DURABLE_TRANSACTION;
     let app = TestApp::new().await;
     let stage_pool = app.hot_path_pool(HotPath::ModelStage).await;
     let setting = "SELECT current_setting('synchronous_commit')";

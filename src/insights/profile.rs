@@ -335,7 +335,9 @@ pub async fn update_customer(
             updates += 1;
         }
         match store_answer(tx, &next, customer_id, &known, answer).await {
-            Ok(pending) => crate::worker::lane::publish_pending(publisher, pool, pending).await,
+            Ok(pending) => {
+                crate::queue::outbox_relay::publish_pending(publisher, pool, pending).await
+            }
             Err(error) => {
                 // The call is spent: never call again for this summary.
                 let _ = sqlx::query(

@@ -28,11 +28,10 @@ use super::{profile, retry};
 use crate::config::{InsightsSettings, Settings};
 use crate::llm::model_client::ModelClient;
 use crate::llm::prompts::Prompts;
+use crate::queue::outbox_relay::publish_pending;
 use crate::queue::publisher::Publisher;
 use crate::store::{self, StoreError};
-use crate::worker::WorkerError;
-use crate::worker::handle::Workspaces;
-use crate::worker::lane::publish_pending;
+use crate::workspaces::Workspaces;
 
 /// The channel a close is announced on (see migration 0008).
 pub const CLOSED_CHANNEL: &str = "enrich_conversation_closed";
@@ -67,6 +66,17 @@ struct Shared {
     settings: InsightsSettings,
 }
 
+/// Why the sweeper could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The summary or insights templates are unusable.
+    #[error("prompts: {0}")]
+    Prompts(#[from] crate::llm::prompts::PromptError),
+    /// The sweeper's own Postgres pool could not be opened.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+}
+
 /// The running sweeper; [`Insights::stop`] ends it.
 pub struct Insights {
     stop: watch::Sender<bool>,
@@ -83,7 +93,7 @@ impl Insights {
         publisher: Publisher,
         workspaces: Arc<Workspaces>,
         client: Option<ModelClient>,
-    ) -> Result<Insights, WorkerError> {
+    ) -> Result<Insights, StartError> {
         let config = settings.insights.clone();
         let concurrency = config.concurrency.max(1);
         let mut helpers = Vec::new();

@@ -3,6 +3,8 @@
 //! and publishing with publisher confirms (outbound events, dead letters and
 //! delayed retries).
 
+pub mod acks;
+pub mod outbox_relay;
 pub mod publisher;
 pub mod subscription;
 pub mod topology;

@@ -9,18 +9,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
-use super::enrich::{CommitNotice, CommitSignal};
-use super::handle::{self, Effects, HandleError, Workspaces};
+use super::effects::{AfterCommit, Effects};
+use super::error::HandleError;
+use super::handlers;
 use super::metrics::Metrics;
+use super::model_job::{CommitNotice, CommitSignal};
+use super::model_stage::ModelStage;
 use crate::config::{AmqpSettings, WorkerSettings};
 use crate::event::Event;
+use crate::queue::acks;
 use crate::queue::publisher::{self, Publisher};
-use crate::state::Cache;
-use crate::store::outbox::{self, Pending};
+use crate::workspaces::Workspaces;
 
 /// One decoded event and the delivery to acknowledge once it is stored.
 pub struct Job {
@@ -36,8 +39,8 @@ pub struct Job {
 pub struct LaneContext {
     /// Postgres.
     pub pool: PgPool,
-    /// Redis.
-    pub cache: Cache,
+    /// Applies each batch's effects after its commit.
+    pub after_commit: AfterCommit,
     /// Confirming publisher.
     pub publisher: Publisher,
     /// Workspace settings.
@@ -49,7 +52,25 @@ pub struct LaneContext {
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The model stage, when a model is configured.
-    pub model_stage: Option<Arc<super::ai::ModelStage>>,
+    pub model_stage: Option<Arc<ModelStage>>,
+}
+
+/// Starts `count` lanes, each with a queue of `capacity` jobs: the senders,
+/// indexed by lane, and the tasks, which end once their sender is dropped
+/// and their queue is drained.
+pub fn spawn(
+    context: &Arc<LaneContext>,
+    count: usize,
+    capacity: usize,
+) -> (Vec<mpsc::Sender<Job>>, JoinSet<()>) {
+    let mut senders = Vec::with_capacity(count);
+    let mut tasks = JoinSet::new();
+    for _ in 0..count {
+        let (sender, receiver) = mpsc::channel(capacity);
+        senders.push(sender);
+        tasks.spawn(run(Arc::clone(context), receiver));
+    }
+    (senders, tasks)
 }
 
 /// Runs a lane until its sender is dropped and its queue is drained.
@@ -120,7 +141,7 @@ impl LaneContext {
             .map_err(crate::store::StoreError::from)?;
         let mut all = Vec::with_capacity(batch.len());
         for job in batch {
-            all.push(handle::handle(&mut tx, &self.workspaces, &job.event).await?);
+            all.push(handlers::handle(&mut tx, &self.workspaces, &job.event).await?);
         }
         let notices = self.hand_to_model_stage(batch, &mut all);
         tx.commit().await.map_err(crate::store::StoreError::from)?;
@@ -153,24 +174,11 @@ impl LaneContext {
     }
 
     async fn finish(&self, batch: Vec<Job>, effects: Vec<Effects>) {
-        let mut cache_updates = Vec::new();
-        let mut pending = Vec::new();
-        for effect in effects {
-            for reason in &effect.rejections {
-                self.metrics.rejection(reason);
-            }
-            cache_updates.extend(effect.cache);
-            pending.extend(effect.outbox);
-        }
-        if let Err(error) = self.cache.apply(&cache_updates).await {
-            self.metrics.cache_errors.inc();
-            tracing::error!(error = %error, "cache update failed after commit");
-        }
-        publish_pending(&self.publisher, &self.pool, pending).await;
+        self.after_commit.apply(effects).await;
         for _ in &batch {
             self.metrics.events_stored.inc();
         }
-        futures::future::join_all(batch.iter().map(|job| acknowledge(&job.delivery))).await;
+        futures::future::join_all(batch.iter().map(|job| acks::ack(&job.delivery))).await;
     }
 
     async fn give_up(&self, job: Job, error: HandleError) {
@@ -215,81 +223,11 @@ impl LaneContext {
             }
         };
         match parked {
-            Ok(()) => acknowledge(&delivery).await,
+            Ok(()) => acks::ack(&delivery).await,
             Err(publish_error) => {
                 tracing::error!(error = %publish_error, "could not park a failed event; returning it to the queue");
-                requeue(&delivery).await;
+                acks::requeue(&delivery).await;
             }
         }
-    }
-}
-
-/// Publishes outbound events and drops them from the outbox once confirmed.
-pub async fn publish_pending(publisher: &Publisher, pool: &PgPool, pending: Vec<Pending>) {
-    let mut confirmed = Vec::with_capacity(pending.len());
-    for event in pending {
-        let body = serde_json::to_vec(&event.body).unwrap_or_default();
-        match publisher
-            .publish_outbound(&event.routing_key, &body, &event.id.to_string())
-            .await
-        {
-            Ok(()) => confirmed.push(event.id),
-            Err(error) => {
-                tracing::warn!(error = %error, "outbound publish failed; the outbox relay will retry");
-                break;
-            }
-        }
-    }
-    if let Err(error) = outbox::remove(pool, &confirmed).await {
-        tracing::warn!(error = %error, "could not clear published outbox rows; they may be sent twice");
-    }
-}
-
-/// How long an ack or nack may take. One sent on a connection that died
-/// without lapin noticing never completes; the broker redelivers what it
-/// did not get, once the worker's link is replaced.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Acks a delivery. After a broker restart the delivery tag is void and the
-/// broker redelivers the event, which dedupe turns into a no-op.
-pub async fn acknowledge(delivery: &Delivery) {
-    settle(
-        delivery,
-        "ack",
-        delivery.acker.ack(BasicAckOptions::default()),
-    )
-    .await;
-}
-
-async fn requeue(delivery: &Delivery) {
-    let options = BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    };
-    settle(delivery, "nack", delivery.acker.nack(options)).await;
-}
-
-async fn settle(
-    delivery: &Delivery,
-    what: &'static str,
-    settling: impl std::future::Future<Output = Result<bool, lapin::Error>>,
-) {
-    if !delivery.acker.usable() {
-        tracing::debug!(
-            what,
-            "channel gone; the broker will redeliver and dedupe absorbs it"
-        );
-        return;
-    }
-    match tokio::time::timeout(SETTLE_TIMEOUT, settling).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => {
-            tracing::debug!(what, error = %error, "failed; the broker will redeliver and dedupe absorbs it")
-        }
-        Err(_) => tracing::warn!(
-            what,
-            timeout_secs = SETTLE_TIMEOUT.as_secs(),
-            "no answer from the broker; it will redeliver and dedupe absorbs it"
-        ),
     }
 }

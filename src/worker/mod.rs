@@ -1,287 +1,53 @@
-//! The worker: consumes the work queue, routes each event to the lane of its
-//! conversation (order within a conversation, concurrency across them), and
-//! dead-letters what cannot be decoded. Built once with [`Worker::build`], run
-//! with [`Worker::run_until_stopped`]; a stop signal stops consuming, lets the
-//! lanes finish and ack what they hold, and closes the connections.
+//! The worker: routes each delivery to the lane of its conversation (order
+//! within a conversation, concurrency across them), where the event
+//! handlers store it in batches; applies the effects after each commit; and
+//! runs the model stage for messages the decision core left for the model.
+//! What cannot be decoded is dead-lettered here. [`crate::startup`] builds
+//! and starts it.
 
-pub mod ai;
-pub mod enrich;
-pub mod handle;
+pub mod decision;
+pub mod effects;
+pub mod error;
+pub mod field_writes;
+pub mod handlers;
 pub mod lane;
 pub mod metrics;
+pub mod model_job;
+pub mod model_stage;
 pub mod retention;
 
 use std::collections::hash_map::DefaultHasher;
-use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
 
 use lapin::message::Delivery;
-use sqlx::PgPool;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
-use crate::config::Settings;
 use crate::event::{Event, Limits};
-use crate::llm::model_client::ModelClient;
-use crate::llm::prompts::Prompts;
-use crate::queue::{publisher::Publisher, subscription::Subscription};
-use crate::state::Cache;
-use crate::store::chat::ModelHandoff;
-use crate::store::warm_up::HotPath;
-use crate::store::{self, outbox};
-use ai::ModelStage;
-use handle::Workspaces;
-use lane::{Job, LaneContext};
+use crate::queue::acks;
+use crate::queue::publisher::Publisher;
+use crate::workspaces::Workspaces;
+use lane::Job;
 use metrics::Metrics;
 
-/// Why the worker could not start or had to stop.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// Settings are unusable.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// Postgres is unreachable or refused.
-    #[error("postgres: {0}")]
-    Postgres(#[from] sqlx::Error),
-    /// Migrations failed.
-    #[error("migrations: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// Syncing workspaces failed.
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    /// Redis is unreachable.
-    #[error(transparent)]
-    Cache(#[from] crate::state::CacheError),
-    /// RabbitMQ is unreachable or refused the topology at start-up (later
-    /// broker trouble is handled by the subscription, never returned).
-    #[error("rabbitmq: {0}")]
-    Amqp(#[from] lapin::Error),
-    /// The prompt templates are unusable.
-    #[error("prompts: {0}")]
-    Prompts(#[from] crate::llm::prompts::PromptError),
-    /// The model client could not be built.
-    #[error("llm client: {0}")]
-    Llm(String),
+/// Decodes deliveries and hands each to the lane of its conversation.
+pub struct Dispatcher {
+    /// Known workspaces.
+    pub workspaces: Arc<Workspaces>,
+    /// Dead letters go out through it.
+    pub publisher: Publisher,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Size limits of an event.
+    pub limits: Limits,
+    /// One sender per lane.
+    pub lanes: Vec<mpsc::Sender<Job>>,
 }
 
-/// A worker ready to consume.
-pub struct Worker {
-    settings: Settings,
-    pool: PgPool,
-    cache: Cache,
-    link: Subscription,
-    publisher: Publisher,
-    workspaces: Arc<Workspaces>,
-    metrics: Arc<Metrics>,
-    model: Option<(ModelClient, Prompts)>,
-}
-
-impl Worker {
-    /// Connects to every store, applies migrations, syncs workspaces and
-    /// declares the topology.
-    pub async fn build(settings: Settings) -> Result<Worker, WorkerError> {
-        let with_model = settings
-            .llm
-            .base_url
-            .as_deref()
-            .is_some_and(|url| !url.trim().is_empty());
-        let model_handoff = if with_model {
-            ModelHandoff::Pending {
-                recent_turns: settings.redis.recent_turns,
-            }
-        } else {
-            ModelHandoff::None
-        };
-        let workspaces = Arc::new(Workspaces::new(
-            settings.workspaces.clone(),
-            &settings.asks,
-            model_handoff,
-        )?);
-        let started = std::time::Instant::now();
-        workspaces.prime_decision_core();
-        tracing::debug!(elapsed = ?started.elapsed(), "decision core primed");
-        // Every lane holds a connection while it writes a batch.
-        let lanes = u32::try_from(settings.worker.lanes).unwrap_or(u32::MAX);
-        // The pools warm their connections with the current schema's statements.
-        store::migrate_before_pools(&settings.postgres).await?;
-        let pool = store::connect_with_size(
-            &settings.postgres,
-            settings.postgres.max_connections,
-            lanes,
-            Some(HotPath::Lanes),
-        )
-        .await?;
-        store::workspaces::sync(&pool, &settings.workspaces).await?;
-        let cache = Cache::connect(&settings.redis).await?;
-        let link = Subscription::open(&settings.amqp, "enricher-worker").await?;
-        let publisher = link.publisher().clone();
-        let prompts = Prompts::load(&settings.llm.prompts_dir)?;
-        let model = ModelClient::from_settings(&settings.llm, prompts.clone())
-            .map_err(|e| WorkerError::Llm(e.to_string()))?
-            .map(|enricher| (enricher, prompts));
-        match &model {
-            Some((enricher, _)) => tracing::info!(model = enricher.model(), "model configured"),
-            None => {
-                tracing::info!("no model configured: offline mode (patterns and keyword triggers)")
-            }
-        }
-        Ok(Worker {
-            settings,
-            pool,
-            cache,
-            link,
-            publisher,
-            workspaces,
-            metrics: Arc::new(Metrics::default()),
-            model,
-        })
-    }
-
-    /// The worker's counters.
-    pub fn metrics(&self) -> Arc<Metrics> {
-        Arc::clone(&self.metrics)
-    }
-
-    /// Consumes until `shutdown` resolves, then drains and exits.
-    pub async fn run_until_stopped(
-        mut self,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), WorkerError> {
-        let lanes = self.settings.worker.lanes;
-        // The model stage gets its own pool so hundreds of conversations
-        // waiting on the model never starve the lanes of connections. As
-        // many connections as there are lanes open (and warm) at start-up,
-        // so the first model results do not wait for a password exchange;
-        // the rest open as calls pile up.
-        let model_pool = match &self.model {
-            Some(_) => {
-                let size = self.settings.postgres.model_stage_connections;
-                Some(
-                    store::connect_with_size(
-                        &self.settings.postgres,
-                        size,
-                        u32::try_from(lanes).unwrap_or(u32::MAX),
-                        Some(HotPath::ModelStage),
-                    )
-                    .await?,
-                )
-            }
-            None => None,
-        };
-        let model_stage = self
-            .model
-            .as_ref()
-            .zip(model_pool)
-            .map(|((enricher, _), model_pool)| {
-                ModelStage::new(
-                    model_pool,
-                    self.cache.clone(),
-                    self.publisher.clone(),
-                    Arc::clone(&self.workspaces),
-                    enricher.clone(),
-                    self.settings.llm.clone(),
-                    self.settings.redis.recent_turns,
-                    Arc::clone(&self.metrics),
-                )
-            });
-        let prompt_watcher = self
-            .model
-            .as_ref()
-            .map(|(_, prompts)| tokio::spawn(prompts.clone().watch()));
-        let mut resumer = None;
-        if let Some(stage) = &model_stage {
-            match stage.resume_pending(Duration::ZERO).await {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(count, "resuming messages left for the model"),
-                Err(error) => tracing::warn!(error = %error, "could not resume pending model work"),
-            }
-            let every = Duration::from_secs(self.settings.llm.resume_after_secs);
-            resumer = Some(tokio::spawn(Arc::clone(stage).keep_resuming(every)));
-        }
-        // Summaries and insights of ended conversations (src/insights).
-        let model_client = self.model.as_ref().map(|(enricher, _)| enricher.clone());
-        let insights = crate::insights::Insights::start(
-            &self.settings,
-            self.pool.clone(),
-            self.publisher.clone(),
-            Arc::clone(&self.workspaces),
-            model_client,
-        )
-        .await?;
-        let context = Arc::new(LaneContext {
-            pool: self.pool.clone(),
-            cache: self.cache.clone(),
-            publisher: self.publisher.clone(),
-            workspaces: Arc::clone(&self.workspaces),
-            worker: Arc::new(self.settings.worker.clone()),
-            amqp: Arc::new(self.settings.amqp.clone()),
-            metrics: Arc::clone(&self.metrics),
-            model_stage,
-        });
-        let lane_capacity = (usize::from(self.settings.amqp.prefetch) / lanes).max(1) * 2;
-        let mut senders = Vec::with_capacity(lanes);
-        let mut lane_tasks = JoinSet::new();
-        for _ in 0..lanes {
-            let (sender, receiver) = mpsc::channel(lane_capacity);
-            senders.push(sender);
-            lane_tasks.spawn(lane::run(Arc::clone(&context), receiver));
-        }
-        let relay = tokio::spawn(outbox_relay(self.publisher.clone(), self.pool.clone()));
-        let retention_sweep = tokio::spawn(retention::sweep(
-            self.pool.clone(),
-            self.settings.retention.clone(),
-        ));
-        let counters = tokio::spawn(log_counters(Arc::clone(&self.metrics)));
-
-        self.link.start().await?;
-        tracing::info!(queue = %self.settings.amqp.work_queue, lanes, "consuming");
-
-        let limits = Limits {
-            max_text_bytes: self.settings.worker.max_text_bytes,
-        };
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                delivery = self.link.next_delivery() => {
-                    self.dispatch(delivery, limits, &senders).await;
-                }
-            }
-        }
-        tracing::info!("stopping: no new deliveries, finishing in-flight work");
-        self.link.cancel().await;
-        drop(senders);
-        let grace = Duration::from_secs(self.settings.worker.shutdown_grace_secs);
-        let drained = tokio::time::timeout(grace, async {
-            while lane_tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "grace period over; unacked events will be redelivered"
-            );
-        }
-        insights.stop(grace).await;
-        relay.abort();
-        retention_sweep.abort();
-        if let Some(resumer) = resumer {
-            resumer.abort();
-        }
-        counters.abort();
-        if let Some(watcher) = prompt_watcher {
-            watcher.abort();
-        }
-        self.metrics.log();
-        self.link.close().await;
-        Ok(())
-    }
-
-    async fn dispatch(&self, delivery: Delivery, limits: Limits, lanes: &[mpsc::Sender<Job>]) {
+impl Dispatcher {
+    pub async fn dispatch(&self, delivery: Delivery) {
         let received_at = chrono::Utc::now();
-        let event = match Event::decode(&delivery.data, limits) {
+        let event = match Event::decode(&delivery.data, self.limits) {
             Ok(event) => event,
             Err(invalid) => return self.reject(delivery, &invalid.0).await,
         };
@@ -289,8 +55,8 @@ impl Worker {
             let reason = format!("unknown workspace `{}`", event.envelope.workspace_id);
             return self.reject(delivery, &reason).await;
         }
-        let lane = lane_of(&event.ordering_key(), lanes.len());
-        if lanes[lane]
+        let lane = lane_of(&event.ordering_key(), self.lanes.len());
+        if self.lanes[lane]
             .send(Job {
                 event,
                 delivery,
@@ -316,7 +82,7 @@ impl Worker {
             )
             .await
         {
-            Ok(()) => lane::acknowledge(&delivery).await,
+            Ok(()) => acks::ack(&delivery).await,
             Err(error) => {
                 // Leaving it unacked returns it to the queue on reconnect; the
                 // broker's delivery limit dead-letters it if this persists.
@@ -331,31 +97,6 @@ pub fn lane_of(ordering_key: &str, lanes: usize) -> usize {
     let mut hasher = DefaultHasher::new();
     ordering_key.hash(&mut hasher);
     (hasher.finish() % lanes as u64) as usize
-}
-
-/// Publishes outbound events whose publisher died between commit and confirm.
-async fn outbox_relay(publisher: Publisher, pool: PgPool) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        match outbox::stranded(&pool, 10, 500).await {
-            Ok(pending) if !pending.is_empty() => {
-                tracing::info!(count = pending.len(), "publishing stranded outbound events");
-                lane::publish_pending(&publisher, &pool, pending).await;
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(error = %error, "outbox relay could not read the outbox"),
-        }
-    }
-}
-
-async fn log_counters(metrics: Arc<Metrics>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        metrics.log();
-    }
 }
 
 #[cfg(test)]

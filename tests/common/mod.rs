@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use enricher::cli::send::EventSender;
 use enricher::config::Settings;
-use enricher::worker::Worker;
+use enricher::startup::Application;
 use enricher::worker::metrics::Metrics;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
@@ -78,7 +78,7 @@ impl Drop for WorkerProcess {
 
 pub struct RunningWorker {
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), enricher::worker::WorkerError>>,
+    task: JoinHandle<Result<(), enricher::startup::StartupError>>,
     pub metrics: std::sync::Arc<Metrics>,
 }
 
@@ -318,7 +318,9 @@ impl TestApp {
     }
 
     pub async fn start_worker(&self) -> RunningWorker {
-        let worker = Worker::build(self.settings()).await.expect("worker builds");
+        let worker = Application::build(self.settings())
+            .await
+            .expect("enricher builds");
         let metrics = worker.metrics();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(worker.run_until_stopped(async move {

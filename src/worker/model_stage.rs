@@ -18,29 +18,31 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::enrich::{self, CommitSignal, MessageRef, ModelStamp};
-use super::handle::{Effects, HandleError, Workspaces};
-use super::lane::publish_pending;
+use super::decision::{self, ModelStamp};
+use super::effects::{AfterCommit, Effects};
+use super::error::HandleError;
+use super::field_writes::announce_changes;
 use super::metrics::Metrics;
+use super::model_job::{CommitSignal, ModelJob};
 use crate::config::LlmSettings;
 use crate::decide::{self, Decision, Gate, Rejected};
 use crate::llm::context;
 use crate::llm::model_client::{ModelCall, ModelClient};
 use crate::llm::prompts::{EnrichContext, PromptTurn};
 use crate::llm::schema::FieldEnums;
-use crate::queue::publisher::Publisher;
-use crate::state::{Cache, CacheUpdate};
+use crate::state::Cache;
 use crate::store::StoreError;
 use crate::store::asks;
 use crate::store::llm_calls::{self, CallRow, WorkerTiming};
+use crate::workspaces::Workspaces;
 
 /// Everything the model stage needs.
 pub struct ModelStage {
     pool: PgPool,
     cache: Cache,
-    publisher: Publisher,
+    after_commit: AfterCommit,
     workspaces: Arc<Workspaces>,
-    enricher: ModelClient,
+    model: ModelClient,
     settings: LlmSettings,
     recent_turns: usize,
     metrics: Arc<Metrics>,
@@ -51,7 +53,7 @@ pub struct ModelStage {
 
 /// One conversation's jobs, in order, and what the stage knows of them.
 struct ConversationQueue {
-    jobs: mpsc::UnboundedSender<MessageRef>,
+    jobs: mpsc::UnboundedSender<ModelJob>,
     /// Jobs submitted and not yet finished.
     unfinished: usize,
     /// When the last of its jobs finished.
@@ -80,9 +82,9 @@ impl ModelStage {
     pub fn new(
         pool: PgPool,
         cache: Cache,
-        publisher: Publisher,
+        after_commit: AfterCommit,
         workspaces: Arc<Workspaces>,
-        enricher: ModelClient,
+        model: ModelClient,
         settings: LlmSettings,
         recent_turns: usize,
         metrics: Arc<Metrics>,
@@ -90,9 +92,9 @@ impl ModelStage {
         Arc::new(ModelStage {
             pool,
             cache,
-            publisher,
+            after_commit,
             workspaces,
-            enricher,
+            model,
             settings,
             recent_turns,
             metrics,
@@ -103,14 +105,14 @@ impl ModelStage {
 
     /// Queues a message behind earlier ones of its conversation.
     ///
-    /// The inputs the message's transaction read ([`MessageRef::lane_inputs`])
+    /// The inputs the message's transaction read ([`ModelJob::lane_inputs`])
     /// are kept only when no earlier job of the conversation is unfinished
     /// and none finished after they were read: an earlier call's facts,
     /// declines, asks and tokens land after its own model call, so inputs
     /// read while it was under way may miss them. Otherwise the stage reads
     /// the inputs again once the earlier jobs are done. (A conversation's
     /// messages reach the stage from its one lane, in order.)
-    pub fn submit(self: &Arc<Self>, mut job: MessageRef) {
+    pub fn submit(self: &Arc<Self>, mut job: ModelJob) {
         job.queued_at = Some(Instant::now());
         let key = format!("{}/{}", job.workspace_id, job.conversation);
         let Ok(mut conversations) = self.conversations.lock() else {
@@ -155,7 +157,7 @@ impl ModelStage {
         tokio::spawn(Arc::clone(self).drain(key, receiver));
     }
 
-    async fn drain(self: Arc<Self>, key: String, mut jobs: mpsc::UnboundedReceiver<MessageRef>) {
+    async fn drain(self: Arc<Self>, key: String, mut jobs: mpsc::UnboundedReceiver<ModelJob>) {
         loop {
             match tokio::time::timeout(IDLE, jobs.recv()).await {
                 Ok(Some(job)) => self.process(&key, job).await,
@@ -223,7 +225,7 @@ impl ModelStage {
                 .workspaces
                 .get(&workspace_id)
                 .and_then(|w| w.settings.default_region.clone());
-            self.submit(MessageRef {
+            self.submit(ModelJob {
                 workspace_id,
                 event_id,
                 conversation,
@@ -266,7 +268,7 @@ impl ModelStage {
         }
     }
 
-    async fn process(&self, key: &str, job: MessageRef) {
+    async fn process(&self, key: &str, job: ModelJob) {
         let message_id = job.message_id;
         self.process_held(job).await;
         if let Ok(mut conversations) = self.conversations.lock()
@@ -281,7 +283,7 @@ impl ModelStage {
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %job.event_id, conversation = %job.conversation))]
-    async fn process_held(&self, mut job: MessageRef) {
+    async fn process_held(&self, mut job: ModelJob) {
         let queued = job.queued_at.map(|at| at.elapsed()).unwrap_or_default();
         let timing = job.received_at.map(|received_at| WorkerTiming {
             received_at,
@@ -314,7 +316,7 @@ impl ModelStage {
 
     async fn try_process(
         &self,
-        job: &mut MessageRef,
+        job: &mut ModelJob,
         committed: &mut CommitSignal,
         timing: Option<WorkerTiming>,
     ) -> Result<(), HandleError> {
@@ -352,7 +354,7 @@ impl ModelStage {
         let state = inputs.state;
         let spent = inputs.spent_tokens;
         let instructions = inputs.agent_instructions;
-        let ctx = enrich::context(&workspace, job, &state);
+        let ctx = decision::context(&workspace, job, &state);
         let stage = decide::pattern_stage(&ctx);
         let budget_left = spent < i64::from(self.settings.conversation_token_budget);
         if let Gate::Skip(reason) = decide::gate(&ctx, &stage, true, budget_left) {
@@ -397,7 +399,7 @@ impl ModelStage {
         prompt: &EnrichContext,
         enums: &FieldEnums,
     ) -> Option<ModelCall> {
-        let call = self.enricher.propose(prompt, enums);
+        let call = self.model.propose(prompt, enums);
         tokio::pin!(call);
         tokio::select! {
             call = &mut call => committed.wait().await.then_some(call),
@@ -416,7 +418,7 @@ impl ModelStage {
     }
 
     /// The turns the model sees before the job's message.
-    async fn turns_before(&self, job: &mut MessageRef) -> Result<Vec<PromptTurn>, StoreError> {
+    async fn turns_before(&self, job: &mut ModelJob) -> Result<Vec<PromptTurn>, StoreError> {
         if job.opened_conversation {
             // Nothing was said before the message that opened the conversation.
             return Ok(Vec::new());
@@ -474,7 +476,7 @@ impl ModelStage {
     /// An ask is only useful as a reply to the customer's latest message.
     async fn drop_stale_ask(
         &self,
-        job: &MessageRef,
+        job: &ModelJob,
         decided: &mut Decision,
     ) -> Result<(), StoreError> {
         if decided.ask.is_none() {
@@ -499,7 +501,7 @@ impl ModelStage {
 
     async fn write(
         &self,
-        job: &MessageRef,
+        job: &ModelJob,
         decided: &Decision,
         call: &ModelCall,
         timing: Option<WorkerTiming>,
@@ -540,10 +542,7 @@ impl ModelStage {
                 "model call failed; AI skipped for this message"
             );
         }
-        for reason in &effects.rejections {
-            self.metrics.rejection(reason);
-        }
-        self.after_commit(effects).await;
+        self.after_commit.apply([effects]).await;
         Ok(())
     }
 
@@ -553,7 +552,7 @@ impl ModelStage {
     async fn record_outcome(
         &self,
         conn: &mut PgConnection,
-        job: &MessageRef,
+        job: &ModelJob,
         decided: &Decision,
         call: &ModelCall,
         timing: Option<WorkerTiming>,
@@ -565,9 +564,8 @@ impl ModelStage {
             prompt_version: &call.accounting.prompt_version,
         };
         let customer_id =
-            enrich::apply(conn, job, decided, Some(stamp), &mut changes, effects).await?;
-        super::handle::announce_changes(conn, &job.workspace_id, customer_id, changes, effects)
-            .await?;
+            decision::apply(conn, job, decided, Some(stamp), &mut changes, effects).await?;
+        announce_changes(conn, &job.workspace_id, customer_id, changes, effects).await?;
         let row = CallRow {
             workspace_id: &job.workspace_id,
             conversation_id: job.conversation_id,
@@ -592,7 +590,7 @@ impl ModelStage {
     /// Sets the message's final status once it is committed.
     async fn finish_without_call(
         &self,
-        job: &MessageRef,
+        job: &ModelJob,
         committed: &mut CommitSignal,
         status: &str,
     ) -> Result<(), HandleError> {
@@ -607,14 +605,6 @@ impl ModelStage {
             .await
             .map_err(StoreError::from)?;
         Ok(())
-    }
-
-    async fn after_commit(&self, effects: Effects) {
-        let updates: Vec<CacheUpdate> = effects.cache;
-        if let Err(error) = self.cache.apply(&updates).await {
-            tracing::error!(error = %error, "cache update failed after the model stage");
-        }
-        publish_pending(&self.publisher, &self.pool, effects.outbox).await;
     }
 }
 

@@ -4,178 +4,24 @@
 //!
 //! Offline, the whole decision happens in the message's own transaction. With
 //! a model, the message's transaction records the pattern facts and marks the
-//! message for the model stage ([`super::ai`]), which runs after the commit so
+//! message for the model stage ([`super::model_stage`]), which runs after the commit so
 //! a slow model never holds back other conversations.
 
-use std::time::Instant;
-
-use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::handle::{Effects, HandleError, Workspace};
+use super::effects::Effects;
+use super::error::HandleError;
+use super::field_writes::record_write;
+use super::model_job::{LaneInputs, ModelJob, StageReads};
 use crate::decide::policy::Source;
 use crate::decide::{self, Decision, Gate, Origin, Proposal, TurnContext};
-use crate::event::{AskRequested, ChatMessage, Envelope, FieldChange, Outbound};
-use crate::llm::prompts::PromptTurn;
+use crate::event::{AskRequested, ChatMessage, FieldChange, Outbound};
 use crate::store::asks::{self, DecisionState, ModelInputs, NewAsk};
 use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
 use crate::store::outbox;
-
-/// Resolves once the transaction that stored a message has committed. The
-/// lane hands its model-path messages to the stage before its commit, so the
-/// stage can build the prompt and start the call while the commit's WAL flush
-/// is under way; the stage writes nothing about a message before this says
-/// the message is committed, and drops the message if its transaction rolled
-/// back (the broker then redelivers the event, and it is recorded again).
-#[derive(Debug, Default)]
-pub struct CommitSignal(CommitState);
-
-#[derive(Debug, Default)]
-enum CommitState {
-    /// Committed before the stage got the message (a resumed message).
-    #[default]
-    Committed,
-    Waiting(oneshot::Receiver<()>),
-    RolledBack,
-}
-
-/// The lane's side of a [`CommitSignal`]: sent after its commit, dropped
-/// when the transaction fails.
-#[derive(Debug)]
-pub struct CommitNotice(oneshot::Sender<()>);
-
-impl CommitNotice {
-    /// Tells the stage the transaction committed.
-    pub fn committed(self) {
-        // A stage that gave up on the message no longer listens.
-        let _ = self.0.send(());
-    }
-}
-
-impl CommitSignal {
-    /// A signal and the notice the lane sends once it has committed.
-    pub fn pair() -> (CommitNotice, CommitSignal) {
-        let (sender, receiver) = oneshot::channel();
-        (
-            CommitNotice(sender),
-            CommitSignal(CommitState::Waiting(receiver)),
-        )
-    }
-
-    /// Waits for the transaction's outcome: true once it committed, false if
-    /// it rolled back. Safe to cancel and to call again.
-    pub async fn wait(&mut self) -> bool {
-        if let CommitState::Waiting(receiver) = &mut self.0 {
-            self.0 = match receiver.await {
-                Ok(()) => CommitState::Committed,
-                Err(_) => CommitState::RolledBack,
-            };
-        }
-        matches!(self.0, CommitState::Committed)
-    }
-}
-
-/// The model stage's inputs as the message's own transaction read them, and
-/// when the statement that read them was sent. The stage uses them instead
-/// of reading them again after the commit only when no earlier model call
-/// of the conversation was unfinished or finished since then (see
-/// [`super::ai::ModelStage::submit`]).
-#[derive(Debug)]
-pub struct LaneInputs {
-    /// The inputs.
-    pub inputs: ModelInputs,
-    /// Sent before this instant.
-    pub read_at: Instant,
-}
-
-/// What the recording statement read for the model stage, and when it was
-/// sent.
-#[derive(Debug)]
-pub struct StageReads {
-    /// Model tokens the conversation had spent.
-    pub spent_tokens: i64,
-    /// The customer's agent instructions.
-    pub agent_instructions: Option<String>,
-    /// When the statement was sent.
-    pub sent_at: Instant,
-}
-
-/// The stored customer message a decision is about.
-#[derive(Debug)]
-pub struct MessageRef {
-    /// Tenant.
-    pub workspace_id: String,
-    /// The message's event id (the ask's `in_reply_to`).
-    pub event_id: String,
-    /// Backend conversation id.
-    pub conversation: String,
-    /// enricher's conversation id.
-    pub conversation_id: i64,
-    /// The customer.
-    pub customer_id: Uuid,
-    /// The stored message.
-    pub message_id: i64,
-    /// Its customer turn number in the conversation.
-    pub customer_turn: u32,
-    /// The customer's text.
-    pub text: String,
-    /// Region for phone numbers.
-    pub region: Option<String>,
-    /// When the worker received the event (none for messages resumed after a
-    /// restart), for the model path's timing.
-    pub received_at: Option<DateTime<Utc>>,
-    /// When the model stage queued the message.
-    pub queued_at: Option<Instant>,
-    /// The message opened its conversation, so no turns come before it.
-    pub opened_conversation: bool,
-    /// The turns before the message, oldest first, as its recording read
-    /// them (none for a message resumed later: the stage reads them).
-    pub prior_turns: Option<Vec<PromptTurn>>,
-    /// The stage's inputs as the message's transaction read them.
-    pub lane_inputs: Option<LaneInputs>,
-    /// Whether the message's transaction has committed.
-    pub committed: CommitSignal,
-}
-
-impl MessageRef {
-    /// The reference of a message just stored.
-    pub fn new(
-        envelope: &Envelope,
-        message: &ChatMessage,
-        stored: &StoredMessage,
-        region: Option<&str>,
-    ) -> MessageRef {
-        MessageRef {
-            workspace_id: envelope.workspace_id.clone(),
-            event_id: envelope.id.clone(),
-            conversation: message.conversation_id.clone(),
-            conversation_id: stored.conversation_id,
-            customer_id: stored.customer_id,
-            message_id: stored.message_id,
-            customer_turn: stored.customer_turn.max(0) as u32,
-            text: message.text.clone(),
-            region: region.map(str::to_owned),
-            received_at: None,
-            queued_at: None,
-            opened_conversation: stored.new_conversation,
-            prior_turns: stored.stage_extras.as_ref().map(|extras| {
-                extras
-                    .prior_turns
-                    .iter()
-                    .map(|turn| PromptTurn {
-                        sender: turn.sender.clone(),
-                        text: turn.text.clone(),
-                    })
-                    .collect()
-            }),
-            lane_inputs: None,
-            committed: CommitSignal::default(),
-        }
-    }
-}
+use crate::workspaces::Workspace;
 
 /// The region used to read phone numbers: the visitor's country, else the workspace's.
 pub fn phone_region<'a>(
@@ -195,7 +41,7 @@ pub fn phone_region<'a>(
 /// The decision context for a message and its state.
 pub fn context<'a>(
     workspace: &'a Workspace<'_>,
-    target: &'a MessageRef,
+    target: &'a ModelJob,
     state: &'a DecisionState,
 ) -> TurnContext<'a> {
     TurnContext {
@@ -228,7 +74,7 @@ pub enum FirstPass {
 pub async fn first_pass(
     conn: &mut PgConnection,
     workspace: &Workspace<'_>,
-    target: &mut MessageRef,
+    target: &mut ModelJob,
     preloaded: Option<DecisionState>,
     reads: Option<StageReads>,
     with_model: bool,
@@ -296,7 +142,7 @@ pub async fn first_pass(
 /// transaction sees it.
 async fn state_of(
     conn: &mut PgConnection,
-    target: &MessageRef,
+    target: &ModelJob,
 ) -> Result<DecisionState, crate::store::StoreError> {
     asks::load_state(
         conn,
@@ -319,7 +165,7 @@ pub struct ModelStamp<'a> {
 /// Writes a decision: facts (by source rank, with history), declines, the ask.
 pub async fn apply(
     conn: &mut PgConnection,
-    target: &MessageRef,
+    target: &ModelJob,
     decided: &Decision,
     model: Option<ModelStamp<'_>>,
     changes: &mut Vec<FieldChange>,
@@ -348,7 +194,7 @@ pub async fn apply(
             model: stamp.map(|s| s.model),
             prompt_version: stamp.map(|s| s.prompt_version),
         };
-        customer_id = super::handle::record_write(conn, &write, changes, effects).await?;
+        customer_id = record_write(conn, &write, changes, effects).await?;
     }
     for field in &decided.declined {
         field_store::record_decline(conn, customer_id, field, target.message_id).await?;

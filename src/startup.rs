@@ -1,0 +1,302 @@
+//! Start-up in one place: [`Application::build`] connects to Postgres, Redis
+//! and RabbitMQ, applies migrations, syncs workspaces and declares the
+//! topology; [`Application::run_until_stopped`] starts the consumer and its
+//! lanes, the model stage, the summary sweeper, the outbox relay and the
+//! retention sweep, and on a stop signal stops consuming, lets the lanes
+//! finish and ack what they hold, and closes the connections. Nothing that
+//! it starts imports it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::config::Settings;
+use crate::event::Limits;
+use crate::insights::Insights;
+use crate::llm::model_client::ModelClient;
+use crate::llm::prompts::Prompts;
+use crate::queue::outbox_relay;
+use crate::queue::{publisher::Publisher, subscription::Subscription};
+use crate::state::Cache;
+use crate::store;
+use crate::store::chat::ModelHandoff;
+use crate::store::warm_up::HotPath;
+use crate::worker::effects::AfterCommit;
+use crate::worker::lane::{self, LaneContext};
+use crate::worker::metrics::Metrics;
+use crate::worker::model_stage::ModelStage;
+use crate::worker::{Dispatcher, retention};
+use crate::workspaces::Workspaces;
+
+/// Why enricher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Settings are unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Postgres is unreachable or refused.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Syncing workspaces failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// Redis is unreachable.
+    #[error(transparent)]
+    Cache(#[from] crate::state::CacheError),
+    /// RabbitMQ is unreachable or refused the topology at start-up (later
+    /// broker trouble is handled by the subscription, never returned).
+    #[error("rabbitmq: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// The prompt templates are unusable.
+    #[error("prompts: {0}")]
+    Prompts(#[from] crate::llm::prompts::PromptError),
+    /// The summary sweeper could not start.
+    #[error("summaries: {0}")]
+    Insights(#[from] crate::insights::sweeper::StartError),
+    /// The model client could not be built.
+    #[error("llm client: {0}")]
+    Llm(String),
+}
+
+/// enricher with every connection open, ready to run.
+pub struct Application {
+    settings: Settings,
+    pool: PgPool,
+    cache: Cache,
+    link: Subscription,
+    publisher: Publisher,
+    workspaces: Arc<Workspaces>,
+    metrics: Arc<Metrics>,
+    model: Option<(ModelClient, Prompts)>,
+}
+
+impl Application {
+    /// Connects to every store, applies migrations, syncs workspaces and
+    /// declares the topology.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        let with_model = settings
+            .llm
+            .base_url
+            .as_deref()
+            .is_some_and(|url| !url.trim().is_empty());
+        let model_handoff = if with_model {
+            ModelHandoff::Pending {
+                recent_turns: settings.redis.recent_turns,
+            }
+        } else {
+            ModelHandoff::None
+        };
+        let workspaces = Arc::new(Workspaces::new(
+            settings.workspaces.clone(),
+            &settings.asks,
+            model_handoff,
+        )?);
+        let started = std::time::Instant::now();
+        workspaces.prime_decision_core();
+        tracing::debug!(elapsed = ?started.elapsed(), "decision core primed");
+        // Every lane holds a connection while it writes a batch.
+        let lanes = u32::try_from(settings.worker.lanes).unwrap_or(u32::MAX);
+        // The pools warm their connections with the current schema's statements.
+        store::migrate_before_pools(&settings.postgres).await?;
+        let pool = store::connect_with_size(
+            &settings.postgres,
+            settings.postgres.max_connections,
+            lanes,
+            Some(HotPath::Lanes),
+        )
+        .await?;
+        store::workspaces::sync(&pool, &settings.workspaces).await?;
+        let cache = Cache::connect(&settings.redis).await?;
+        let link = Subscription::open(&settings.amqp, "enricher-worker").await?;
+        let publisher = link.publisher().clone();
+        let prompts = Prompts::load(&settings.llm.prompts_dir)?;
+        let model = ModelClient::from_settings(&settings.llm, prompts.clone())
+            .map_err(|e| StartupError::Llm(e.to_string()))?
+            .map(|enricher| (enricher, prompts));
+        match &model {
+            Some((enricher, _)) => tracing::info!(model = enricher.model(), "model configured"),
+            None => {
+                tracing::info!("no model configured: offline mode (patterns and keyword triggers)")
+            }
+        }
+        Ok(Application {
+            settings,
+            pool,
+            cache,
+            link,
+            publisher,
+            workspaces,
+            metrics: Arc::new(Metrics::default()),
+            model,
+        })
+    }
+
+    /// The worker's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Consumes until `shutdown` resolves, then drains and exits.
+    pub async fn run_until_stopped(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartupError> {
+        let lanes = self.settings.worker.lanes;
+        // The model stage gets its own pool so hundreds of conversations
+        // waiting on the model never starve the lanes of connections. As
+        // many connections as there are lanes open (and warm) at start-up,
+        // so the first model results do not wait for a password exchange;
+        // the rest open as calls pile up.
+        let model_pool = match &self.model {
+            Some(_) => {
+                let size = self.settings.postgres.model_stage_connections;
+                Some(
+                    store::connect_with_size(
+                        &self.settings.postgres,
+                        size,
+                        u32::try_from(lanes).unwrap_or(u32::MAX),
+                        Some(HotPath::ModelStage),
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        let model_stage = self
+            .model
+            .as_ref()
+            .zip(model_pool)
+            .map(|((enricher, _), model_pool)| {
+                let after_commit = AfterCommit {
+                    cache: self.cache.clone(),
+                    publisher: self.publisher.clone(),
+                    pool: model_pool.clone(),
+                    metrics: Arc::clone(&self.metrics),
+                };
+                ModelStage::new(
+                    model_pool,
+                    self.cache.clone(),
+                    after_commit,
+                    Arc::clone(&self.workspaces),
+                    enricher.clone(),
+                    self.settings.llm.clone(),
+                    self.settings.redis.recent_turns,
+                    Arc::clone(&self.metrics),
+                )
+            });
+        let prompt_watcher = self
+            .model
+            .as_ref()
+            .map(|(_, prompts)| tokio::spawn(prompts.clone().watch()));
+        let mut resumer = None;
+        if let Some(stage) = &model_stage {
+            match stage.resume_pending(Duration::ZERO).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "resuming messages left for the model"),
+                Err(error) => tracing::warn!(error = %error, "could not resume pending model work"),
+            }
+            let every = Duration::from_secs(self.settings.llm.resume_after_secs);
+            resumer = Some(tokio::spawn(Arc::clone(stage).keep_resuming(every)));
+        }
+        // Summaries and insights of ended conversations (src/insights).
+        let model_client = self.model.as_ref().map(|(enricher, _)| enricher.clone());
+        let insights = Insights::start(
+            &self.settings,
+            self.pool.clone(),
+            self.publisher.clone(),
+            Arc::clone(&self.workspaces),
+            model_client,
+        )
+        .await?;
+        let context = Arc::new(LaneContext {
+            pool: self.pool.clone(),
+            after_commit: AfterCommit {
+                cache: self.cache.clone(),
+                publisher: self.publisher.clone(),
+                pool: self.pool.clone(),
+                metrics: Arc::clone(&self.metrics),
+            },
+            publisher: self.publisher.clone(),
+            workspaces: Arc::clone(&self.workspaces),
+            worker: Arc::new(self.settings.worker.clone()),
+            amqp: Arc::new(self.settings.amqp.clone()),
+            metrics: Arc::clone(&self.metrics),
+            model_stage,
+        });
+        let lane_capacity = (usize::from(self.settings.amqp.prefetch) / lanes).max(1) * 2;
+        let (senders, mut lane_tasks) = lane::spawn(&context, lanes, lane_capacity);
+        let relay = tokio::spawn(outbox_relay::relay(
+            self.publisher.clone(),
+            self.pool.clone(),
+        ));
+        let retention_sweep = tokio::spawn(retention::sweep(
+            self.pool.clone(),
+            self.settings.retention.clone(),
+        ));
+        let counters = tokio::spawn(log_counters(Arc::clone(&self.metrics)));
+
+        self.link.start().await?;
+        tracing::info!(queue = %self.settings.amqp.work_queue, lanes, "consuming");
+
+        let dispatcher = Dispatcher {
+            workspaces: Arc::clone(&self.workspaces),
+            publisher: self.publisher.clone(),
+            metrics: Arc::clone(&self.metrics),
+            limits: Limits {
+                max_text_bytes: self.settings.worker.max_text_bytes,
+            },
+            lanes: senders,
+        };
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                delivery = self.link.next_delivery() => {
+                    dispatcher.dispatch(delivery).await;
+                }
+            }
+        }
+        tracing::info!("stopping: no new deliveries, finishing in-flight work");
+        self.link.cancel().await;
+        drop(dispatcher);
+        let grace = Duration::from_secs(self.settings.worker.shutdown_grace_secs);
+        let drained = tokio::time::timeout(grace, async {
+            while lane_tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "grace period over; unacked events will be redelivered"
+            );
+        }
+        insights.stop(grace).await;
+        relay.abort();
+        retention_sweep.abort();
+        if let Some(resumer) = resumer {
+            resumer.abort();
+        }
+        counters.abort();
+        if let Some(watcher) = prompt_watcher {
+            watcher.abort();
+        }
+        self.metrics.log();
+        self.link.close().await;
+        Ok(())
+    }
+}
+
+/// Logs the counters every minute.
+async fn log_counters(metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        metrics.log();
+    }
+}

@@ -1,0 +1,16 @@
+//! Why an event could not be handled, in the two kinds the lane acts on:
+//! the event itself is unusable (dead-letter it) or the store failed (retry).
+
+use crate::store::StoreError;
+
+/// Why an event could not be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The event is well-formed but refers to something that cannot be used;
+    /// it goes to the dead-letter queue with this reason.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Postgres failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

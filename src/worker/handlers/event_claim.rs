@@ -1,0 +1,27 @@
+//! Claiming a non-message event: its workspace row exists and its id is
+//! recorded once, so a redelivered event is a no-op.
+
+use sqlx::PgConnection;
+
+use super::super::error::HandleError;
+use crate::event::Envelope;
+use crate::store::chat::{self, WorkspaceDefaults};
+use crate::workspaces::Workspace;
+
+pub(super) fn workspace_defaults<'a>(workspace: &'a Workspace<'_>) -> WorkspaceDefaults<'a> {
+    WorkspaceDefaults {
+        enrichment: workspace.settings.enrichment,
+        default_region: workspace.settings.default_region.as_deref(),
+    }
+}
+
+/// Records the event's id; false when it was handled before.
+pub(super) async fn claim(
+    conn: &mut PgConnection,
+    workspace: &Workspace<'_>,
+    envelope: &Envelope,
+    kind: &str,
+) -> Result<bool, HandleError> {
+    chat::ensure_workspace(conn, &envelope.workspace_id, workspace_defaults(workspace)).await?;
+    Ok(chat::claim_event(conn, envelope, kind).await?)
+}
