@@ -51,7 +51,7 @@ impl HotPath {
     /// The stage's commits do not wait for their WAL flush
     /// (`synchronous_commit = off`), except the transactions that write
     /// facts, declines, asks or merges, which open with
-    /// [`crate::worker::ai::DURABLE_TRANSACTION`]. What is left is the
+    /// [`crate::worker::model_stage::DURABLE_TRANSACTION`]. What is left is the
     /// outcome of a call that changed nothing but the message's status and
     /// the call's accounting row. A crash of Postgres or of the machine can
     /// lose the last fraction of a second of those; the message is then
