@@ -1,10 +1,11 @@
-//! The wire contract (SPEC §2): inbound events chat backends publish and the
+//! The wire contract (docs/contract.md §2): inbound events chat backends publish and the
 //! outbound events enricher emits. Decoding is strict about what the contract
 //! requires and lenient about extra keys, so producers can add fields without
 //! breaking the worker; every refusal says exactly what was wrong, because the
 //! reason travels with the event to the dead-letter queue.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -25,15 +26,19 @@ pub struct Event {
 }
 
 /// Keys every inbound event carries.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct Envelope {
     /// Unique per workspace; redelivery of the same id is a no-op.
+    #[schemars(length(min = 1, max = MAX_ID_CHARS), regex(pattern = r"\S"))]
     pub id: String,
     /// Contract version; only 1 exists.
+    #[schemars(range(min = 1, max = 1))]
     pub version: u32,
     /// Tenant; nothing crosses tenants.
+    #[schemars(length(min = 1, max = MAX_ID_CHARS), regex(pattern = r"\S"))]
     pub workspace_id: String,
-    /// When it happened at the source.
+    /// When it happened at the source (RFC 3339).
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -53,7 +58,7 @@ pub enum EventBody {
 }
 
 /// Where a conversation happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
     /// Web chat widget.
@@ -94,7 +99,7 @@ impl Platform {
 }
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Sender {
     /// The customer: the only source of customer facts.
@@ -119,18 +124,20 @@ impl Sender {
     }
 }
 
-/// `chat.message`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `chat.message`: a chat message from any participant.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct ChatMessage {
     /// The chat backend's conversation id.
+    #[schemars(length(min = 1, max = MAX_ID_CHARS), regex(pattern = r"\S"))]
     pub conversation_id: String,
     /// Where the conversation happens.
     pub platform: Platform,
     /// The customer's id on that platform.
+    #[schemars(length(min = 1, max = MAX_ID_CHARS), regex(pattern = r"\S"))]
     pub platform_user_id: String,
     /// Who wrote the message.
     pub sender: Sender,
-    /// The message text.
+    /// The message text, at most `worker.max_text_bytes` bytes (65536 by default).
     pub text: String,
     /// The agent who wrote it, for agent messages.
     #[serde(default)]
@@ -150,7 +157,7 @@ pub struct ChatMessage {
 }
 
 /// Visitor metadata: kept on the identity, never used as a source of stated facts.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Visitor {
     /// IP address.
     pub ip: Option<String>,
@@ -170,12 +177,13 @@ pub struct Visitor {
     pub page_url: Option<String>,
     /// Referring page.
     pub referrer: Option<String>,
-    /// First visit time of the session.
+    /// First visit time of the session (RFC 3339).
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub session_started_at: Option<DateTime<Utc>>,
 }
 
 /// A logged-in user's details the chat backend passes along.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, JsonSchema)]
 pub struct IdentityHint {
     /// Display name.
     pub name: Option<String>,
@@ -188,7 +196,7 @@ pub struct IdentityHint {
 }
 
 /// How a customer first arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CustomerSource {
     /// Came on their own.
@@ -213,10 +221,11 @@ impl CustomerSource {
     }
 }
 
-/// `conversation.closed`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `conversation.closed`: a conversation ended.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct ConversationClosed {
     /// The chat backend's conversation id.
+    #[schemars(length(min = 1, max = MAX_ID_CHARS), regex(pattern = r"\S"))]
     pub conversation_id: String,
     /// Who resolved it (`bot`, `agent`, an agent id...).
     #[serde(default)]
@@ -227,7 +236,7 @@ pub struct ConversationClosed {
 }
 
 /// Conversation statuses of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ConversationState {
     /// The bot is handling it.
@@ -252,10 +261,12 @@ impl ConversationState {
     }
 }
 
-/// `conversation.status`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `conversation.status`: a conversation changed status (a `requesting`
+/// status is an escalation).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 pub struct ConversationStatus {
     /// The chat backend's conversation id.
+    #[schemars(length(min = 1, max = MAX_ID_CHARS), regex(pattern = r"\S"))]
     pub conversation_id: String,
     /// The new status.
     pub status: ConversationState,
@@ -298,7 +309,7 @@ impl CustomerRef {
 }
 
 /// Sources of field values, by the contract's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UpdateSource {
     /// An agent's edit: locks the field against the AI.
@@ -341,29 +352,50 @@ pub struct CustomerForget {
     pub actor: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct CustomerRefKeys {
+/// The keys of a customer reference: `customer_id`, or `platform` with
+/// `platform_user_id`, or `email`.
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct CustomerRefKeys {
+    /// enricher's customer id.
+    #[schemars(extend("format" = "uuid"))]
     customer_id: Option<String>,
+    /// The platform of the customer's identity.
     platform: Option<Platform>,
+    /// The customer's id on that platform.
+    #[schemars(length(min = 1, max = MAX_ID_CHARS), regex(pattern = r"\S"))]
     platform_user_id: Option<String>,
+    /// The customer's email (matched lower-cased).
+    #[schemars(regex(pattern = "@"))]
     email: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ProfileUpdateKeys {
+/// `profile.update`: field values from an agent, a form, an external system
+/// or metadata, for one customer.
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct ProfileUpdateKeys {
+    /// Field values by field name.
     fields: serde_json::Map<String, serde_json::Value>,
+    /// Where the values come from.
     source: UpdateSource,
+    /// Who made the change (agent id, form id, system name).
     actor: Option<String>,
+    /// Conversation the update happened in.
     conversation_id: Option<String>,
+    /// Tags to add.
     #[serde(default)]
     tags_add: Vec<String>,
+    /// Tags to remove.
     #[serde(default)]
     tags_remove: Vec<String>,
+    /// How the bot should address this customer.
+    #[schemars(length(max = MAX_AGENT_INSTRUCTIONS_CHARS))]
     agent_instructions: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ForgetKeys {
+/// `customer.forget`: erase a customer everywhere.
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct ForgetKeys {
+    /// Who asked.
     actor: Option<String>,
 }
 

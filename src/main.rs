@@ -37,11 +37,14 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Score the decision core on the eval cases (see evals/README.md).
     Eval(enricher::eval::EvalArgs),
-    /// Print the strict tool schema the model receives.
+    /// Print the strict tool schema the model receives; `schema events` prints
+    /// the inbound events' JSON Schemas instead.
     Schema {
         /// Workspace whose fields to use (default: the default workspace).
         #[arg(long)]
         workspace: Option<String>,
+        #[command(subcommand)]
+        command: Option<SchemaCommand>,
     },
     /// Look up, export and forget customers.
     Customers {
@@ -52,6 +55,17 @@ enum Command {
     Prompts {
         #[command(subcommand)]
         command: PromptsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Print the JSON Schemas of the inbound events (docs/schemas/events.json):
+    /// one document, a schema per event type under `$defs`.
+    Events {
+        /// Print only this event type's schema (e.g. `chat.message`).
+        #[arg(long = "type", value_name = "TYPE")]
+        event_type: Option<String>,
     },
 }
 
@@ -131,9 +145,14 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Bench(args) => cli::bench::run(&settings, args).await,
         Command::Eval(args) => enricher::eval::run(&settings, args).await,
-        Command::Schema { workspace } => {
-            cli::inspect::print_schema(&settings, workspace.as_deref())
-        }
+        Command::Schema {
+            command: Some(SchemaCommand::Events { event_type }),
+            ..
+        } => cli::inspect::print_event_schemas(event_type.as_deref()),
+        Command::Schema {
+            workspace,
+            command: None,
+        } => cli::inspect::print_schema(&settings, workspace.as_deref()),
         Command::Customers { command } => cli::customers::run(&settings, command).await,
         Command::Prompts {
             command: PromptsCommand::Check { dir },

@@ -1,4 +1,4 @@
-//! Email is the identifier across platforms (SPEC §1.3): profiles that share an
+//! Email is the identifier across platforms (docs/contract.md §1.3): profiles that share an
 //! email become one, the older surviving; different emails never merge.
 
 mod common;

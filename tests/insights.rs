@@ -1,4 +1,4 @@
-//! Summaries and customer insights end to end (SPEC §1.4): a scripted
+//! Summaries and customer insights end to end (docs/contract.md §1.4): a scripted
 //! OpenAI-compatible server in the test process, the real broker and stores.
 //! Every ended conversation (closed, or idle) gets exactly one summary call,
 //! also with two worker processes; insights are updated incrementally from

@@ -29,7 +29,7 @@ pub enum SendError {
     Refused(usize),
 }
 
-/// The routing key SPEC §2 asks for: `conversation_id`, or `customer:<id>`.
+/// The routing key docs/contract.md §2 asks for: `conversation_id`, or `customer:<id>`.
 pub fn routing_key(line: &[u8]) -> String {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) else {
         return "unparsed".to_owned();

@@ -1,4 +1,4 @@
-//! The eval case format (SPEC §4) and its loader. Cases are the product's
+//! The eval case format (docs/contract.md §4) and its loader. Cases are the product's
 //! expected behaviour written down as conversations, so they are parsed
 //! strictly: an unknown key, an expectation on a bot turn or a field the
 //! case's workspace does not configure is a mistake in the case, reported
@@ -130,7 +130,7 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// Required fields of the default workspace (SPEC §1.1).
+/// Required fields of the default workspace (docs/contract.md §1.1).
 pub const DEFAULT_REQUIRED: [&str; 2] = ["name", "email"];
 
 impl Case {

@@ -42,7 +42,7 @@ pub struct EvalEnv {
 
 impl EvalEnv {
     /// The environment for the configured ask policy and triggers, with the
-    /// default workspace of SPEC §1.1 (`name` and `email` required, region
+    /// default workspace of docs/contract.md §1.1 (`name` and `email` required, region
     /// US) and profile values known from an external system (`api`).
     pub fn new(asks: &AsksSettings) -> Result<EvalEnv, regex::Error> {
         Ok(EvalEnv {

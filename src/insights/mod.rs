@@ -1,4 +1,4 @@
-//! Conversation summaries and customer insights (SPEC §1.4).
+//! Conversation summaries and customer insights (docs/contract.md §1.4).
 //!
 //! Why a module of its own: this work happens once per *conversation*, after
 //! it ends, not once per message, so it fits neither the lanes (which must
