@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::config::Settings;
 use crate::event::{
     ChatMessage, ConversationClosed, ConversationStatus, CustomerRefKeys, Envelope, ForgetKeys,
-    MAX_EVENT_BYTES, ProfileUpdateKeys,
+    MAX_EVENT_BYTES, NoteKeys, ProfileUpdateKeys,
 };
 use crate::insights::{profile, summary};
 use crate::llm::prompt_size;
@@ -46,12 +46,13 @@ pub fn print_schema(settings: &Settings, workspace: Option<&str>) -> anyhow::Res
 }
 
 /// The inbound event types, in the contract's order.
-pub const INBOUND_EVENT_TYPES: [&str; 5] = [
+pub const INBOUND_EVENT_TYPES: [&str; 6] = [
     "chat.message",
     "conversation.closed",
     "conversation.status",
     "profile.update",
     "customer.forget",
+    "note.added",
 ];
 
 /// Where the generated event schemas are committed, from the repository root.
@@ -85,6 +86,7 @@ pub fn inbound_event_schemas() -> Value {
             "conversation.closed" => (ConversationClosed::json_schema(&mut generator), false),
             "conversation.status" => (ConversationStatus::json_schema(&mut generator), false),
             "profile.update" => (ProfileUpdateKeys::json_schema(&mut generator), true),
+            "note.added" => (NoteKeys::json_schema(&mut generator), true),
             _ => (ForgetKeys::json_schema(&mut generator), true),
         };
         let mut parts = vec![envelope.clone(), body.clone()];
@@ -272,6 +274,9 @@ mod tests {
                 "actor": "a1", "conversation_id": "c1", "tags_add": ["vip"],
                 "tags_remove": ["new"], "agent_instructions": "formal",
             }),
+            "note.added" => json!({
+                "customer_id": CUSTOMER_ID, "text": "prefers mornings", "author": "a1",
+            }),
             _ => json!({ "customer_id": CUSTOMER_ID, "actor": "a1" }),
         };
         if let (Some(event), Some(body)) = (event.as_object_mut(), body.as_object()) {
@@ -436,12 +441,13 @@ mod tests {
     fn enumerated_keys_allow_exactly_what_the_decoder_accepts() {
         let document = inbound_event_schemas();
         let defs = &document["$defs"];
-        let expected: [(&str, &[&str]); 5] = [
+        let expected: [(&str, &[&str]); 6] = [
             ("chat.message", &["platform", "sender", "source", "type"]),
             ("conversation.closed", &["type"]),
             ("conversation.status", &["status", "type"]),
             ("profile.update", &["platform", "source", "type"]),
             ("customer.forget", &["platform", "type"]),
+            ("note.added", &["platform", "type"]),
         ];
         for (kind, enumerated) in expected {
             let schema = &defs[kind];
@@ -470,7 +476,7 @@ mod tests {
     #[test]
     fn the_customer_reference_rule_agrees_with_the_decoder() {
         let document = inbound_event_schemas();
-        for kind in ["profile.update", "customer.forget"] {
+        for kind in ["profile.update", "customer.forget", "note.added"] {
             let rule = json!({ "anyOf": document["$defs"][kind]["anyOf"].clone() });
             let base = without(&full_event(kind), "customer_id");
             let cases = [

@@ -10,6 +10,7 @@ pub mod erasure;
 pub mod fields;
 pub mod llm_calls;
 pub mod merges;
+pub mod notes;
 pub mod outbox;
 pub mod profiles;
 pub mod retention;
