@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::fake_llm::{FakeModel, new_message, nothing, proposal, tool_call};
 use common::{TestApp, chat, unique};
 use enricher::store::llm_calls::{Accounting, CallRow, record_for_pending_message};
+use enricher::store::model_queue::AiStatus;
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
@@ -726,7 +727,7 @@ async fn a_message_is_finished_once_whoever_else_races_for_it() {
     };
     let mut conn = app.pool.acquire().await.expect("connection");
     // The worker finished it: a late second finisher writes nothing.
-    let late = record_for_pending_message(&mut conn, &row, &accounting, "failed")
+    let late = record_for_pending_message(&mut conn, &row, &accounting, AiStatus::Failed)
         .await
         .expect("late finish");
     assert!(!late);
@@ -738,7 +739,7 @@ async fn a_message_is_finished_once_whoever_else_races_for_it() {
         .execute(&app.pool)
         .await
         .expect("reset");
-    let first = record_for_pending_message(&mut conn, &row, &accounting, "failed")
+    let first = record_for_pending_message(&mut conn, &row, &accounting, AiStatus::Failed)
         .await
         .expect("first finish");
     assert!(first);

@@ -10,6 +10,7 @@ pub mod erasure;
 pub mod fields;
 pub mod llm_calls;
 pub mod merges;
+pub mod model_queue;
 pub mod outbox;
 pub mod profiles;
 pub mod retention;
@@ -52,6 +53,12 @@ impl StoreError {
     /// Whether the same work may succeed if tried again.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient(_))
+    }
+}
+
+impl crate::retry::Transient for StoreError {
+    fn is_transient(&self) -> bool {
+        StoreError::is_transient(self)
     }
 }
 
