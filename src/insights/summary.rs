@@ -371,13 +371,12 @@ pub async fn store(
     } else {
         "unresolved".to_owned()
     };
-    let resolved_by = summary.resolved_by.as_deref();
     let write = SummaryWrite {
         summary: &summary.summary,
         sentiment: summary.sentiment.as_str(),
         sentiment_score: summary.sentiment_score as f32,
         topics: &summary.topics,
-        resolved_by,
+        resolved_by: summary.resolved_by.as_deref(),
         resolution: &resolution_text,
         resolved_at: summary.resolved_at,
     };
