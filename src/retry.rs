@@ -20,7 +20,7 @@ pub struct Backoff {
     pub factor: f64,
     /// No wait is longer than this before jitter.
     pub cap: Duration,
-    /// Attempts in all, the first included; 1 never retries.
+    /// Attempts in all, the first included; 0 or 1 never retries.
     pub attempts: u32,
     /// Each wait is lengthened by a random share of itself in
     /// `[0, jitter)`, so many callers that failed together (every lane in

@@ -238,3 +238,25 @@ impl LaneContext {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_retries_follow_the_worker_settings() {
+        let settings = WorkerSettings {
+            lanes: 1,
+            batch_max: 1,
+            batch_linger_ms: 0,
+            store_attempts: 6,
+            store_backoff_ms: 200,
+            shutdown_grace_secs: 1,
+            max_text_bytes: 1,
+        };
+        let policy = commit_backoff(&settings);
+        let waits: Vec<u128> = policy.delays().map(|wait| wait.as_millis()).collect();
+        // Doubling from the configured first wait, capped at a second.
+        assert_eq!(waits, vec![200, 400, 800, 1000, 1000]);
+    }
+}
