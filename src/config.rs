@@ -215,7 +215,8 @@ pub struct WorkerSettings {
     pub batch_linger_ms: u64,
     /// Attempts of a transaction that fails on a transient store error.
     pub store_attempts: u32,
-    /// First backoff between those attempts; doubles each time.
+    /// First backoff between those attempts; doubles each time up to a
+    /// second, each wait lengthened at random by up to a fifth.
     pub store_backoff_ms: u64,
     /// Time allowed to finish in-flight work after a stop signal.
     pub shutdown_grace_secs: u64,

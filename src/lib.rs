@@ -14,6 +14,7 @@ pub mod fields;
 pub mod insights;
 pub mod llm;
 pub mod queue;
+pub mod retry;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use common::fake_llm::{FakeModel, new_message, nothing, proposal, tool_call};
 use common::{TestApp, chat, unique};
 use enricher::store::llm_calls::{Accounting, CallRow, record_for_pending_message};
+use enricher::store::model_queue::AiStatus;
 use serde_json::json;
 use wiremock::ResponseTemplate;
 
@@ -24,7 +25,7 @@ async fn app_with_model(model: &FakeModel) -> TestApp {
 }
 
 /// Waits until every customer message has left the model stage.
-async fn settle(app: &TestApp, customer_messages: i64) {
+async fn wait_for_model_stage(app: &TestApp, customer_messages: i64) {
     app.wait_for_count(
         "SELECT count(*) FROM enrich.messages WHERE sender = 'customer' AND (ai_status IS NULL OR ai_status IN ('done','failed','skipped'))",
         customer_messages,
@@ -81,7 +82,7 @@ async fn a_volunteered_fact_is_recorded_with_model_and_prompt_version() {
         "hola, les escribe Sofía Pérez y quiero el catálogo",
     )])
     .await;
-    settle(&app, 1).await;
+    wait_for_model_stage(&app, 1).await;
     assert_eq!(
         field(&app, "name").await,
         Some(("Sofía Pérez".into(), "model".into()))
@@ -112,7 +113,7 @@ async fn the_model_is_not_called_when_the_patterns_leave_nothing_to_collect() {
     let ws = unique("ws");
     app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", "hi")])
         .await;
-    settle(&app, 1).await;
+    wait_for_model_stage(&app, 1).await;
     app.publish(&[
         chat(
             &ws,
@@ -125,7 +126,7 @@ async fn the_model_is_not_called_when_the_patterns_leave_nothing_to_collect() {
         chat(&ws, "m3", "c1", "u1", "customer", "thanks!"),
     ])
     .await;
-    settle(&app, 3).await;
+    wait_for_model_stage(&app, 3).await;
     // The first message still misses both required fields and goes to the
     // model; the second brings both, so neither it nor the third needs it.
     let statuses: Vec<(String, Option<String>, Option<i32>)> = sqlx::query_as(
@@ -189,7 +190,7 @@ async fn made_up_borrowed_and_unconfigured_values_never_reach_postgres() {
         chat(&ws, "m3", "c1", "u1", "customer", "yes that's right"),
     ])
     .await;
-    settle(&app, 2).await;
+    wait_for_model_stage(&app, 2).await;
     assert_eq!(
         app.count("SELECT count(*) FROM enrich.customer_fields")
             .await,
@@ -251,7 +252,7 @@ async fn asks_obey_the_policy_and_a_decline_holds_across_conversations() {
     .enumerate()
     {
         app.publish(&[turn(i, "c1", text)]).await;
-        settle(&app, i as i64 + 1).await;
+        wait_for_model_stage(&app, i as i64 + 1).await;
     }
     let first = asked(&app).await;
     assert_eq!(
@@ -272,7 +273,7 @@ async fn asks_obey_the_policy_and_a_decline_holds_across_conversations() {
         "I'd rather not give my name. Can you send me the menu?",
     )])
     .await;
-    settle(&app, 9).await;
+    wait_for_model_stage(&app, 9).await;
     assert_eq!(
         asked(&app).await.len(),
         2,
@@ -284,13 +285,13 @@ async fn asks_obey_the_policy_and_a_decline_holds_across_conversations() {
         turn(3, "c2", "book a table please"),
     ])
     .await;
-    settle(&app, 12).await;
+    wait_for_model_stage(&app, 12).await;
     assert!(
         !asked(&app).await.contains(&"name".to_owned()),
         "a decline holds in later turns"
     );
     app.publish(&[turn(0, "c3", "new chat: book me in")]).await;
-    settle(&app, 13).await;
+    wait_for_model_stage(&app, 13).await;
     assert!(
         !asked(&app).await.contains(&"name".to_owned()),
         "a decline holds in later conversations"
@@ -324,7 +325,7 @@ async fn corrections_replace_values_and_agent_values_stay_locked() {
         "my email is first@example.com",
     )])
     .await;
-    settle(&app, 1).await;
+    wait_for_model_stage(&app, 1).await;
     app.publish(&[
         json!({"type": "profile.update", "version": 1, "id": "p1", "workspace_id": ws,
         "occurred_at": "2026-03-01T10:00:00Z", "platform": "web", "platform_user_id": "u1",
@@ -346,7 +347,7 @@ async fn corrections_replace_values_and_agent_values_stay_locked() {
         "sorry, it's actually second@example.com. I'm Robert",
     )])
     .await;
-    settle(&app, 2).await;
+    wait_for_model_stage(&app, 2).await;
     assert_eq!(
         field(&app, "email").await.map(|f| f.0),
         Some("second@example.com".into())
@@ -392,7 +393,7 @@ async fn a_429_is_retried_after_retry_after() {
     let started = Instant::now();
     app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", "hey, Mike here")])
         .await;
-    settle(&app, 1).await;
+    wait_for_model_stage(&app, 1).await;
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "waited for Retry-After"
@@ -464,7 +465,7 @@ async fn model_failures_skip_ai_record_the_failure_and_lose_nothing() {
         .map(|(i, t)| chat(&ws, &format!("m{i}"), "c1", "u1", "customer", t))
         .collect();
     app.publish(&events).await;
-    settle(&app, texts.len() as i64).await;
+    wait_for_model_stage(&app, texts.len() as i64).await;
     assert_eq!(
         app.count("SELECT count(*) FROM enrich.messages").await,
         texts.len() as i64,
@@ -567,7 +568,7 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
         "hi, my email is quiet@example.com",
     )])
     .await;
-    settle(&app, 1).await;
+    wait_for_model_stage(&app, 1).await;
     app.publish(&[
         chat(&ws, "m2", "c1", "u1", "bot", "Thanks! How can I help?"),
         chat(
@@ -580,7 +581,7 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
         ),
     ])
     .await;
-    settle(&app, 2).await;
+    wait_for_model_stage(&app, 2).await;
     let last = last_prompt(&seen);
     let history = history_part(&last);
     assert_in_order(
@@ -609,7 +610,7 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
         .expect("del");
     app.publish(&[chat(&ws, "m4", "c1", "u1", "customer", "and 5 tables")])
         .await;
-    settle(&app, 3).await;
+    wait_for_model_stage(&app, 3).await;
     let last = last_prompt(&seen);
     let history = history_part(&last);
     assert_in_order(
@@ -643,7 +644,7 @@ async fn a_one_connection_model_stage_still_enriches_concurrent_conversations() 
         .collect();
     let started = Instant::now();
     app.publish(&events).await;
-    settle(&app, 6).await;
+    wait_for_model_stage(&app, 6).await;
     assert_eq!(outcomes(&app).await, vec!["ok"; 6]);
     let done: i64 =
         sqlx::query_scalar("SELECT count(*) FROM enrich.messages WHERE ai_status = 'done'")
@@ -667,7 +668,7 @@ async fn enrich_one_message(app: &TestApp, text: &str) -> String {
     let ws = unique("ws");
     app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", text)])
         .await;
-    settle(app, 1).await;
+    wait_for_model_stage(app, 1).await;
     ws
 }
 
@@ -726,7 +727,7 @@ async fn a_message_is_finished_once_whoever_else_races_for_it() {
     };
     let mut conn = app.pool.acquire().await.expect("connection");
     // The worker finished it: a late second finisher writes nothing.
-    let late = record_for_pending_message(&mut conn, &row, &accounting, "failed")
+    let late = record_for_pending_message(&mut conn, &row, &accounting, AiStatus::Failed)
         .await
         .expect("late finish");
     assert!(!late);
@@ -738,7 +739,7 @@ async fn a_message_is_finished_once_whoever_else_races_for_it() {
         .execute(&app.pool)
         .await
         .expect("reset");
-    let first = record_for_pending_message(&mut conn, &row, &accounting, "failed")
+    let first = record_for_pending_message(&mut conn, &row, &accounting, AiStatus::Failed)
         .await
         .expect("first finish");
     assert!(first);
@@ -757,7 +758,7 @@ async fn a_message_whose_outcome_was_lost_is_enriched_again_at_start_up() {
     assert_eq!(model.calls(), 1);
     lose_the_stage_outcome(&app).await;
     let worker = app.start_worker().await;
-    settle(&app, 1).await;
+    wait_for_model_stage(&app, 1).await;
     assert_eq!(outcomes(&app).await, vec!["ok"]);
     assert_eq!(model.calls(), 2, "the lost outcome was asked for again");
     worker.stop().await;
@@ -806,7 +807,7 @@ async fn a_running_worker_enriches_again_a_message_whose_outcome_was_lost() {
     assert_eq!(model.calls(), 1);
     // A database crash losing the stage's unflushed commit, the worker alive.
     lose_the_stage_outcome(&app).await;
-    settle(&app, 1).await;
+    wait_for_model_stage(&app, 1).await;
     assert_eq!(outcomes(&app).await, vec!["ok"]);
     assert_eq!(model.calls(), 2, "the lost outcome was asked for again");
     // Messages the stage finished are not queued again.
@@ -859,7 +860,7 @@ async fn a_message_sent_during_the_conversations_earlier_call_sees_what_that_cal
         "quiero el catálogo",
     )])
     .await;
-    settle(&app, 2).await;
+    wait_for_model_stage(&app, 2).await;
     assert_eq!(model.calls(), 2);
     assert_eq!(
         field(&app, "name").await,
@@ -927,7 +928,7 @@ async fn a_model_call_started_before_a_failed_commit_leaves_nothing_behind() {
         "please send me the brochure",
     )])
     .await;
-    settle(&app, 1).await;
+    wait_for_model_stage(&app, 1).await;
     assert_eq!(
         app.count("SELECT count(*) FROM enrich.messages").await,
         1,

@@ -667,6 +667,7 @@ async fn recording_reads_every_row_by_its_key_even_when_the_statistics_saw_empty
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_model_stage_reads_every_row_by_its_key_even_when_the_statistics_saw_empty_tables() {
     use enricher::store::llm_calls::{Accounting, CallRow, record_for_pending_message};
+    use enricher::store::model_queue::AiStatus;
     use enricher::store::warm_up::HotPath;
     let app = TestApp::new().await;
     let mut conn = app.pool.acquire().await.expect("connection");
@@ -687,7 +688,7 @@ async fn the_model_stage_reads_every_row_by_its_key_even_when_the_statistics_saw
         .await
         .expect("inputs")
         .expect("the message exists");
-        assert_eq!(inputs.ai_status.as_deref(), Some("pending"));
+        assert_eq!(inputs.ai_status, Some(AiStatus::Pending));
         let row = CallRow {
             workspace_id: &ws,
             conversation_id: stored.conversation_id,
@@ -698,10 +699,14 @@ async fn the_model_stage_reads_every_row_by_its_key_even_when_the_statistics_saw
             rejections: Default::default(),
             timing: None,
         };
-        let finished =
-            record_for_pending_message(&mut conn, &row, &Accounting::unsent("m", "v"), "done")
-                .await
-                .expect("outcome");
+        let finished = record_for_pending_message(
+            &mut conn,
+            &row,
+            &Accounting::unsent("m", "v"),
+            AiStatus::Done,
+        )
+        .await
+        .expect("outcome");
         assert!(finished, "the pending message was finished");
     }
     let after = sequential_scans(&mut conn).await;

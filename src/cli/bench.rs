@@ -398,7 +398,7 @@ async fn wait_for_model_stage(
 ) -> anyhow::Result<()> {
     loop {
         let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM enrich.messages WHERE workspace_id = $1 AND ai_status IN ('pending', 'running')",
+            "SELECT count(*) FROM enrich.messages WHERE workspace_id = $1 AND ai_status = 'pending'",
         )
         .bind(workspace)
         .fetch_one(pool)

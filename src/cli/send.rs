@@ -87,13 +87,13 @@ impl EventSender {
             .await?;
         self.in_flight.push(confirm);
         if self.in_flight.len() >= CONFIRM_WINDOW {
-            self.settle().await?;
+            self.await_confirms().await?;
         }
         Ok(())
     }
 
     /// Waits for every outstanding confirm.
-    pub async fn settle(&mut self) -> Result<(), SendError> {
+    pub async fn await_confirms(&mut self) -> Result<(), SendError> {
         for confirm in self.in_flight.drain(..) {
             if let Confirmation::Nack(_) = confirm.await? {
                 self.refused += 1;
@@ -104,7 +104,7 @@ impl EventSender {
 
     /// Waits for every confirm and reports refusals.
     pub async fn finish(mut self) -> Result<(), SendError> {
-        self.settle().await?;
+        self.await_confirms().await?;
         match self.refused {
             0 => Ok(()),
             n => Err(SendError::Refused(n)),

@@ -53,14 +53,14 @@ impl std::fmt::Display for Settled {
 
 /// Checkpoints, writes back dirty pages and waits for a quiet disk.
 pub async fn settle(pool: &PgPool) -> Settled {
-    let checkpoint_error = sqlx::query("CHECKPOINT")
-        .execute(pool)
-        .await
-        .err()
-        .map(|error| match error.as_database_error() {
-            Some(refused) => refused.message().to_owned(),
-            None => error.to_string(),
-        });
+    let checkpoint_error =
+        crate::store::checkpoint(pool)
+            .await
+            .err()
+            .map(|error| match error.as_database_error() {
+                Some(refused) => refused.message().to_owned(),
+                None => error.to_string(),
+            });
     // `sync` starts the writeback now instead of when the kernel's dirty
     // pages expire; the wait below covers its end. Where there is no `sync`
     // the wait alone has to do.

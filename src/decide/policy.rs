@@ -22,6 +22,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source, strongest first.
+    pub const ALL: [Source; 5] = [
+        Source::Agent,
+        Source::Form,
+        Source::Api,
+        Source::Customer,
+        Source::System,
+    ];
+
     /// The contract's name of this source.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -33,8 +42,9 @@ impl Source {
         }
     }
 
-    /// Rank: agent 4 > form = api 3 > customer 2 > system 1. Mirrors
-    /// `enrich.source_rank` in the migrations.
+    /// Rank: agent 4 > form = api 3 > customer 2 > system 1. Postgres has
+    /// its own copy, `enrich.source_rank` (migration 0002), which the field
+    /// writes use; `tests/schema.rs` checks the two agree for every source.
     pub fn rank(self) -> u8 {
         match self {
             Source::Agent => 4,
@@ -88,6 +98,20 @@ impl Default for AskPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_lists_every_source_once() {
+        // A new variant fails to compile here until it is placed in `ALL`.
+        let position = |source: Source| match source {
+            Source::Agent => 0,
+            Source::Form => 1,
+            Source::Api => 2,
+            Source::Customer => 3,
+            Source::System => 4,
+        };
+        let positions: Vec<usize> = Source::ALL.into_iter().map(position).collect();
+        assert_eq!(positions, (0..5).collect::<Vec<_>>());
+    }
 
     #[test]
     fn ranks_follow_the_contract() {

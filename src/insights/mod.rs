@@ -20,25 +20,30 @@ pub mod sweeper;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::retry::Backoff;
 use crate::store::StoreError;
 
 pub use sweeper::Insights;
 
-/// Runs `op` again on transient store errors, a few times with backoff.
-pub(crate) async fn retry<T, F, Fut>(mut op: F) -> Result<T, StoreError>
+/// How the summary stage retries a read or write that failed on a transient
+/// store error: a model call is already spent or about to be, so it waits
+/// longer than a lane would before giving the conversation up.
+const STORE_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(200),
+    factor: 2.0,
+    cap: Duration::from_secs(2),
+    attempts: 4,
+    jitter: 0.2,
+};
+
+/// Runs `op` again on transient store errors, under [`STORE_BACKOFF`].
+pub(crate) async fn retry<T, F, Fut>(op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let mut attempt: u32 = 0;
-    loop {
-        attempt += 1;
-        match op().await {
-            Err(error) if error.is_transient() && attempt < 4 => {
-                tracing::warn!(error = %error, attempt, "store error in the summary stage; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            other => return other,
-        }
-    }
+    crate::retry::retry(&STORE_BACKOFF, op, |error, attempt| {
+        tracing::warn!(error = %error, attempt, "store error in the summary stage; retrying");
+    })
+    .await
 }

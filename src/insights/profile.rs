@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,6 +24,7 @@ use crate::event::{CustomerInsightsUpdated, Outbound};
 use crate::llm::prompts::TemplatePair;
 use crate::queue::publisher::Publisher;
 use crate::store::StoreError;
+use crate::store::insights::{self as insights_store, PendingSummary};
 use crate::store::outbox;
 
 /// Name of the insights tool.
@@ -241,20 +242,6 @@ pub fn sample_context() -> Value {
     .unwrap_or(Value::Null)
 }
 
-#[derive(sqlx::FromRow)]
-struct PendingSummary {
-    id: i64,
-    workspace_id: String,
-    external_id: String,
-    started_at: DateTime<Utc>,
-    summary: Option<String>,
-    sentiment: Option<String>,
-    sentiment_score: Option<f32>,
-    topics: Vec<String>,
-    resolved_by: Option<String>,
-    resolution: Option<String>,
-}
-
 /// Brings the customer's insights up to date with every summary not yet
 /// folded in, one call per summary, oldest first. Returns at once when
 /// another worker holds this customer (it will fold ours in too).
@@ -267,52 +254,23 @@ pub async fn update_customer(
     let mut updates = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(format!("enrich.insights:{customer_id}"))
-                .fetch_one(&mut *tx)
-                .await?;
-        if !locked {
+        if !insights_store::try_lock_customer(&mut tx, customer_id).await? {
             return Ok(updates);
         }
-        let next: Option<PendingSummary> = sqlx::query_as(
-            "SELECT id, workspace_id, external_id, started_at, summary, sentiment, sentiment_score, topics,
-                    resolved_by, resolution
-               FROM enrich.conversations
-              WHERE customer_id = $1 AND insights_status = 'pending'
-              ORDER BY summarized_at, id LIMIT 1",
-        )
-        .bind(customer_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(next) = next else {
+        let Some(next) = insights_store::next_pending_summary(&mut tx, customer_id).await? else {
             tx.commit().await?;
             return Ok(updates);
         };
         let Some(summary_text) = next.summary.clone() else {
-            sqlx::query("UPDATE enrich.conversations SET insights_status = 'failed' WHERE id = $1")
-                .bind(next.id)
-                .execute(&mut *tx)
-                .await?;
+            insights_store::set_status(&mut tx, next.id, "failed").await?;
             tx.commit().await?;
             continue;
         };
-        let previous: InsightsOutput = sqlx::query_scalar::<_, Value>(
-            "SELECT insights FROM enrich.customer_insights WHERE customer_id = $1",
-        )
-        .bind(customer_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .and_then(|value| serde_json::from_value(value).ok())
-        .unwrap_or_default();
-        let known: HashSet<String> = sqlx::query_scalar(
-            "SELECT external_id FROM enrich.conversations WHERE customer_id = $1",
-        )
-        .bind(customer_id)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let previous: InsightsOutput = insights_store::current(&mut tx, customer_id)
+            .await?
+            .and_then(|value| serde_json::from_value(value).ok())
+            .unwrap_or_default();
+        let known = insights_store::conversation_ids(&mut tx, customer_id).await?;
         let conversation = NewConversation {
             id: next.external_id.clone(),
             started_at: next.started_at.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -340,13 +298,7 @@ pub async fn update_customer(
             }
             Err(error) => {
                 // The call is spent: never call again for this summary.
-                let _ = sqlx::query(
-                    "UPDATE enrich.conversations SET insights_status = 'failed'
-                      WHERE id = $1 AND insights_status = 'pending'",
-                )
-                .bind(next.id)
-                .execute(pool)
-                .await;
+                let _ = insights_store::fail_pending(pool, next.id).await;
                 return Err(error);
             }
         }
@@ -379,23 +331,14 @@ async fn store_answer(
             let (insights, dropped) = validate(output, known);
             row.rejections = dropped.counts();
             let value = serde_json::to_value(&insights).unwrap_or(Value::Null);
-            sqlx::query(
-                "INSERT INTO enrich.customer_insights (customer_id, insights, model, prompt_version, updated_at)
-                 VALUES ($1, $2, $3, $4, now())
-                 ON CONFLICT (customer_id) DO UPDATE
-                    SET insights = excluded.insights, model = excluded.model,
-                        prompt_version = excluded.prompt_version, updated_at = now()",
+            insights_store::write(
+                &mut tx,
+                customer_id,
+                &value,
+                &answer.accounting.model,
+                &answer.accounting.prompt_version,
             )
-            .bind(customer_id)
-            .bind(&value)
-            .bind(&answer.accounting.model)
-            .bind(&answer.accounting.prompt_version)
-            .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE enrich.customers SET updated_at = now() WHERE id = $1")
-                .bind(customer_id)
-                .execute(&mut *tx)
-                .await?;
             let event = Outbound::CustomerInsightsUpdated(CustomerInsightsUpdated {
                 workspace_id: next.workspace_id.clone(),
                 customer_id,
@@ -413,11 +356,7 @@ async fn store_answer(
         }
     }
     let status = if outcome == "ok" { "done" } else { "failed" };
-    sqlx::query("UPDATE enrich.conversations SET insights_status = $2 WHERE id = $1")
-        .bind(next.id)
-        .bind(status)
-        .execute(&mut *tx)
-        .await?;
+    insights_store::set_status(&mut tx, next.id, status).await?;
     call::record(&mut tx, &row, &answer.accounting).await?;
     tx.commit().await?;
     Ok(pending)

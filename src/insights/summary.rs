@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::call::{self, Accounting, Answer, CallRow, Model, Tool, clip};
@@ -19,6 +19,8 @@ use crate::llm::model_client::CallFailure;
 use crate::llm::prompts::TemplatePair;
 use crate::store::StoreError;
 use crate::store::outbox::{self, Pending};
+use crate::store::summaries::{self, SummaryWrite};
+pub use crate::store::summaries::{Claimed, TranscriptRow};
 
 /// Name of the summary tool.
 pub const TOOL_NAME: &str = "record_conversation_summary";
@@ -121,77 +123,6 @@ pub fn tool() -> Tool {
         description: "Record the summary, sentiment, topics and resolution of one finished conversation.",
         parameters: call::strict_parameters::<SummaryOutput>(),
     }
-}
-
-/// A conversation this worker claimed, as the claim returned it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Claimed {
-    /// enricher's id.
-    pub id: i64,
-    /// Tenant.
-    pub workspace_id: String,
-    /// The chat backend's id.
-    pub external_id: String,
-    /// The customer.
-    pub customer_id: Uuid,
-    /// Platform.
-    pub platform: String,
-    /// Status at the claim.
-    pub status: String,
-    /// First message.
-    pub started_at: DateTime<Utc>,
-    /// Last message (source time).
-    pub last_message_at: Option<DateTime<Utc>>,
-    /// Close time.
-    pub ended_at: Option<DateTime<Utc>>,
-    /// Who resolved it, as the backend said.
-    pub resolved_by: Option<String>,
-    /// How, as the backend said.
-    pub resolution: Option<String>,
-    /// Customer messages.
-    pub customer_turns: i32,
-    /// The claim token; writes land only while it is still ours.
-    pub summary_claim: Uuid,
-}
-
-/// One stored message of the transcript.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TranscriptRow {
-    /// `customer`, `bot`, `agent` or `system`.
-    pub sender: String,
-    /// The agent, for agent messages.
-    pub agent_id: Option<String>,
-    /// Text.
-    pub text: String,
-    /// Source time.
-    pub occurred_at: DateTime<Utc>,
-}
-
-/// The last `max` messages of a conversation and how many earlier ones are left out.
-pub async fn load_transcript(
-    pool: &PgPool,
-    conversation_id: i64,
-    max: usize,
-) -> Result<(Vec<TranscriptRow>, usize), StoreError> {
-    let limit = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
-    let mut rows: Vec<TranscriptRow> = sqlx::query_as(
-        "SELECT sender, agent_id, text, occurred_at FROM enrich.messages
-          WHERE conversation_id = $1 ORDER BY id DESC LIMIT $2",
-    )
-    .bind(conversation_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    rows.reverse();
-    let total: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM enrich.messages WHERE conversation_id = $1")
-            .bind(conversation_id)
-            .fetch_one(pool)
-            .await?;
-    let omitted = usize::try_from(total)
-        .unwrap_or(0)
-        .saturating_sub(rows.len());
-    Ok((rows, omitted))
 }
 
 /// The conversation as the templates see it.
@@ -422,15 +353,6 @@ pub struct Stored {
     pub pending: Pending,
 }
 
-#[derive(sqlx::FromRow)]
-struct Written {
-    customer_id: Uuid,
-    resolved_by: Option<String>,
-    resolution: Option<String>,
-    resolved_at: Option<DateTime<Utc>>,
-    ended_at: Option<DateTime<Utc>>,
-}
-
 /// Stores a summary with its call and the outbound event, if the claim is
 /// still ours; `None` when another worker took it over meanwhile.
 pub async fn store(
@@ -449,30 +371,19 @@ pub async fn store(
     } else {
         "unresolved".to_owned()
     };
-    let written: Option<Written> = sqlx::query_as(
-        "UPDATE enrich.conversations
-            SET summary = $3, sentiment = $4, sentiment_score = $5, topics = $6,
-                resolved_by = coalesce(resolved_by, $7), resolution = coalesce(resolution, $8),
-                resolved_at = coalesce(resolved_at, $9),
-                summary_status = 'done', summarized_at = now(), insights_status = 'pending'
-          WHERE id = $1 AND summary_claim = $2 AND summary_status = 'claimed'
-      RETURNING customer_id, resolved_by, resolution, resolved_at, ended_at",
-    )
-    .bind(claimed.id)
-    .bind(claimed.summary_claim)
-    .bind(&summary.summary)
-    .bind(summary.sentiment.as_str())
-    .bind(summary.sentiment_score as f32)
-    .bind(&summary.topics)
-    .bind(&summary.resolved_by)
-    .bind(&resolution_text)
-    .bind(summary.resolved_at)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let write = SummaryWrite {
+        summary: &summary.summary,
+        sentiment: summary.sentiment.as_str(),
+        sentiment_score: summary.sentiment_score as f32,
+        topics: &summary.topics,
+        resolved_by: summary.resolved_by.as_deref(),
+        resolution: &resolution_text,
+        resolved_at: summary.resolved_at,
+    };
+    let written = summaries::write(conn, claimed, &write).await?;
     let Some(written) = written else {
         return Ok(None);
     };
-    update_avg_sentiment(conn, written.customer_id).await?;
     call::record(
         conn,
         &CallRow {
@@ -526,17 +437,7 @@ pub async fn finish_without_summary(
     status: &'static str,
     failed_call: Option<(&'static str, &Accounting)>,
 ) -> Result<bool, StoreError> {
-    let updated = sqlx::query(
-        "UPDATE enrich.conversations SET summary_status = $3, summarized_at = now()
-          WHERE id = $1 AND summary_claim = $2 AND summary_status = 'claimed'",
-    )
-    .bind(claimed.id)
-    .bind(claimed.summary_claim)
-    .bind(status)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if updated == 0 {
+    if !summaries::finish_claim(conn, claimed, status).await? {
         return Ok(false);
     }
     if let Some((outcome, accounting)) = failed_call {
@@ -557,24 +458,6 @@ pub async fn finish_without_summary(
         .await?;
     }
     Ok(true)
-}
-
-/// Recomputes the customer's average sentiment from their conversations.
-pub async fn update_avg_sentiment(
-    conn: &mut PgConnection,
-    customer_id: Uuid,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE enrich.customers
-            SET avg_sentiment = (SELECT avg(sentiment_score)::real FROM enrich.conversations
-                                  WHERE customer_id = $1 AND sentiment_score IS NOT NULL),
-                updated_at = now()
-          WHERE id = $1",
-    )
-    .bind(customer_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// The summary as the insights call sees it (`resolution` in words).

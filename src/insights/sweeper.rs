@@ -30,33 +30,11 @@ use crate::llm::model_client::ModelClient;
 use crate::llm::prompts::Prompts;
 use crate::queue::outbox_relay::publish_pending;
 use crate::queue::publisher::Publisher;
-use crate::store::{self, StoreError};
+use crate::store::{self, StoreError, insights, summaries};
 use crate::workspaces::Workspaces;
 
 /// The channel a close is announced on (see migration 0008).
 pub const CLOSED_CHANNEL: &str = "enrich_conversation_closed";
-
-/// Claims the oldest due conversation: closed, or idle on both clocks, and
-/// not yet summarised (or claimed by a worker that has not finished in time).
-const CLAIM: &str = "
-UPDATE enrich.conversations c
-   SET summary_status = 'claimed', summary_claim = $3, summary_claimed_at = now()
- WHERE c.id = (
-       SELECT d.id FROM enrich.conversations d
-        WHERE d.summarized_at IS NULL
-          AND (d.summary_status IS NULL
-               OR (d.summary_status = 'claimed'
-                   AND d.summary_claimed_at < now() - make_interval(secs => $2)))
-          AND (d.status = 'closed'
-               OR (coalesce(d.last_message_at, d.started_at) < now() - make_interval(secs => $1)
-                   AND coalesce((SELECT m.stored_at FROM enrich.messages m
-                                  WHERE m.conversation_id = d.id ORDER BY m.id DESC LIMIT 1),
-                                '-infinity') < now() - make_interval(secs => $1)))
-        ORDER BY d.last_message_at NULLS FIRST, d.id
-        LIMIT 1
-          FOR UPDATE SKIP LOCKED)
-RETURNING c.id, c.workspace_id, c.external_id, c.customer_id, c.platform, c.status, c.started_at,
-          c.last_message_at, c.ended_at, c.resolved_by, c.resolution, c.customer_turns, c.summary_claim";
 
 struct Shared {
     pool: PgPool,
@@ -207,14 +185,8 @@ async fn fill(shared: &Arc<Shared>, tasks: &mut JoinSet<()>, concurrency: usize)
 }
 
 async fn claim(shared: &Shared) -> Result<Option<Claimed>, StoreError> {
-    let idle = shared.settings.idle().as_secs_f64();
-    let reclaim = shared.settings.reclaim_minutes.max(1) as f64 * 60.0;
-    Ok(sqlx::query_as(CLAIM)
-        .bind(idle)
-        .bind(reclaim)
-        .bind(Uuid::new_v4())
-        .fetch_optional(&shared.pool)
-        .await?)
+    let reclaim = Duration::from_secs(shared.settings.reclaim_minutes.max(1) * 60);
+    summaries::claim(&shared.pool, shared.settings.idle(), reclaim).await
 }
 
 #[tracing::instrument(skip_all, fields(conversation = claimed.id))]
@@ -236,8 +208,7 @@ async fn process(shared: Arc<Shared>, claimed: Claimed) {
     let claimed = &claimed;
     let max_messages = shared.settings.max_transcript_messages;
     let transcript =
-        retry(|| async move { summary::load_transcript(pool, claimed.id, max_messages).await })
-            .await;
+        retry(|| async move { summaries::transcript(pool, claimed.id, max_messages).await }).await;
     let (rows, omitted) = match transcript {
         Ok(loaded) => loaded,
         Err(error) => {
@@ -352,15 +323,7 @@ async fn recover_pending_insights(
     if room == 0 {
         return;
     }
-    let customers: Result<Vec<Uuid>, sqlx::Error> = sqlx::query_scalar(
-        "SELECT DISTINCT customer_id FROM enrich.conversations
-          WHERE insights_status = 'pending' AND summarized_at < now() - interval '5 seconds'
-          LIMIT $1",
-    )
-    .bind(i64::try_from(room).unwrap_or(1))
-    .fetch_all(&shared.pool)
-    .await;
-    match customers {
+    match insights::customers_with_stale_pending(&shared.pool, room).await {
         Ok(customers) => {
             for customer_id in customers {
                 let shared = Arc::clone(shared);

@@ -9,6 +9,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::StoreError;
+use super::model_queue::AiStatus;
 use crate::decide::{AskState, Known, PastAsk};
 
 /// Known fields and ask state of a customer in a conversation.
@@ -80,8 +81,9 @@ pub async fn load_state(
 /// What the model stage reads before a call about one stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelInputs {
-    /// The message's `ai_status`; the stage only calls while it is `pending`.
-    pub ai_status: Option<String>,
+    /// Where the message stands with the model; the stage only calls while
+    /// it is pending.
+    pub ai_status: Option<AiStatus>,
     /// The customer the message belongs to now (a merge may have moved it).
     pub customer_id: Uuid,
     /// That customer's decision state in the message's conversation.
@@ -93,7 +95,7 @@ pub struct ModelInputs {
 }
 
 type ModelInputsRow = (
-    Option<String>,
+    Option<AiStatus>,
     Uuid,
     Json<BTreeMap<String, Known>>,
     Vec<String>,

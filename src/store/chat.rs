@@ -113,9 +113,9 @@ struct RecordRow {
 
 /// Records one chat message inside the caller's transaction. With
 /// [`ModelHandoff::Pending`], a customer message of a workspace with
-/// enrichment on is stored with `ai_status = 'pending'` for the model stage;
-/// the caller clears that mark in the same transaction when the model is not
-/// needed.
+/// enrichment on is stored pending for the model stage (see
+/// [`super::model_queue`]); the caller clears that mark in the same
+/// transaction when the model is not needed.
 pub async fn record_message(
     conn: &mut PgConnection,
     envelope: &Envelope,
@@ -255,12 +255,26 @@ pub async fn set_profile_picture(
     Ok(())
 }
 
-/// Clears the model stage's `pending` mark that [`record_message`] set, for
-/// a message the decision core left nothing for the model to do with.
-pub async fn clear_model_mark(conn: &mut PgConnection, message_id: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE enrich.messages SET ai_status = NULL WHERE id = $1")
-        .bind(message_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// The last `limit` turns of a conversation before a message, oldest first
+/// (for a message whose turns were not read with it).
+pub async fn turns_before<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    conversation_id: i64,
+    message_id: i64,
+    limit: usize,
+) -> Result<Vec<PriorTurn>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT sender, text FROM (SELECT id, sender, text FROM enrich.messages
+                                    WHERE conversation_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) t
+          ORDER BY id",
+    )
+    .bind(conversation_id)
+    .bind(message_id)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(sender, text)| PriorTurn { sender, text })
+        .collect())
 }

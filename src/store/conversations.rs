@@ -22,6 +22,19 @@ pub async fn find(
     .await?)
 }
 
+/// The customer messages a conversation has had so far.
+pub async fn customer_turns<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    conversation_id: i64,
+) -> Result<i32, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT customer_turns FROM enrich.conversations WHERE id = $1")
+            .bind(conversation_id)
+            .fetch_one(db)
+            .await?,
+    )
+}
+
 /// Records a status change. A `requesting` status is an escalation and
 /// counts as an unresolved query of the customer (a repeated `requesting`
 /// while one is open is the same escalation); leaving `requesting` (for

@@ -12,6 +12,7 @@ use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::model_queue::AiStatus;
 
 /// What a call cost.
 #[derive(Debug, Clone)]
@@ -140,12 +141,12 @@ pub async fn record_for_pending_message(
     conn: &mut PgConnection,
     row: &CallRow<'_>,
     accounting: &Accounting,
-    message_status: &str,
+    message_status: AiStatus,
 ) -> Result<bool, StoreError> {
     let query = sqlx::query(concat!(
         "WITH finished AS (
              UPDATE enrich.messages SET ai_status = $17
-              WHERE id = $13 AND ai_status IN ('pending', 'running')
+              WHERE id = $13 AND ai_status = 'pending'
               RETURNING id) ",
         call_columns!(),
         " SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, finished.id, $14, $15, $16 FROM finished"

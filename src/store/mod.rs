@@ -1,6 +1,9 @@
-//! Postgres, the source of truth. Every function here runs inside a
-//! transaction the caller owns, so one batch of events commits or rolls back
-//! as a whole and the broker ack can follow the commit.
+//! Postgres, the source of truth, and every SQL statement enricher runs
+//! (the benchmark's own aside): one module per kind of record. The lanes'
+//! functions run inside a transaction the caller owns, so one batch of
+//! events commits or rolls back as a whole and the broker ack can follow the
+//! commit; the model stage's, the sweepers' and the tools' say when they
+//! commit on their own.
 
 pub mod asks;
 pub mod chat;
@@ -8,12 +11,15 @@ pub mod conversations;
 pub mod customers;
 pub mod erasure;
 pub mod fields;
+pub mod insights;
 pub mod llm_calls;
 pub mod merges;
+pub mod model_queue;
 pub mod notes;
 pub mod outbox;
 pub mod profiles;
 pub mod retention;
+pub mod summaries;
 pub mod warm_up;
 pub mod workspaces;
 
@@ -53,6 +59,12 @@ impl StoreError {
     /// Whether the same work may succeed if tried again.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient(_))
+    }
+}
+
+impl crate::retry::Transient for StoreError {
+    fn is_transient(&self) -> bool {
+        StoreError::is_transient(self)
     }
 }
 
@@ -121,6 +133,13 @@ pub async fn connect_with_size(
         });
     }
     pool.connect_with(options).await
+}
+
+/// Asks Postgres to write every dirty page to disk now (a `CHECKPOINT`;
+/// it needs superuser or `pg_checkpoint`).
+pub async fn checkpoint(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("CHECKPOINT").execute(pool).await?;
+    Ok(())
 }
 
 /// Applies pending migrations.

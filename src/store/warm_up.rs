@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::asks;
 use super::chat::{self, ModelHandoff, Recorded, WorkspaceDefaults};
 use super::llm_calls::{self, Accounting, CallRow};
+use super::model_queue::{self, AiStatus};
 use crate::event::{ChatMessage, Envelope, Platform, Sender};
 
 /// The recording call warmed: the statement is the same whatever the turns.
@@ -108,7 +109,7 @@ async fn run_statements(conn: &mut PgConnection, path: HotPath) -> Result<(), sq
     };
     match path {
         HotPath::Lanes => {
-            chat::clear_model_mark(conn, opening.message_id)
+            model_queue::unmark(conn, opening.message_id)
                 .await
                 .map_err(into_sqlx)?;
         }
@@ -132,7 +133,7 @@ async fn run_statements(conn: &mut PgConnection, path: HotPath) -> Result<(), sq
                 timing: None,
             };
             let accounting = Accounting::unsent("warm-up", "warm-up");
-            llm_calls::record_for_pending_message(conn, &row, &accounting, "done")
+            llm_calls::record_for_pending_message(conn, &row, &accounting, AiStatus::Done)
                 .await
                 .map_err(into_sqlx)?;
         }

@@ -20,6 +20,7 @@ use crate::event::{AskRequested, ChatMessage, FieldChange, Outbound};
 use crate::store::asks::{self, DecisionState, ModelInputs, NewAsk};
 use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
+use crate::store::model_queue::{self, AiStatus};
 use crate::store::outbox;
 use crate::workspaces::Workspace;
 
@@ -120,7 +121,7 @@ pub async fn first_pass(
             };
             target.lane_inputs = Some(LaneInputs {
                 inputs: ModelInputs {
-                    ai_status: Some("pending".to_owned()),
+                    ai_status: Some(AiStatus::Pending),
                     customer_id: target.customer_id,
                     state,
                     spent_tokens: reads.spent_tokens,
@@ -133,7 +134,7 @@ pub async fn first_pass(
     }
     if with_model {
         // The message was recorded as pending; the model has nothing to do.
-        crate::store::chat::clear_model_mark(conn, target.message_id).await?;
+        model_queue::unmark(conn, target.message_id).await?;
     }
     Ok(FirstPass::Done)
 }

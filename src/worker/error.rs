@@ -1,6 +1,7 @@
 //! Why an event could not be handled, in the two kinds the lane acts on:
 //! the event itself is unusable (dead-letter it) or the store failed (retry).
 
+use crate::retry::Transient;
 use crate::store::StoreError;
 
 /// Why an event could not be handled.
@@ -13,4 +14,11 @@ pub enum HandleError {
     /// Postgres failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl Transient for HandleError {
+    /// Only a transient store error: an unusable event stays unusable.
+    fn is_transient(&self) -> bool {
+        matches!(self, HandleError::Store(error) if error.is_transient())
+    }
 }

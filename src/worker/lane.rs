@@ -23,6 +23,7 @@ use crate::config::{AmqpSettings, WorkerSettings};
 use crate::event::Event;
 use crate::queue::acks;
 use crate::queue::publisher::{self, Publisher};
+use crate::retry::{Backoff, retry};
 use crate::workspaces::Workspaces;
 
 /// One decoded event and the delivery to acknowledge once it is stored.
@@ -95,6 +96,20 @@ pub async fn run(context: Arc<LaneContext>, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
+/// How a batch's commit is retried on a transient store error:
+/// `worker.store_attempts` attempts, waits from `worker.store_backoff_ms`
+/// doubling up to a second, lengthened by up to a fifth at random so lanes
+/// that failed together do not retry together.
+fn commit_backoff(settings: &WorkerSettings) -> Backoff {
+    Backoff {
+        first: Duration::from_millis(settings.store_backoff_ms),
+        factor: 2.0,
+        cap: Duration::from_secs(1),
+        attempts: settings.store_attempts,
+        jitter: 0.2,
+    }
+}
+
 impl LaneContext {
     async fn process(&self, batch: Vec<Job>) {
         match self.commit_with_retries(&batch).await {
@@ -114,23 +129,15 @@ impl LaneContext {
     }
 
     async fn commit_with_retries(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
-        let mut backoff = Duration::from_millis(self.worker.store_backoff_ms);
-        let mut attempt = 1;
-        loop {
-            match self.commit_once(batch).await {
-                Ok(effects) => return Ok(effects),
-                Err(HandleError::Store(error))
-                    if error.is_transient() && attempt < self.worker.store_attempts =>
-                {
-                    tracing::warn!(attempt, error = %error, "transient store error; retrying the batch");
-                    self.metrics.store_retries.inc();
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        retry(
+            &commit_backoff(&self.worker),
+            || self.commit_once(batch),
+            |error, attempt| {
+                tracing::warn!(attempt, error = %error, "transient store error; retrying the batch");
+                self.metrics.store_retries.inc();
+            },
+        )
+        .await
     }
 
     async fn commit_once(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
@@ -229,5 +236,27 @@ impl LaneContext {
                 acks::requeue(&delivery).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_retries_follow_the_worker_settings() {
+        let settings = WorkerSettings {
+            lanes: 1,
+            batch_max: 1,
+            batch_linger_ms: 0,
+            store_attempts: 6,
+            store_backoff_ms: 200,
+            shutdown_grace_secs: 1,
+            max_text_bytes: 1,
+        };
+        let policy = commit_backoff(&settings);
+        let waits: Vec<u128> = policy.delays().map(|wait| wait.as_millis()).collect();
+        // Doubling from the configured first wait, capped at a second.
+        assert_eq!(waits, vec![200, 400, 800, 1000, 1000]);
     }
 }

@@ -1,5 +1,5 @@
 //! The model stage. A customer message that needs the model is stored by its
-//! lane, marked `ai_status = 'pending'`, and handed to this stage just before
+//! lane, marked pending in the model queue ([`model_queue`]), and handed to this stage just before
 //! the lane commits (with the inputs the lane's transaction read and a signal
 //! of the commit's outcome); this stage calls the model, one message at a
 //! time per conversation (asks depend on the previous turn) and many
@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 use super::decision::{self, ModelStamp};
 use super::effects::{AfterCommit, Effects};
@@ -30,10 +29,11 @@ use crate::llm::context;
 use crate::llm::model_client::{ModelCall, ModelClient};
 use crate::llm::prompts::{EnrichContext, PromptTurn};
 use crate::llm::schema::FieldEnums;
+use crate::retry::{Backoff, retry};
 use crate::state::Cache;
-use crate::store::StoreError;
-use crate::store::asks;
 use crate::store::llm_calls::{self, CallRow, WorkerTiming};
+use crate::store::model_queue::{self, AiStatus, PendingMessage};
+use crate::store::{StoreError, asks, chat, conversations};
 use crate::workspaces::Workspaces;
 
 /// Everything the model stage needs.
@@ -72,9 +72,24 @@ const LANE_INPUTS_TRUSTED_FOR: Duration = Duration::from_secs(5);
 /// connection's default (the stage's connections do not wait).
 pub const DURABLE_TRANSACTION: &str = "BEGIN; SET LOCAL synchronous_commit = on";
 
-/// A message left for the model: workspace, event id, conversation, its id,
-/// customer, message id, customer turn, text.
-type PendingRow = (String, String, String, i64, Uuid, i64, Option<i32>, String);
+/// How many pending messages one read of the model queue returns.
+const RESUME_PAGE: u32 = 500;
+
+/// How many pending messages one resume queues at most; the next resume
+/// (`llm.resume_after_secs` later) queues the rest.
+const RESUME_MOST: usize = 10_000;
+
+/// How a message's processing is retried on a transient store error. The
+/// model call is made once per attempt that reaches it, and an attempt that
+/// fails after the call leaves nothing written, so the waits are short and
+/// the attempts few.
+const STORE_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(200),
+    factor: 2.0,
+    cap: Duration::from_secs(2),
+    attempts: 5,
+    jitter: 0.2,
+};
 
 impl ModelStage {
     /// Builds the stage.
@@ -190,60 +205,54 @@ impl ModelStage {
         self: &Arc<Self>,
         older_than: Duration,
     ) -> Result<usize, StoreError> {
-        let mut rows: Vec<PendingRow> = sqlx::query_as(
-            "SELECT m.workspace_id, m.event_id, c.external_id, m.conversation_id, m.customer_id, m.id,
-                    m.customer_turn, m.text
-               FROM enrich.messages m JOIN enrich.conversations c ON c.id = m.conversation_id
-              WHERE (m.ai_status = 'pending'
-                     OR (m.ai_status = 'running' AND m.ai_claimed_at < now() - interval '5 minutes'))
-                AND m.stored_at <= now() - make_interval(secs => $1)
-              ORDER BY m.id LIMIT 10000",
-        )
-        .bind(older_than.as_secs_f64())
-        .fetch_all(&self.pool)
-        .await?;
-        if let Ok(held) = self.held.lock() {
-            rows.retain(|row| !held.contains(&row.5));
+        let mut queued = 0;
+        let mut after = 0;
+        while queued < RESUME_MOST {
+            let mut page =
+                model_queue::pending_page(&self.pool, older_than, after, RESUME_PAGE).await?;
+            let last_page = page.len() < RESUME_PAGE as usize;
+            if let Some(last) = page.last() {
+                after = last.message_id;
+            }
+            if let Ok(held) = self.held.lock() {
+                page.retain(|message| !held.contains(&message.message_id));
+            }
+            page.truncate(RESUME_MOST - queued);
+            queued += page.len();
+            for message in page {
+                self.submit(self.resumed_job(message));
+            }
+            if last_page {
+                break;
+            }
         }
-        let count = rows.len();
-        for (
-            workspace_id,
-            event_id,
-            conversation,
-            conversation_id,
-            customer_id,
-            message_id,
-            turn,
-            text,
-        ) in rows
-        {
-            sqlx::query("UPDATE enrich.messages SET ai_status = 'pending' WHERE id = $1")
-                .bind(message_id)
-                .execute(&self.pool)
-                .await?;
-            let region = self
-                .workspaces
-                .get(&workspace_id)
-                .and_then(|w| w.settings.default_region.clone());
-            self.submit(ModelJob {
-                workspace_id,
-                event_id,
-                conversation,
-                conversation_id,
-                customer_id,
-                message_id,
-                customer_turn: turn.unwrap_or(0).max(0) as u32,
-                text,
-                region,
-                received_at: None,
-                queued_at: None,
-                opened_conversation: false,
-                prior_turns: None,
-                lane_inputs: None,
-                committed: CommitSignal::default(),
-            });
+        Ok(queued)
+    }
+
+    /// The job for a message found pending in the model queue: its inputs
+    /// and turns are read again when it is processed.
+    fn resumed_job(&self, message: PendingMessage) -> ModelJob {
+        let region = self
+            .workspaces
+            .get(&message.workspace_id)
+            .and_then(|w| w.settings.default_region.clone());
+        ModelJob {
+            workspace_id: message.workspace_id,
+            event_id: message.event_id,
+            conversation: message.conversation,
+            conversation_id: message.conversation_id,
+            customer_id: message.customer_id,
+            message_id: message.message_id,
+            customer_turn: message.customer_turn.unwrap_or(0).max(0) as u32,
+            text: message.text,
+            region,
+            received_at: None,
+            queued_at: None,
+            opened_conversation: false,
+            prior_turns: None,
+            lane_inputs: None,
+            committed: CommitSignal::default(),
         }
-        Ok(count)
     }
 
     /// Every `every`, queues again the messages pending for at least that
@@ -289,28 +298,27 @@ impl ModelStage {
             received_at,
             queued,
         });
-        // Kept across attempts: the outcome of the message's transaction.
-        let mut committed = std::mem::take(&mut job.committed);
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            match self.try_process(&mut job, &mut committed, timing).await {
-                Ok(()) => return,
-                Err(HandleError::Store(error)) if error.is_transient() && attempt < 5 => {
-                    tracing::warn!(error = %error, attempt, "model stage store error; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                }
-                Err(error) => {
-                    tracing::error!(error = %error, "model stage failed; the message stays stored without AI enrichment");
-                    let _ = sqlx::query(
-                        "UPDATE enrich.messages SET ai_status = 'failed' WHERE id = $1",
-                    )
-                    .bind(job.message_id)
-                    .execute(&self.pool)
-                    .await;
-                    return;
-                }
-            }
+        let message_id = job.message_id;
+        // Kept across attempts: the job as the last attempt left it, and the
+        // outcome of the message's transaction.
+        let committed = std::mem::take(&mut job.committed);
+        let attempt_state = tokio::sync::Mutex::new((job, committed));
+        let attempt_state = &attempt_state;
+        let processed = retry(
+            &STORE_BACKOFF,
+            || async move {
+                let mut state = attempt_state.lock().await;
+                let (job, committed) = &mut *state;
+                self.try_process(job, committed, timing).await
+            },
+            |error, attempt| {
+                tracing::warn!(error = %error, attempt, "model stage store error; retrying");
+            },
+        )
+        .await;
+        if let Err(error) = processed {
+            tracing::error!(error = %error, "model stage failed; the message stays stored without AI enrichment");
+            let _ = model_queue::finish(&self.pool, message_id, AiStatus::Failed).await;
         }
     }
 
@@ -339,7 +347,7 @@ impl ModelStage {
                 )
                 .await?;
                 match inputs {
-                    Some(inputs) if inputs.ai_status.as_deref() == Some("pending") => inputs,
+                    Some(inputs) if inputs.ai_status == Some(AiStatus::Pending) => inputs,
                     _ => return Ok(()),
                 }
             }
@@ -349,7 +357,9 @@ impl ModelStage {
         let turns = self.turns_before(job).await?;
         let job = &*job;
         let Some(workspace) = self.workspaces.get(&job.workspace_id) else {
-            return self.finish_without_call(job, committed, "skipped").await;
+            return self
+                .finish_without_call(job, committed, AiStatus::Skipped)
+                .await;
         };
         let state = inputs.state;
         let spent = inputs.spent_tokens;
@@ -362,7 +372,9 @@ impl ModelStage {
             if reason == "budget_spent" {
                 self.metrics.rejection("budget_spent");
             }
-            return self.finish_without_call(job, committed, "skipped").await;
+            return self
+                .finish_without_call(job, committed, AiStatus::Skipped)
+                .await;
         }
         let askable = context::askable_fields(
             workspace.fields,
@@ -454,21 +466,19 @@ impl ModelStage {
                     text: t.text,
                 })
                 .collect(),
-            None => {
-                let rows: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT sender, text FROM (SELECT id, sender, text FROM enrich.messages
-                                                WHERE conversation_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) t
-                      ORDER BY id",
-                )
-                .bind(job.conversation_id)
-                .bind(job.message_id)
-                .bind(self.recent_turns as i64)
-                .fetch_all(&self.pool)
-                .await?;
-                rows.into_iter()
-                    .map(|(sender, text)| PromptTurn { sender, text })
-                    .collect()
-            }
+            None => chat::turns_before(
+                &self.pool,
+                job.conversation_id,
+                job.message_id,
+                self.recent_turns,
+            )
+            .await?
+            .into_iter()
+            .map(|turn| PromptTurn {
+                sender: turn.sender,
+                text: turn.text,
+            })
+            .collect(),
         };
         Ok(turns)
     }
@@ -482,11 +492,7 @@ impl ModelStage {
         if decided.ask.is_none() {
             return Ok(());
         }
-        let latest: i32 =
-            sqlx::query_scalar("SELECT customer_turns FROM enrich.conversations WHERE id = $1")
-                .bind(job.conversation_id)
-                .fetch_one(&self.pool)
-                .await?;
+        let latest = conversations::customer_turns(&self.pool, job.conversation_id).await?;
         if latest.max(0) as u32 > job.customer_turn
             && let Some(ask) = decided.ask.take()
         {
@@ -577,9 +583,9 @@ impl ModelStage {
             timing,
         };
         let message_status = if call.proposal.is_ok() {
-            "done"
+            AiStatus::Done
         } else {
-            "failed"
+            AiStatus::Failed
         };
         Ok(
             llm_calls::record_for_pending_message(conn, &row, &call.accounting, message_status)
@@ -592,18 +598,13 @@ impl ModelStage {
         &self,
         job: &ModelJob,
         committed: &mut CommitSignal,
-        status: &str,
+        status: AiStatus,
     ) -> Result<(), HandleError> {
         if !committed.wait().await {
             self.drop_rolled_back();
             return Ok(());
         }
-        sqlx::query("UPDATE enrich.messages SET ai_status = $2 WHERE id = $1")
-            .bind(job.message_id)
-            .bind(status)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::from)?;
+        model_queue::finish(&self.pool, job.message_id, status).await?;
         Ok(())
     }
 }
