@@ -77,6 +77,68 @@ pub async fn load_state(
     Ok(DecisionState::from_row(row, customer_turn))
 }
 
+/// Everything the hot profile holds about a customer and one of their
+/// conversations, as Postgres has it (see [`crate::state`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HotStateRead {
+    /// `customers.state_version` the rest was read at.
+    pub version: i64,
+    /// Known field values.
+    pub known: BTreeMap<String, Known>,
+    /// Declined fields.
+    pub declined: BTreeSet<String>,
+    /// Asks of the conversation, oldest first.
+    pub asks: Vec<PastAsk>,
+    /// Asks per field of the customer in every conversation.
+    pub ask_counts: BTreeMap<String, u32>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Agent instructions.
+    pub agent_instructions: Option<String>,
+}
+
+type HotStateRow = (
+    i64,
+    Json<BTreeMap<String, Known>>,
+    Vec<String>,
+    Json<Vec<PastAsk>>,
+    Json<BTreeMap<String, u32>>,
+    Vec<String>,
+    Option<String>,
+);
+
+/// Reads a customer's hot profile and a conversation's ask state in one
+/// round trip, with the state version they match; `None` when the customer
+/// is gone.
+pub async fn load_hot_state(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    conversation_id: i64,
+) -> Result<Option<HotStateRead>, StoreError> {
+    let row: Option<HotStateRow> = sqlx::query_as(concat!(
+        "SELECT u.state_version, ",
+        state_columns!(),
+        ", (SELECT coalesce(array_agg(tag ORDER BY tag), '{}') FROM enrich.tags WHERE customer_id = m.customer_id),
+           u.agent_instructions
+          FROM (SELECT $1::uuid AS customer_id) m JOIN enrich.customers u ON u.id = m.customer_id"
+    ))
+    .bind(customer_id)
+    .bind(conversation_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(
+        |(version, known, declined, asks, ask_counts, tags, agent_instructions)| HotStateRead {
+            version,
+            known: known.0,
+            declined: declined.into_iter().collect(),
+            asks: asks.0,
+            ask_counts: ask_counts.0,
+            tags,
+            agent_instructions,
+        },
+    ))
+}
+
 /// What the model stage reads before a call about one stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelInputs {
@@ -86,6 +148,8 @@ pub struct ModelInputs {
     pub customer_id: Uuid,
     /// That customer's decision state in the message's conversation.
     pub state: DecisionState,
+    /// The customer's state version `state` was read at.
+    pub state_version: i64,
     /// Model tokens already spent on the conversation.
     pub spent_tokens: i64,
     /// The customer's agent instructions.
@@ -95,6 +159,7 @@ pub struct ModelInputs {
 type ModelInputsRow = (
     Option<String>,
     Uuid,
+    i64,
     Json<BTreeMap<String, Known>>,
     Vec<String>,
     Json<Vec<PastAsk>>,
@@ -113,7 +178,8 @@ pub async fn load_model_inputs<'e>(
     customer_turn: u32,
 ) -> Result<Option<ModelInputs>, StoreError> {
     let row: Option<ModelInputsRow> = sqlx::query_as(concat!(
-        "SELECT m.ai_status, m.customer_id, ",
+        "SELECT m.ai_status, m.customer_id,
+                coalesce((SELECT state_version FROM enrich.customers WHERE id = m.customer_id), 0), ",
         state_columns!(),
         ", (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint
               FROM enrich.llm_calls WHERE conversation_id = $2),
@@ -128,6 +194,7 @@ pub async fn load_model_inputs<'e>(
         |(
             ai_status,
             customer_id,
+            state_version,
             known,
             declined,
             asks,
@@ -139,11 +206,27 @@ pub async fn load_model_inputs<'e>(
                 ai_status,
                 customer_id,
                 state: DecisionState::from_row((known, declined, asks, attempts), customer_turn),
+                state_version,
                 spent_tokens,
                 agent_instructions,
             }
         },
     ))
+}
+
+/// The customer's decision-state version, with the customer's row locked
+/// until the transaction ends (so no other writer changes that state
+/// meanwhile); `None` when the customer is gone.
+pub async fn lock_state_version(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> Result<Option<i64>, StoreError> {
+    let version =
+        sqlx::query_scalar("SELECT state_version FROM enrich.customers WHERE id = $1 FOR UPDATE")
+            .bind(customer_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(version)
 }
 
 /// An ask to log.

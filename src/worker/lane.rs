@@ -16,11 +16,12 @@ use tokio::task::JoinSet;
 use super::effects::{AfterCommit, Effects};
 use super::error::HandleError;
 use super::handlers;
+use super::hot_profile::BatchView;
 use super::metrics::Metrics;
 use super::model_job::{CommitNotice, CommitSignal};
 use super::model_stage::ModelStage;
 use crate::config::{AmqpSettings, WorkerSettings};
-use crate::event::Event;
+use crate::event::{Event, EventBody, Sender};
 use crate::queue::acks;
 use crate::queue::publisher::{self, Publisher};
 use crate::workspaces::Workspaces;
@@ -97,7 +98,8 @@ pub async fn run(context: Arc<LaneContext>, mut jobs: mpsc::Receiver<Job>) {
 
 impl LaneContext {
     async fn process(&self, batch: Vec<Job>) {
-        match self.commit_with_retries(&batch).await {
+        let view = self.read_hot_profile(&batch).await;
+        match self.commit_with_retries(&batch, &view).await {
             Ok(effects) => self.finish(batch, effects).await,
             Err(_) if batch.len() > 1 => {
                 // Isolate the event that fails so the others are not held back.
@@ -113,11 +115,35 @@ impl LaneContext {
         }
     }
 
-    async fn commit_with_retries(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
+    /// Reads the hot profile of every conversation with a customer message
+    /// in the batch, in one Redis round trip.
+    async fn read_hot_profile(&self, batch: &[Job]) -> BatchView {
+        let mut wanted: Vec<(&str, &str)> = Vec::new();
+        for job in batch {
+            if let EventBody::ChatMessage(message) = &job.event.body
+                && message.sender == Sender::Customer
+            {
+                let key = (
+                    job.event.envelope.workspace_id.as_str(),
+                    message.conversation_id.as_str(),
+                );
+                if !wanted.contains(&key) {
+                    wanted.push(key);
+                }
+            }
+        }
+        BatchView::prefetch(&self.after_commit.cache, &wanted).await
+    }
+
+    async fn commit_with_retries(
+        &self,
+        batch: &[Job],
+        view: &BatchView,
+    ) -> Result<Vec<Effects>, HandleError> {
         let mut backoff = Duration::from_millis(self.worker.store_backoff_ms);
         let mut attempt = 1;
         loop {
-            match self.commit_once(batch).await {
+            match self.commit_once(batch, view).await {
                 Ok(effects) => return Ok(effects),
                 Err(HandleError::Store(error))
                     if error.is_transient() && attempt < self.worker.store_attempts =>
@@ -133,7 +159,14 @@ impl LaneContext {
         }
     }
 
-    async fn commit_once(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
+    async fn commit_once(
+        &self,
+        batch: &[Job],
+        view: &BatchView,
+    ) -> Result<Vec<Effects>, HandleError> {
+        // What the batch learns stays with this attempt: a rolled-back
+        // transaction's state must not reach the next.
+        let mut view = view.clone();
         let mut tx = self
             .pool
             .begin()
@@ -141,7 +174,7 @@ impl LaneContext {
             .map_err(crate::store::StoreError::from)?;
         let mut all = Vec::with_capacity(batch.len());
         for job in batch {
-            all.push(handlers::handle(&mut tx, &self.workspaces, &job.event).await?);
+            all.push(handlers::handle(&mut tx, &self.workspaces, &job.event, &mut view).await?);
         }
         let notices = self.hand_to_model_stage(batch, &mut all);
         tx.commit().await.map_err(crate::store::StoreError::from)?;
