@@ -28,19 +28,27 @@ type StateRow = (
 );
 
 /// The decision-state columns, for the customer `m.customer_id` in the
-/// conversation `$2`; shared by the reads below so they cannot drift apart.
+/// conversation `$2` (or the one given); shared by the reads below so they
+/// cannot drift apart.
 macro_rules! state_columns {
     () => {
-        "(SELECT coalesce(jsonb_object_agg(field, jsonb_build_object('value', value, 'source', source)), '{}')
+        state_columns!("$2")
+    };
+    ($conversation:literal) => {
+        concat!(
+            "(SELECT coalesce(jsonb_object_agg(field, jsonb_build_object('value', value, 'source', source)), '{}')
             FROM enrich.customer_fields WHERE customer_id = m.customer_id),
          (SELECT coalesce(array_agg(field ORDER BY field), '{}')
             FROM enrich.declined_fields WHERE customer_id = m.customer_id),
          (SELECT coalesce(jsonb_agg(jsonb_build_object('field', field, 'customer_turn', customer_turn,
                                                        'pending', outcome = 'pending') ORDER BY id), '[]')
-            FROM enrich.asks WHERE conversation_id = $2),
+            FROM enrich.asks WHERE conversation_id = ",
+            $conversation,
+            "),
          (SELECT coalesce(jsonb_object_agg(field, n), '{}')
             FROM (SELECT field, count(*) AS n FROM enrich.asks
                    WHERE customer_id = m.customer_id GROUP BY field) a)"
+        )
     };
 }
 
@@ -97,6 +105,19 @@ pub struct HotStateRead {
     pub agent_instructions: Option<String>,
 }
 
+/// A pair's customer and conversation, then its [`HotStateRow`].
+type HotStatesRow = (
+    Uuid,
+    i64,
+    i64,
+    Json<BTreeMap<String, Known>>,
+    Vec<String>,
+    Json<Vec<PastAsk>>,
+    Json<BTreeMap<String, u32>>,
+    Vec<String>,
+    Option<String>,
+);
+
 type HotStateRow = (
     i64,
     Json<BTreeMap<String, Known>>,
@@ -126,8 +147,14 @@ pub async fn load_hot_state(
     .bind(conversation_id)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(row.map(
-        |(version, known, declined, asks, ask_counts, tags, agent_instructions)| HotStateRead {
+    Ok(row.map(HotStateRead::from_row))
+}
+
+impl HotStateRead {
+    fn from_row(
+        (version, known, declined, asks, ask_counts, tags, agent_instructions): HotStateRow,
+    ) -> HotStateRead {
+        HotStateRead {
             version,
             known: known.0,
             declined: declined.into_iter().collect(),
@@ -135,8 +162,39 @@ pub async fn load_hot_state(
             ask_counts: ask_counts.0,
             tags,
             agent_instructions,
-        },
+        }
+    }
+}
+
+/// The hot state of several (customer, conversation) pairs in one round
+/// trip, in no particular order; pairs whose customer is gone are left out.
+pub async fn load_hot_states(
+    conn: &mut PgConnection,
+    pairs: &[(Uuid, i64)],
+) -> Result<Vec<(Uuid, i64, HotStateRead)>, StoreError> {
+    let customers: Vec<Uuid> = pairs.iter().map(|pair| pair.0).collect();
+    let conversations: Vec<i64> = pairs.iter().map(|pair| pair.1).collect();
+    let rows: Vec<HotStatesRow> = sqlx::query_as(concat!(
+        "SELECT m.customer_id, m.conversation_id, u.state_version, ",
+        state_columns!("m.conversation_id"),
+        ", (SELECT coalesce(array_agg(tag ORDER BY tag), '{}') FROM enrich.tags WHERE customer_id = m.customer_id),
+           u.agent_instructions
+          FROM unnest($1::uuid[], $2::bigint[]) AS m(customer_id, conversation_id)
+          JOIN enrich.customers u ON u.id = m.customer_id"
     ))
+    .bind(customers)
+    .bind(conversations)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(customer, conversation, version, known, declined, asks, counts, tags, agent)| {
+                let row = (version, known, declined, asks, counts, tags, agent);
+                (customer, conversation, HotStateRead::from_row(row))
+            },
+        )
+        .collect())
 }
 
 /// What the model stage reads before a call about one stored message.

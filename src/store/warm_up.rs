@@ -111,8 +111,12 @@ async fn run_statements(conn: &mut PgConnection, path: HotPath) -> Result<(), sq
             chat::clear_model_mark(conn, opening.message_id)
                 .await
                 .map_err(into_sqlx)?;
-            // A miss of the hot profile: the state and turns rebuilt.
+            // A miss of the hot profile: the state and turns rebuilt; and
+            // the batch's read-back of what it changed.
             asks::load_hot_state(conn, follow_up.customer_id, follow_up.conversation_id)
+                .await
+                .map_err(into_sqlx)?;
+            asks::load_hot_states(conn, &[(follow_up.customer_id, follow_up.conversation_id)])
                 .await
                 .map_err(into_sqlx)?;
             chat::turns_before(

@@ -5,7 +5,8 @@
 //! decision state from that copy when its version is the one the message's
 //! own transaction read, and rebuild it from Postgres, inside the
 //! transaction, when the copy is missing or stale. What the batch changes is
-//! kept in the view for its later messages and written to Redis after the
+//! read back once for the whole batch before the commit (or by a later
+//! message of the batch that needs it first) and written to Redis after the
 //! commit (see [`crate::state`]).
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use crate::store::StoreError;
 use crate::store::asks::{self, HotStateRead};
 use crate::store::chat::{self as chat_store, StoredMessage};
 use crate::turn::{self, Turn};
+use crate::workspaces::Workspaces;
 
 /// Where a message's decision state came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +51,17 @@ pub struct BatchView {
     cache: Cache,
     conversations: HashMap<(String, String), CachedConversation>,
     profiles: HashMap<(String, Uuid), HotProfile>,
+    /// States the batch changed and has not read back yet.
+    stale: Vec<StalePair>,
+}
+
+/// A customer's state in a conversation, changed by the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StalePair {
+    workspace_id: String,
+    conversation: String,
+    customer_id: Uuid,
+    conversation_id: i64,
 }
 
 impl BatchView {
@@ -60,6 +73,7 @@ impl BatchView {
             cache: cache.clone(),
             conversations: HashMap::new(),
             profiles: HashMap::new(),
+            stale: Vec::new(),
         };
         match cache.prefetch(conversations).await {
             Ok(cached) => {
@@ -122,6 +136,62 @@ impl BatchView {
         }
     }
 
+    /// Notes that the batch changed a customer's state in a conversation: it
+    /// is read back once for the whole batch, just before the commit
+    /// ([`BatchView::read_back_changed`]), unless a later message of the
+    /// batch reads it first.
+    pub fn changed(
+        &mut self,
+        workspace_id: &str,
+        conversation: &str,
+        customer_id: Uuid,
+        conversation_id: i64,
+    ) {
+        self.forget(workspace_id, conversation, &[customer_id]);
+        let pair = StalePair {
+            workspace_id: workspace_id.to_owned(),
+            conversation: conversation.to_owned(),
+            customer_id,
+            conversation_id,
+        };
+        if !self.stale.contains(&pair) {
+            self.stale.push(pair);
+        }
+    }
+
+    /// Reads back, in one round trip inside the batch's transaction, the
+    /// states the batch changed and no later message read, and leaves them
+    /// for Redis after the commit.
+    pub async fn read_back_changed(
+        &mut self,
+        conn: &mut PgConnection,
+        workspaces: &Workspaces,
+        effects: &mut Effects,
+    ) -> Result<(), StoreError> {
+        if self.stale.is_empty() {
+            return Ok(());
+        }
+        let stale = std::mem::take(&mut self.stale);
+        let pairs: Vec<(Uuid, i64)> = stale
+            .iter()
+            .map(|pair| (pair.customer_id, pair.conversation_id))
+            .collect();
+        for (customer_id, conversation_id, read) in asks::load_hot_states(conn, &pairs).await? {
+            let Some(pair) = stale
+                .iter()
+                .find(|p| p.customer_id == customer_id && p.conversation_id == conversation_id)
+            else {
+                continue;
+            };
+            let Some(workspace) = workspaces.get(&pair.workspace_id) else {
+                continue;
+            };
+            let state = from_read(read, customer_id, workspace.fields, StateOrigin::Postgres);
+            self.keep(&pair.workspace_id, &pair.conversation, &state, effects);
+        }
+        Ok(())
+    }
+
     /// Keeps a state this batch read or wrote for its later messages, and
     /// writes it to Redis after the commit unless Redis already holds it.
     pub fn keep(
@@ -147,6 +217,8 @@ impl BatchView {
                 state: state.conversation.clone(),
             });
         }
+        self.stale
+            .retain(|p| !(p.workspace_id == workspace_id && p.conversation == conversation));
         self.conversations
             .entry((workspace_id.to_owned(), conversation.to_owned()))
             .or_default()

@@ -176,6 +176,10 @@ impl LaneContext {
         for job in batch {
             all.push(handlers::handle(&mut tx, &self.workspaces, &job.event, &mut view).await?);
         }
+        if let Some(last) = all.last_mut() {
+            view.read_back_changed(&mut tx, &self.workspaces, last)
+                .await?;
+        }
         let notices = self.hand_to_model_stage(batch, &mut all);
         tx.commit().await.map_err(crate::store::StoreError::from)?;
         for notice in notices {

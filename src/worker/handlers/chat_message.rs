@@ -179,8 +179,9 @@ async fn decide_first_pass(
             &[customer_id, target.customer_id],
         );
         None
-    } else if outcome.changed_state {
-        // What this pass wrote is read back in the same transaction.
+    } else if outcome.changed_state && outcome.pass == FirstPass::NeedsModel {
+        // What this pass wrote is read back in the same transaction, for
+        // the model stage.
         hot_profile::read_from_postgres(
             conn,
             workspace.fields,
@@ -188,6 +189,15 @@ async fn decide_first_pass(
             stored.conversation_id,
         )
         .await?
+    } else if outcome.changed_state {
+        // Read back once for the whole batch, before its commit.
+        view.changed(
+            workspace_id,
+            conversation,
+            target.customer_id,
+            stored.conversation_id,
+        );
+        None
     } else {
         Some(state)
     };
