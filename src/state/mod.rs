@@ -31,12 +31,18 @@ use crate::turn::Turn;
 pub use hot::{HotConversation, HotProfile};
 
 /// Reads, for each (conversation hash, turns list) pair of keys, the hash,
-/// the list and the profile hash the conversation names, in one round trip.
+/// the list (or only its length, unless ARGV[1] is `1`) and the profile
+/// hash the conversation names, in one round trip.
 const PREFETCH: &str = r#"
 local out = {}
 for i = 1, #KEYS, 2 do
   local conversation = redis.call('HGETALL', KEYS[i])
-  local turns = redis.call('LRANGE', KEYS[i + 1], 0, -1)
+  local turns
+  if ARGV[1] == '1' then
+    turns = redis.call('LRANGE', KEYS[i + 1], 0, -1)
+  else
+    turns = {tostring(redis.call('LLEN', KEYS[i + 1]))}
+  end
   local profile = {}
   for j = 1, #conversation, 2 do
     if conversation[j] == 'profile_key' then
@@ -195,7 +201,7 @@ pub struct CachedConversation {
     pub state: Option<HotConversation>,
     /// How many of the conversation's messages the turns list has seen.
     pub messages_seen: Option<i64>,
-    /// The last turns, oldest first.
+    /// The last turns, oldest first (empty when only the list's length was read).
     pub turns: Vec<Turn>,
     /// The profile of the customer the conversation names, when cached whole.
     pub profile: Option<HotProfile>,
@@ -256,10 +262,12 @@ impl Cache {
     }
 
     /// What the cache holds about each (workspace, conversation), in order,
-    /// in one round trip.
+    /// in one round trip; the turns themselves only `with_turns` (the model
+    /// needs them, the offline decision does not).
     pub async fn prefetch(
         &self,
         conversations: &[(&str, &str)],
+        with_turns: bool,
     ) -> Result<Vec<CachedConversation>, CacheError> {
         if conversations.is_empty() {
             return Ok(Vec::new());
@@ -271,18 +279,28 @@ impl Cache {
         }
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut connection = self.connection.clone();
-        let replies: Vec<Vec<String>> = eval(PREFETCH, &names).query_async(&mut connection).await?;
+        let replies: Vec<Vec<String>> = eval(PREFETCH, &names)
+            .arg(if with_turns { "1" } else { "0" })
+            .query_async(&mut connection)
+            .await?;
         let mut replies = replies.into_iter();
         let mut cached = Vec::with_capacity(conversations.len());
         while let (Some(conversation), Some(turns), Some(profile)) =
             (replies.next(), replies.next(), replies.next())
         {
             let conversation = pairs(conversation);
-            let turns = parse_turns(&turns);
+            let (turns, length) = if with_turns {
+                let turns = parse_turns(&turns);
+                let length = turns.len() as i64;
+                (turns, length)
+            } else {
+                let length = turns.first().and_then(|n| n.parse().ok()).unwrap_or(-1);
+                (Vec::new(), length)
+            };
             // A list that lost entries (evicted, deleted) is not whole.
             let keep = self.recent_turns as i64 + 1;
-            let messages_seen = hot::messages_seen(&conversation)
-                .filter(|seen| turns.len() as i64 == (*seen).min(keep));
+            let messages_seen =
+                hot::messages_seen(&conversation).filter(|seen| length == (*seen).min(keep));
             cached.push(CachedConversation {
                 state: HotConversation::from_hash(&conversation),
                 messages_seen,

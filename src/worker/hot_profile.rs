@@ -66,16 +66,20 @@ struct StalePair {
 
 impl BatchView {
     /// Reads what Redis holds about `conversations` (workspace, conversation)
-    /// in one round trip; a Redis failure leaves the view empty, so every
-    /// state is read from Postgres.
-    pub async fn prefetch(cache: &Cache, conversations: &[(&str, &str)]) -> BatchView {
+    /// in one round trip, their turns only `with_turns`; a Redis failure
+    /// leaves the view empty, so every state is read from Postgres.
+    pub async fn prefetch(
+        cache: &Cache,
+        conversations: &[(&str, &str)],
+        with_turns: bool,
+    ) -> BatchView {
         let mut view = BatchView {
             cache: cache.clone(),
             conversations: HashMap::new(),
             profiles: HashMap::new(),
             stale: Vec::new(),
         };
-        match cache.prefetch(conversations).await {
+        match cache.prefetch(conversations, with_turns).await {
             Ok(cached) => {
                 for ((workspace_id, conversation), mut entry) in conversations.iter().zip(cached) {
                     if let Some(profile) = entry.profile.take() {

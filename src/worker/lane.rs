@@ -132,7 +132,9 @@ impl LaneContext {
                 }
             }
         }
-        BatchView::prefetch(&self.after_commit.cache, &wanted).await
+        // Only the model is shown the turns.
+        let with_turns = self.model_stage.is_some();
+        BatchView::prefetch(&self.after_commit.cache, &wanted, with_turns).await
     }
 
     async fn commit_with_retries(
