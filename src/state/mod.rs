@@ -207,6 +207,26 @@ pub struct CachedConversation {
     pub profile: Option<HotProfile>,
 }
 
+impl CachedConversation {
+    /// Follows a message stored after what this copy holds, as the cache
+    /// will once the commit's updates are applied: the turn is appended
+    /// (keeping the last `keep`) when the copy had every message before it,
+    /// and the copy stops claiming to be whole otherwise.
+    pub fn push_turn(&mut self, turn: &Turn, message_count: i64, keep: usize) {
+        if message_count == 1 {
+            self.turns.clear();
+        } else if self.messages_seen != Some(message_count - 1) {
+            self.turns.clear();
+            self.messages_seen = None;
+            return;
+        }
+        self.turns.push(turn.clone());
+        let skip = self.turns.len().saturating_sub(keep);
+        self.turns.drain(..skip);
+        self.messages_seen = Some(message_count);
+    }
+}
+
 /// The Redis cache of profiles and conversations.
 #[derive(Clone)]
 pub struct Cache {
@@ -496,5 +516,49 @@ impl Cache {
             return None;
         }
         Some(crate::turn::last_before(cached, message_id, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Sender;
+
+    fn turn(message_id: i64) -> Turn {
+        Turn {
+            message_id,
+            sender: Sender::Customer,
+            text: String::new(),
+        }
+    }
+
+    fn ids(cached: &CachedConversation) -> Vec<i64> {
+        cached.turns.iter().map(|t| t.message_id).collect()
+    }
+
+    #[test]
+    fn a_whole_copy_follows_the_conversation_and_keeps_the_last_turns() {
+        let mut cached = CachedConversation::default();
+        for n in 1..=5 {
+            cached.push_turn(&turn(n * 10), n, 3);
+        }
+        assert_eq!(ids(&cached), vec![30, 40, 50]);
+        assert_eq!(cached.messages_seen, Some(5));
+    }
+
+    #[test]
+    fn a_copy_that_missed_a_message_is_no_longer_whole() {
+        let mut cached = CachedConversation::default();
+        cached.push_turn(&turn(1), 1, 3);
+        // Message 2 was stored elsewhere; this copy never saw it.
+        cached.push_turn(&turn(3), 3, 3);
+        assert_eq!(cached.messages_seen, None);
+        assert!(cached.turns.is_empty());
+        cached.push_turn(&turn(4), 4, 3);
+        assert_eq!(cached.messages_seen, None, "it stays unknown until rebuilt");
+        // A conversation's first message starts a whole list.
+        let mut fresh = CachedConversation::default();
+        fresh.push_turn(&turn(9), 1, 3);
+        assert_eq!((ids(&fresh), fresh.messages_seen), (vec![9], Some(1)));
     }
 }

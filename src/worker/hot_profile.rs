@@ -108,21 +108,10 @@ impl BatchView {
         message_count: i64,
     ) {
         let keep = self.cache.recent_turns_kept() + 1;
-        let entry = self
-            .conversations
+        self.conversations
             .entry((workspace_id.to_owned(), conversation.to_owned()))
-            .or_default();
-        if message_count == 1 {
-            entry.turns.clear();
-        } else if entry.messages_seen != Some(message_count - 1) {
-            entry.turns.clear();
-            entry.messages_seen = None;
-            return;
-        }
-        entry.turns.push(turn.clone());
-        let skip = entry.turns.len().saturating_sub(keep);
-        entry.turns.drain(..skip);
-        entry.messages_seen = Some(message_count);
+            .or_default()
+            .push_turn(turn, message_count, keep);
     }
 
     /// Forgets what the view knows of a customer and a conversation (a merge
