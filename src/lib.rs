@@ -19,5 +19,6 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod turn;
 pub mod worker;
 pub mod workspaces;

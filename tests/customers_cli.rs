@@ -571,7 +571,6 @@ async fn forget_erases_the_customer_from_postgres_and_redis() {
     );
     first["visitor"] = json!({"ip": "203.0.113.9", "country": "US"});
     app.publish(&[
-        first,
         json!({"type": "profile.update", "version": 1, "id": "p1", "workspace_id": ws,
                "occurred_at": "2026-03-01T10:00:00Z", "platform": "web", "platform_user_id": "u-forget",
                "fields": {"name": "Secret Person", "email": "secret@example.com"}, "source": "form",
@@ -579,6 +578,10 @@ async fn forget_erases_the_customer_from_postgres_and_redis() {
     ])
     .await;
     app.wait_for_count("SELECT count(*) FROM enrich.customer_fields", 2, WAIT)
+        .await;
+    // The customer's message makes the worker read and cache the profile.
+    app.publish(&[first]).await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 1, WAIT)
         .await;
     app.wait_for_count("SELECT count(*) FROM enrich.tags", 1, WAIT)
         .await;
@@ -588,17 +591,15 @@ async fn forget_erases_the_customer_from_postgres_and_redis() {
         .await
         .expect("customer");
 
-    // Warm the cache the way the decision core does, so there is something to erase.
+    // The worker cached the profile when it read it for the customer's
+    // message, so there is something to erase.
     let settings = app.settings();
     let cache = enricher::state::Cache::connect(&settings.redis)
         .await
         .expect("redis");
+    let profile = app.wait_for_hot_profile(&ws, customer_id, WAIT).await;
     assert_eq!(
-        cache
-            .profile(&app.pool, &ws, customer_id)
-            .await
-            .expect("profile")
-            .len(),
+        profile.keys().filter(|f| f.starts_with("field:")).count(),
         2
     );
     assert_eq!(
@@ -610,10 +611,11 @@ async fn forget_erases_the_customer_from_postgres_and_redis() {
         1
     );
     let mut redis = app.redis().await;
-    let keys: Vec<String> = redis.keys(format!("enrich:{ws}:*")).await.expect("keys");
+    let pattern = enricher::state::keys::workspace_pattern(&ws);
+    let keys: Vec<String> = redis.keys(&pattern).await.expect("keys");
     for key in [
-        format!("enrich:{ws}:profile:{customer_id}"),
-        format!("enrich:{ws}:turns:conv-forget"),
+        enricher::state::keys::profile(&ws, customer_id),
+        enricher::state::keys::turns(&ws, "conv-forget"),
     ] {
         assert!(keys.contains(&key), "{key} is not cached: {keys:?}");
     }
@@ -665,7 +667,7 @@ async fn forget_erases_the_customer_from_postgres_and_redis() {
             .await
             .expect("erasures");
     assert_eq!(erasures, vec![(customer_id, Some("cli".to_owned()), None)]);
-    let keys: Vec<String> = redis.keys(format!("enrich:{ws}:*")).await.expect("keys");
+    let keys: Vec<String> = redis.keys(&pattern).await.expect("keys");
     assert!(keys.is_empty(), "redis still holds {keys:?}");
 
     // Forgetting again: a clear error, a non-zero exit, nothing recorded.

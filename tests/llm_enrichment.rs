@@ -603,9 +603,9 @@ async fn the_model_sees_the_earlier_turns_in_order_and_no_values_of_known_fields
         "known values are not sent again"
     );
 
-    // The turns come with the message from Postgres, whatever Redis holds.
+    // A turns list lost from Redis is rebuilt from Postgres.
     let mut redis = app.redis().await;
-    let _: () = redis::AsyncCommands::del(&mut redis, format!("enrich:{ws}:turns:c1"))
+    let _: () = redis::AsyncCommands::del(&mut redis, enricher::state::keys::turns(&ws, "c1"))
         .await
         .expect("del");
     app.publish(&[chat(&ws, "m4", "c1", "u1", "customer", "and 5 tables")])

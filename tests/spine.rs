@@ -97,7 +97,7 @@ async fn a_conversation_s_turns_are_cached_from_its_first_message() {
     .await;
     app.wait_for_count("SELECT count(*) FROM enrich.messages", 3, WAIT)
         .await;
-    let key = format!("enrich:{ws}:turns:c1");
+    let key = enricher::state::keys::turns(&ws, "c1");
     let mut redis = app.redis().await;
     // Nothing has read the conversation: the list exists because its first
     // message started it.
@@ -321,7 +321,6 @@ async fn forget_leaves_no_personal_data_in_postgres_or_redis() {
     );
     first["visitor"] = json!({"ip": "203.0.113.9", "country": "US"});
     app.publish(&[
-        first,
         json!({"type": "profile.update", "version": 1, "id": "p1", "workspace_id": ws,
                "occurred_at": "2026-03-01T10:00:00Z", "platform": "web", "platform_user_id": "u-forget",
                "fields": {"name": "Secret Person", "email": "secret@example.com"}, "source": "form",
@@ -330,21 +329,26 @@ async fn forget_leaves_no_personal_data_in_postgres_or_redis() {
     .await;
     app.wait_for_count("SELECT count(*) FROM enrich.customer_fields", 2, WAIT)
         .await;
+    // The customer's message makes the worker read and cache the profile.
+    app.publish(&[first]).await;
+    app.wait_for_count("SELECT count(*) FROM enrich.messages", 1, WAIT)
+        .await;
     let customer_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM enrich.customers")
         .fetch_one(&app.pool)
         .await
         .expect("customer");
 
-    // Warm the cache the way the decision core does, so there is something to erase.
+    // The worker cached the profile when it read it for the customer's
+    // message, so there is something to erase.
     let settings = app.settings();
     let cache = enricher::state::Cache::connect(&settings.redis)
         .await
         .expect("redis");
-    let profile = cache
-        .profile(&app.pool, &ws, customer_id)
-        .await
-        .expect("profile");
-    assert_eq!(profile.len(), 2);
+    let profile = app.wait_for_hot_profile(&ws, customer_id, WAIT).await;
+    assert_eq!(
+        profile.keys().filter(|f| f.starts_with("field:")).count(),
+        2
+    );
     let turns = cache
         .recent_turns(&app.pool, &ws, "conv-f")
         .await
@@ -394,7 +398,10 @@ async fn forget_leaves_no_personal_data_in_postgres_or_redis() {
         assert!(!dump.contains(secret), "erasure record holds {secret}");
     }
     let mut redis = app.redis().await;
-    let keys: Vec<String> = redis.keys(format!("enrich:{ws}:*")).await.expect("keys");
+    let keys: Vec<String> = redis
+        .keys(enricher::state::keys::workspace_pattern(&ws))
+        .await
+        .expect("keys");
     assert!(keys.is_empty(), "redis still holds {keys:?}");
 
     // A later message from the same identity starts a fresh, empty profile.

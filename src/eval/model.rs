@@ -142,8 +142,10 @@ impl ModelProposer {
             .rev()
             .take(RECENT_TURNS)
             .rev()
-            .map(|turn| PromptTurn {
-                sender: turn.sender.as_str().to_owned(),
+            .zip(1..)
+            .map(|(turn, message_id)| PromptTurn {
+                message_id,
+                sender: turn.sender,
                 text: turn.text.clone(),
             })
             .collect();

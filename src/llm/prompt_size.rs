@@ -153,8 +153,13 @@ fn sample_turns() -> Vec<PromptTurn> {
     lines
         .iter()
         .take(SAMPLE_TURNS)
-        .map(|(sender, text)| PromptTurn {
-            sender: (*sender).to_owned(),
+        .zip(1..)
+        .map(|((sender, text), message_id)| PromptTurn {
+            message_id,
+            sender: match *sender {
+                "bot" => crate::event::Sender::Bot,
+                _ => crate::event::Sender::Customer,
+            },
             text: (*text).to_owned(),
         })
         .collect()

@@ -78,14 +78,8 @@ pub struct LastAsk {
     pub turns_ago: u32,
 }
 
-/// One turn shown to the model.
-#[derive(Debug, Clone, Serialize)]
-pub struct PromptTurn {
-    /// `customer`, `bot`, `agent` or `system`.
-    pub sender: String,
-    /// Text.
-    pub text: String,
-}
+/// One turn shown to the model: the conversation's one turn type.
+pub use crate::turn::Turn as PromptTurn;
 
 /// Everything the enrichment templates receive.
 #[derive(Debug, Clone, Serialize)]
@@ -235,7 +229,8 @@ pub fn sample_context() -> EnrichContext {
             turns_ago: 3,
         }),
         recent_turns: vec![PromptTurn {
-            sender: "bot".into(),
+            message_id: 1,
+            sender: crate::event::Sender::Bot,
             text: "Hi! How can I help?".into(),
         }],
         new_message: "Can you send me the price list?".into(),

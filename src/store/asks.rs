@@ -29,19 +29,27 @@ type StateRow = (
 );
 
 /// The decision-state columns, for the customer `m.customer_id` in the
-/// conversation `$2`; shared by the reads below so they cannot drift apart.
+/// conversation `$2` (or the one given); shared by the reads below so they
+/// cannot drift apart.
 macro_rules! state_columns {
     () => {
-        "(SELECT coalesce(jsonb_object_agg(field, jsonb_build_object('value', value, 'source', source)), '{}')
+        state_columns!("$2")
+    };
+    ($conversation:literal) => {
+        concat!(
+            "(SELECT coalesce(jsonb_object_agg(field, jsonb_build_object('value', value, 'source', source)), '{}')
             FROM enrich.customer_fields WHERE customer_id = m.customer_id),
          (SELECT coalesce(array_agg(field ORDER BY field), '{}')
             FROM enrich.declined_fields WHERE customer_id = m.customer_id),
          (SELECT coalesce(jsonb_agg(jsonb_build_object('field', field, 'customer_turn', customer_turn,
                                                        'pending', outcome = 'pending') ORDER BY id), '[]')
-            FROM enrich.asks WHERE conversation_id = $2),
+            FROM enrich.asks WHERE conversation_id = ",
+            $conversation,
+            "),
          (SELECT coalesce(jsonb_object_agg(field, n), '{}')
             FROM (SELECT field, count(*) AS n FROM enrich.asks
                    WHERE customer_id = m.customer_id GROUP BY field) a)"
+        )
     };
 }
 
@@ -78,6 +86,118 @@ pub async fn load_state(
     Ok(DecisionState::from_row(row, customer_turn))
 }
 
+/// Everything the hot profile holds about a customer and one of their
+/// conversations, as Postgres has it (see [`crate::state`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HotStateRead {
+    /// `customers.state_version` the rest was read at.
+    pub version: i64,
+    /// Known field values.
+    pub known: BTreeMap<String, Known>,
+    /// Declined fields.
+    pub declined: BTreeSet<String>,
+    /// Asks of the conversation, oldest first.
+    pub asks: Vec<PastAsk>,
+    /// Asks per field of the customer in every conversation.
+    pub ask_counts: BTreeMap<String, u32>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Agent instructions.
+    pub agent_instructions: Option<String>,
+}
+
+/// A pair's customer and conversation, then its [`HotStateRow`].
+type HotStatesRow = (
+    Uuid,
+    i64,
+    i64,
+    Json<BTreeMap<String, Known>>,
+    Vec<String>,
+    Json<Vec<PastAsk>>,
+    Json<BTreeMap<String, u32>>,
+    Vec<String>,
+    Option<String>,
+);
+
+type HotStateRow = (
+    i64,
+    Json<BTreeMap<String, Known>>,
+    Vec<String>,
+    Json<Vec<PastAsk>>,
+    Json<BTreeMap<String, u32>>,
+    Vec<String>,
+    Option<String>,
+);
+
+/// Reads a customer's hot profile and a conversation's ask state in one
+/// round trip, with the state version they match; `None` when the customer
+/// is gone.
+pub async fn load_hot_state(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+    conversation_id: i64,
+) -> Result<Option<HotStateRead>, StoreError> {
+    let row: Option<HotStateRow> = sqlx::query_as(concat!(
+        "SELECT u.state_version, ",
+        state_columns!(),
+        ", (SELECT coalesce(array_agg(tag ORDER BY tag), '{}') FROM enrich.tags WHERE customer_id = m.customer_id),
+           u.agent_instructions
+          FROM (SELECT $1::uuid AS customer_id) m JOIN enrich.customers u ON u.id = m.customer_id"
+    ))
+    .bind(customer_id)
+    .bind(conversation_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(HotStateRead::from_row))
+}
+
+impl HotStateRead {
+    fn from_row(
+        (version, known, declined, asks, ask_counts, tags, agent_instructions): HotStateRow,
+    ) -> HotStateRead {
+        HotStateRead {
+            version,
+            known: known.0,
+            declined: declined.into_iter().collect(),
+            asks: asks.0,
+            ask_counts: ask_counts.0,
+            tags,
+            agent_instructions,
+        }
+    }
+}
+
+/// The hot state of several (customer, conversation) pairs in one round
+/// trip, in no particular order; pairs whose customer is gone are left out.
+pub async fn load_hot_states(
+    conn: &mut PgConnection,
+    pairs: &[(Uuid, i64)],
+) -> Result<Vec<(Uuid, i64, HotStateRead)>, StoreError> {
+    let customers: Vec<Uuid> = pairs.iter().map(|pair| pair.0).collect();
+    let conversations: Vec<i64> = pairs.iter().map(|pair| pair.1).collect();
+    let rows: Vec<HotStatesRow> = sqlx::query_as(concat!(
+        "SELECT m.customer_id, m.conversation_id, u.state_version, ",
+        state_columns!("m.conversation_id"),
+        ", (SELECT coalesce(array_agg(tag ORDER BY tag), '{}') FROM enrich.tags WHERE customer_id = m.customer_id),
+           u.agent_instructions
+          FROM unnest($1::uuid[], $2::bigint[]) AS m(customer_id, conversation_id)
+          JOIN enrich.customers u ON u.id = m.customer_id"
+    ))
+    .bind(customers)
+    .bind(conversations)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(customer, conversation, version, known, declined, asks, counts, tags, agent)| {
+                let row = (version, known, declined, asks, counts, tags, agent);
+                (customer, conversation, HotStateRead::from_row(row))
+            },
+        )
+        .collect())
+}
+
 /// What the model stage reads before a call about one stored message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelInputs {
@@ -88,6 +208,8 @@ pub struct ModelInputs {
     pub customer_id: Uuid,
     /// That customer's decision state in the message's conversation.
     pub state: DecisionState,
+    /// The customer's state version `state` was read at.
+    pub state_version: i64,
     /// Model tokens already spent on the conversation.
     pub spent_tokens: i64,
     /// The customer's agent instructions.
@@ -97,6 +219,7 @@ pub struct ModelInputs {
 type ModelInputsRow = (
     Option<AiStatus>,
     Uuid,
+    i64,
     Json<BTreeMap<String, Known>>,
     Vec<String>,
     Json<Vec<PastAsk>>,
@@ -115,7 +238,8 @@ pub async fn load_model_inputs<'e>(
     customer_turn: u32,
 ) -> Result<Option<ModelInputs>, StoreError> {
     let row: Option<ModelInputsRow> = sqlx::query_as(concat!(
-        "SELECT m.ai_status, m.customer_id, ",
+        "SELECT m.ai_status, m.customer_id,
+                coalesce((SELECT state_version FROM enrich.customers WHERE id = m.customer_id), 0), ",
         state_columns!(),
         ", (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint
               FROM enrich.llm_calls WHERE conversation_id = $2),
@@ -130,6 +254,7 @@ pub async fn load_model_inputs<'e>(
         |(
             ai_status,
             customer_id,
+            state_version,
             known,
             declined,
             asks,
@@ -141,11 +266,27 @@ pub async fn load_model_inputs<'e>(
                 ai_status,
                 customer_id,
                 state: DecisionState::from_row((known, declined, asks, attempts), customer_turn),
+                state_version,
                 spent_tokens,
                 agent_instructions,
             }
         },
     ))
+}
+
+/// The customer's decision-state version, with the customer's row locked
+/// until the transaction ends (so no other writer changes that state
+/// meanwhile); `None` when the customer is gone.
+pub async fn lock_state_version(
+    conn: &mut PgConnection,
+    customer_id: Uuid,
+) -> Result<Option<i64>, StoreError> {
+    let version =
+        sqlx::query_scalar("SELECT state_version FROM enrich.customers WHERE id = $1 FOR UPDATE")
+            .bind(customer_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(version)
 }
 
 /// An ask to log.

@@ -1,17 +1,13 @@
 //! Recording a chat message: one call that dedupes by event id, finds or
 //! creates the customer through the identity, opens the conversation and keeps
-//! every counter.
-
-use std::collections::{BTreeMap, BTreeSet};
+//! every counter; and reading a conversation's turns back.
 
 use sqlx::PgConnection;
-use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::StoreError;
-use super::asks::DecisionState;
-use crate::decide::{AskState, Known, PastAsk};
-use crate::event::{ChatMessage, Envelope};
+use crate::event::{ChatMessage, Envelope, Sender};
+use crate::turn::Turn;
 
 /// What recording a message produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,36 +24,14 @@ pub enum ModelHandoff {
     /// No model is configured: the message is decided in its own transaction.
     None,
     /// A customer message of a workspace with enrichment on is marked
-    /// `pending`, and what the stage needs besides the decision state comes
-    /// back with it, the conversation's last `recent_turns` turns included.
+    /// `pending`, and the tokens its conversation spent come back with it.
     Pending {
         /// How many turns before the message the model sees.
         recent_turns: usize,
     },
 }
 
-/// One turn said before a message, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct PriorTurn {
-    /// `customer`, `bot`, `agent` or `system`.
-    pub sender: String,
-    /// Text.
-    pub text: String,
-}
-
-/// What the model stage needs of a message left to it, besides its
-/// decision state, as the message's own transaction saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StageExtras {
-    /// Model tokens the conversation has spent so far.
-    pub spent_tokens: i64,
-    /// The customer's agent instructions.
-    pub agent_instructions: Option<String>,
-    /// The turns before the message, oldest first.
-    pub prior_turns: Vec<PriorTurn>,
-}
-
-/// Ids and state of a freshly stored message.
+/// Ids and counters of a freshly stored message: what only Postgres knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     /// The customer the message belongs to.
@@ -76,10 +50,12 @@ pub struct StoredMessage {
     pub default_region: Option<String>,
     /// Customer messages in this conversation so far, this one included.
     pub customer_turn: i32,
-    /// Known fields and ask state, for customer messages of enabled workspaces.
-    pub state: Option<DecisionState>,
-    /// The model stage's other inputs, for a message marked `pending`.
-    pub stage_extras: Option<StageExtras>,
+    /// Messages in this conversation so far, this one included.
+    pub message_count: i64,
+    /// The customer's decision-state version (`customers.state_version`).
+    pub state_version: i64,
+    /// Model tokens the conversation has spent, for a message marked `pending`.
+    pub spent_tokens: Option<i64>,
 }
 
 /// Workspace defaults used when a message creates its workspace.
@@ -102,13 +78,9 @@ struct RecordRow {
     enrichment_enabled: Option<bool>,
     default_region: Option<String>,
     customer_turn: Option<i32>,
-    known: Option<Json<BTreeMap<String, Known>>>,
-    declined: Option<Vec<String>>,
-    asks: Option<Json<Vec<PastAsk>>>,
-    field_attempts: Option<Json<BTreeMap<String, u32>>>,
+    message_count: Option<i32>,
+    state_version: Option<i64>,
     spent_tokens: Option<i64>,
-    agent_instructions: Option<String>,
-    recent_turns: Option<Json<Vec<PriorTurn>>>,
 }
 
 /// Records one chat message inside the caller's transaction. With
@@ -123,12 +95,7 @@ pub async fn record_message(
     workspace: WorkspaceDefaults<'_>,
     model: ModelHandoff,
 ) -> Result<Recorded, StoreError> {
-    let (await_model, recent_turns) = match model {
-        ModelHandoff::None => (false, 0),
-        ModelHandoff::Pending { recent_turns } => {
-            (true, i32::try_from(recent_turns).unwrap_or(i32::MAX))
-        }
-    };
+    let await_model = matches!(model, ModelHandoff::Pending { .. });
     let visitor = message
         .visitor
         .as_ref()
@@ -137,9 +104,8 @@ pub async fn record_message(
         .map_err(|e| StoreError::Permanent(sqlx::Error::Encode(Box::new(e))))?;
     let row: RecordRow = sqlx::query_as(
         "SELECT duplicate, customer_id, conversation_id, message_id, new_customer, new_conversation,
-                enrichment_enabled, default_region, customer_turn, known, declined, asks, field_attempts,
-                spent_tokens, agent_instructions, recent_turns
-           FROM enrich.record_chat_message($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
+                enrichment_enabled, default_region, customer_turn, message_count, state_version, spent_tokens
+           FROM enrich.record_chat_message($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
     )
     .bind(&envelope.workspace_id)
     .bind(&envelope.id)
@@ -156,33 +122,11 @@ pub async fn record_message(
     .bind(workspace.default_region)
     .bind(workspace.enrichment)
     .bind(await_model)
-    .bind(recent_turns)
     .fetch_one(&mut *conn)
     .await?;
     if row.duplicate {
         return Ok(Recorded::Duplicate);
     }
-    let customer_turn = row.customer_turn.unwrap_or(0);
-    let state = match (row.known, row.declined, row.asks, row.field_attempts) {
-        (Some(known), Some(declined), Some(asks), Some(attempts)) => Some(DecisionState {
-            known: known.0,
-            asks: AskState {
-                customer_turn: customer_turn.max(0) as u32,
-                asks: asks.0,
-                field_attempts: attempts.0,
-                declined: declined.into_iter().collect::<BTreeSet<_>>(),
-            },
-        }),
-        _ => None,
-    };
-    let stage_extras = match (row.spent_tokens, row.recent_turns) {
-        (Some(spent_tokens), Some(turns)) => Some(StageExtras {
-            spent_tokens,
-            agent_instructions: row.agent_instructions,
-            prior_turns: turns.0,
-        }),
-        _ => None,
-    };
     match (row.customer_id, row.conversation_id, row.message_id) {
         (Some(customer_id), Some(conversation_id), Some(message_id)) => {
             Ok(Recorded::Stored(Box::new(StoredMessage {
@@ -193,9 +137,10 @@ pub async fn record_message(
                 new_conversation: row.new_conversation.unwrap_or(false),
                 enrichment_enabled: row.enrichment_enabled.unwrap_or(true),
                 default_region: row.default_region,
-                customer_turn,
-                state,
-                stage_extras,
+                customer_turn: row.customer_turn.unwrap_or(0),
+                message_count: i64::from(row.message_count.unwrap_or(1)),
+                state_version: row.state_version.unwrap_or(0),
+                spent_tokens: row.spent_tokens,
             })))
         }
         _ => Err(StoreError::Permanent(sqlx::Error::Protocol(
@@ -255,17 +200,34 @@ pub async fn set_profile_picture(
     Ok(())
 }
 
-/// The last `limit` turns of a conversation before a message, oldest first
-/// (for a message whose turns were not read with it).
+type TurnRow = (i64, String, String);
+
+/// A conversation's message count beside one of its turns (none without turns).
+type CountedTurnRow = (i32, Option<i64>, Option<String>, Option<String>);
+
+fn turns_from_rows(rows: Vec<TurnRow>) -> Vec<Turn> {
+    rows.into_iter()
+        .filter_map(|(message_id, sender, text)| {
+            let sender: Sender = serde_json::from_value(serde_json::Value::String(sender)).ok()?;
+            Some(Turn {
+                message_id,
+                sender,
+                text,
+            })
+        })
+        .collect()
+}
+
+/// Up to `limit` turns of a conversation said before `message_id`, oldest first.
 pub async fn turns_before<'e>(
     db: impl sqlx::PgExecutor<'e>,
     conversation_id: i64,
     message_id: i64,
     limit: usize,
-) -> Result<Vec<PriorTurn>, StoreError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT sender, text FROM (SELECT id, sender, text FROM enrich.messages
-                                    WHERE conversation_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) t
+) -> Result<Vec<Turn>, StoreError> {
+    let rows: Vec<TurnRow> = sqlx::query_as(
+        "SELECT id, sender, text FROM (SELECT id, sender, text FROM enrich.messages
+                                        WHERE conversation_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3) t
           ORDER BY id",
     )
     .bind(conversation_id)
@@ -273,8 +235,39 @@ pub async fn turns_before<'e>(
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(sender, text)| PriorTurn { sender, text })
-        .collect())
+    Ok(turns_from_rows(rows))
+}
+
+/// The last `limit` turns of a conversation named by the backend's id,
+/// oldest first, with the conversation's message count; `None` when there
+/// is no such conversation.
+pub async fn recent_turns(
+    pool: &sqlx::PgPool,
+    workspace_id: &str,
+    conversation: &str,
+    limit: usize,
+) -> Result<Option<(Vec<Turn>, i64)>, StoreError> {
+    // One statement, so the count and the turns come from one snapshot.
+    let rows: Vec<CountedTurnRow> = sqlx::query_as(
+        "SELECT c.message_count, t.id, t.sender, t.text
+           FROM enrich.conversations c
+           LEFT JOIN LATERAL (SELECT m.id, m.sender, m.text FROM enrich.messages m
+                               WHERE m.conversation_id = c.id ORDER BY m.id DESC LIMIT $3) t ON true
+          WHERE c.workspace_id = $1 AND c.external_id = $2
+          ORDER BY t.id",
+    )
+    .bind(workspace_id)
+    .bind(conversation)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    let Some(message_count) = rows.first().map(|row| row.0) else {
+        return Ok(None);
+    };
+    let turns = turns_from_rows(
+        rows.into_iter()
+            .filter_map(|(_, id, sender, text)| Some((id?, sender?, text?)))
+            .collect(),
+    );
+    Ok(Some((turns, i64::from(message_count))))
 }

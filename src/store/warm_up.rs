@@ -112,6 +112,22 @@ async fn run_statements(conn: &mut PgConnection, path: HotPath) -> Result<(), sq
             model_queue::unmark(conn, opening.message_id)
                 .await
                 .map_err(into_sqlx)?;
+            // A miss of the hot profile: the state and turns rebuilt; and
+            // the batch's read-back of what it changed.
+            asks::load_hot_state(conn, follow_up.customer_id, follow_up.conversation_id)
+                .await
+                .map_err(into_sqlx)?;
+            asks::load_hot_states(conn, &[(follow_up.customer_id, follow_up.conversation_id)])
+                .await
+                .map_err(into_sqlx)?;
+            chat::turns_before(
+                &mut *conn,
+                follow_up.conversation_id,
+                follow_up.message_id,
+                10,
+            )
+            .await
+            .map_err(into_sqlx)?;
         }
         HotPath::ModelStage => {
             asks::load_model_inputs(
@@ -132,6 +148,12 @@ async fn run_statements(conn: &mut PgConnection, path: HotPath) -> Result<(), sq
                 rejections: Default::default(),
                 timing: None,
             };
+            asks::lock_state_version(conn, follow_up.customer_id)
+                .await
+                .map_err(into_sqlx)?;
+            asks::load_hot_state(conn, follow_up.customer_id, follow_up.conversation_id)
+                .await
+                .map_err(into_sqlx)?;
             let accounting = Accounting::unsent("warm-up", "warm-up");
             llm_calls::record_for_pending_message(conn, &row, &accounting, AiStatus::Done)
                 .await

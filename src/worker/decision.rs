@@ -13,11 +13,11 @@ use uuid::Uuid;
 use super::effects::Effects;
 use super::error::HandleError;
 use super::field_writes::record_write;
-use super::model_job::{LaneInputs, ModelJob, StageReads};
+use super::model_job::ModelJob;
 use crate::decide::policy::Source;
 use crate::decide::{self, Decision, Gate, Origin, Proposal, TurnContext};
 use crate::event::{AskRequested, ChatMessage, FieldChange, Outbound};
-use crate::store::asks::{self, DecisionState, ModelInputs, NewAsk};
+use crate::store::asks::{self, DecisionState, NewAsk};
 use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
 use crate::store::model_queue::{self, AiStatus};
@@ -65,28 +65,31 @@ pub enum FirstPass {
     NeedsModel,
 }
 
+/// The first pass's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassOutcome {
+    /// Whether the model should look at the message.
+    pub pass: FirstPass,
+    /// The pass wrote to the decision state (facts, declines, asks, or
+    /// closed asks), so the state it read is out of date.
+    pub changed_state: bool,
+}
+
 /// Runs the part of the decision that needs no model, inside the message's
-/// transaction. Offline (`with_model` false) that is everything, asks from
-/// keyword triggers included; with a model it is the pattern facts and
-/// declines, plus the gate that decides whether the model is worth a call;
-/// a message left to the model takes the stage's inputs along when `reads`
-/// holds what the recording statement read for it.
-#[allow(clippy::too_many_arguments)]
+/// transaction, on `state` (current as of this transaction). Offline
+/// (`with_model` false) that is everything, asks from keyword triggers
+/// included; with a model it is the pattern facts and declines, plus the
+/// gate that decides whether the model is worth a call.
 pub async fn first_pass(
     conn: &mut PgConnection,
     workspace: &Workspace<'_>,
     target: &mut ModelJob,
-    preloaded: Option<DecisionState>,
-    reads: Option<StageReads>,
+    state: &DecisionState,
     with_model: bool,
     changes: &mut Vec<FieldChange>,
     effects: &mut Effects,
-) -> Result<FirstPass, HandleError> {
-    let state = match preloaded {
-        Some(state) => state,
-        None => state_of(conn, target).await?,
-    };
-    let ctx = context(workspace, target, &state);
+) -> Result<PassOutcome, HandleError> {
+    let ctx = context(workspace, target, state);
     let stage = decide::pattern_stage(&ctx);
     let proposal = if with_model {
         Proposal::default()
@@ -105,53 +108,23 @@ pub async fn first_pass(
         .await?;
     }
     let needs_model = with_model && decide::gate(&ctx, &stage, true, true) == Gate::CallModel;
-    let customer_before = target.customer_id;
     target.customer_id = apply(conn, target, &decided, None, changes, effects).await?;
+    let changed_state = closed_asks > 0 || !decided.writes_nothing();
     if needs_model {
         // Recorded as pending for the model stage already.
-        if let Some(reads) = reads
-            && target.customer_id == customer_before
-        {
-            // What this pass wrote is read back in the same transaction.
-            let changed_state = closed_asks > 0 || !decided.writes_nothing();
-            let state = if changed_state {
-                state_of(conn, target).await?
-            } else {
-                state
-            };
-            target.lane_inputs = Some(LaneInputs {
-                inputs: ModelInputs {
-                    ai_status: Some(AiStatus::Pending),
-                    customer_id: target.customer_id,
-                    state,
-                    spent_tokens: reads.spent_tokens,
-                    agent_instructions: reads.agent_instructions,
-                },
-                read_at: reads.sent_at,
-            });
-        }
-        return Ok(FirstPass::NeedsModel);
+        return Ok(PassOutcome {
+            pass: FirstPass::NeedsModel,
+            changed_state,
+        });
     }
     if with_model {
         // The message was recorded as pending; the model has nothing to do.
         model_queue::unmark(conn, target.message_id).await?;
     }
-    Ok(FirstPass::Done)
-}
-
-/// The message's customer's decision state in its conversation, as this
-/// transaction sees it.
-async fn state_of(
-    conn: &mut PgConnection,
-    target: &ModelJob,
-) -> Result<DecisionState, crate::store::StoreError> {
-    asks::load_state(
-        conn,
-        target.customer_id,
-        target.conversation_id,
-        target.customer_turn,
-    )
-    .await
+    Ok(PassOutcome {
+        pass: FirstPass::Done,
+        changed_state,
+    })
 }
 
 /// Which model produced a decision, for the history.

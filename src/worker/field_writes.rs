@@ -82,8 +82,9 @@ pub async fn record_clear(
     Ok(())
 }
 
-/// Announces a customer's field changes (`profile.updated`) and drops the
-/// cached profile, after the commit.
+/// Announces a customer's field changes (`profile.updated`). The caller
+/// keeps the hot profile current: it writes the state it read back, or
+/// invalidates it.
 pub async fn announce_changes(
     conn: &mut PgConnection,
     workspace_id: &str,
@@ -94,10 +95,6 @@ pub async fn announce_changes(
     if changes.is_empty() {
         return Ok(());
     }
-    effects.cache.push(CacheUpdate::InvalidateProfile {
-        workspace_id: workspace_id.to_owned(),
-        customer_id,
-    });
     let event = Outbound::ProfileUpdated(ProfileUpdated {
         workspace_id: workspace_id.to_owned(),
         customer_id,

@@ -16,11 +16,12 @@ use tokio::task::JoinSet;
 use super::effects::{AfterCommit, Effects};
 use super::error::HandleError;
 use super::handlers;
+use super::hot_profile::BatchView;
 use super::metrics::Metrics;
 use super::model_job::{CommitNotice, CommitSignal};
 use super::model_stage::ModelStage;
 use crate::config::{AmqpSettings, WorkerSettings};
-use crate::event::Event;
+use crate::event::{Event, EventBody, Sender};
 use crate::queue::acks;
 use crate::queue::publisher::{self, Publisher};
 use crate::retry::{Backoff, retry};
@@ -112,7 +113,8 @@ fn commit_backoff(settings: &WorkerSettings) -> Backoff {
 
 impl LaneContext {
     async fn process(&self, batch: Vec<Job>) {
-        match self.commit_with_retries(&batch).await {
+        let view = self.read_hot_profile(&batch).await;
+        match self.commit_with_retries(&batch, &view).await {
             Ok(effects) => self.finish(batch, effects).await,
             Err(_) if batch.len() > 1 => {
                 // Isolate the event that fails so the others are not held back.
@@ -128,10 +130,36 @@ impl LaneContext {
         }
     }
 
-    async fn commit_with_retries(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
+    /// Reads the hot profile of every conversation with a customer message
+    /// in the batch, in one Redis round trip.
+    async fn read_hot_profile(&self, batch: &[Job]) -> BatchView {
+        let mut wanted: Vec<(&str, &str)> = Vec::new();
+        for job in batch {
+            if let EventBody::ChatMessage(message) = &job.event.body
+                && message.sender == Sender::Customer
+            {
+                let key = (
+                    job.event.envelope.workspace_id.as_str(),
+                    message.conversation_id.as_str(),
+                );
+                if !wanted.contains(&key) {
+                    wanted.push(key);
+                }
+            }
+        }
+        // Only the model is shown the turns.
+        let with_turns = self.model_stage.is_some();
+        BatchView::prefetch(&self.after_commit.cache, &wanted, with_turns).await
+    }
+
+    async fn commit_with_retries(
+        &self,
+        batch: &[Job],
+        view: &BatchView,
+    ) -> Result<Vec<Effects>, HandleError> {
         retry(
             &commit_backoff(&self.worker),
-            || self.commit_once(batch),
+            || self.commit_once(batch, view),
             |error, attempt| {
                 tracing::warn!(attempt, error = %error, "transient store error; retrying the batch");
                 self.metrics.store_retries.inc();
@@ -140,7 +168,14 @@ impl LaneContext {
         .await
     }
 
-    async fn commit_once(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
+    async fn commit_once(
+        &self,
+        batch: &[Job],
+        view: &BatchView,
+    ) -> Result<Vec<Effects>, HandleError> {
+        // What the batch learns stays with this attempt: a rolled-back
+        // transaction's state must not reach the next.
+        let mut view = view.clone();
         let mut tx = self
             .pool
             .begin()
@@ -148,7 +183,11 @@ impl LaneContext {
             .map_err(crate::store::StoreError::from)?;
         let mut all = Vec::with_capacity(batch.len());
         for job in batch {
-            all.push(handlers::handle(&mut tx, &self.workspaces, &job.event).await?);
+            all.push(handlers::handle(&mut tx, &self.workspaces, &job.event, &mut view).await?);
+        }
+        if let Some(last) = all.last_mut() {
+            view.read_back_changed(&mut tx, &self.workspaces, last)
+                .await?;
         }
         let notices = self.hand_to_model_stage(batch, &mut all);
         tx.commit().await.map_err(crate::store::StoreError::from)?;

@@ -10,6 +10,7 @@ pub mod effects;
 pub mod error;
 pub mod field_writes;
 pub mod handlers;
+pub mod hot_profile;
 pub mod lane;
 pub mod metrics;
 pub mod model_job;

@@ -10,9 +10,9 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::event::{ChatMessage, Envelope};
-use crate::llm::prompts::PromptTurn;
 use crate::store::asks::ModelInputs;
 use crate::store::chat::StoredMessage;
+use crate::turn::Turn;
 
 /// Resolves once the transaction that stored a message has committed. The
 /// lane hands its model-path messages to the stage before its commit, so the
@@ -81,18 +81,6 @@ pub struct LaneInputs {
     pub read_at: Instant,
 }
 
-/// What the recording statement read for the model stage, and when it was
-/// sent.
-#[derive(Debug)]
-pub struct StageReads {
-    /// Model tokens the conversation had spent.
-    pub spent_tokens: i64,
-    /// The customer's agent instructions.
-    pub agent_instructions: Option<String>,
-    /// When the statement was sent.
-    pub sent_at: Instant,
-}
-
 /// The stored customer message a decision is about.
 #[derive(Debug)]
 pub struct ModelJob {
@@ -121,9 +109,9 @@ pub struct ModelJob {
     pub queued_at: Option<Instant>,
     /// The message opened its conversation, so no turns come before it.
     pub opened_conversation: bool,
-    /// The turns before the message, oldest first, as its recording read
-    /// them (none for a message resumed later: the stage reads them).
-    pub prior_turns: Option<Vec<PromptTurn>>,
+    /// The turns before the message, oldest first, as its lane read them
+    /// (none for a message resumed later: the stage reads them).
+    pub prior_turns: Option<Vec<Turn>>,
     /// The stage's inputs as the message's transaction read them.
     pub lane_inputs: Option<LaneInputs>,
     /// Whether the message's transaction has committed.
@@ -151,16 +139,7 @@ impl ModelJob {
             received_at: None,
             queued_at: None,
             opened_conversation: stored.new_conversation,
-            prior_turns: stored.stage_extras.as_ref().map(|extras| {
-                extras
-                    .prior_turns
-                    .iter()
-                    .map(|turn| PromptTurn {
-                        sender: turn.sender.clone(),
-                        text: turn.text.clone(),
-                    })
-                    .collect()
-            }),
+            prior_turns: None,
             lane_inputs: None,
             committed: CommitSignal::default(),
         }

@@ -21,19 +21,24 @@ use super::decision::{self, ModelStamp};
 use super::effects::{AfterCommit, Effects};
 use super::error::HandleError;
 use super::field_writes::announce_changes;
+use super::hot_profile;
 use super::metrics::Metrics;
 use super::model_job::{CommitSignal, ModelJob};
 use crate::config::LlmSettings;
 use crate::decide::{self, Decision, Gate, Rejected};
 use crate::llm::context;
 use crate::llm::model_client::{ModelCall, ModelClient};
-use crate::llm::prompts::{EnrichContext, PromptTurn};
+use crate::llm::prompts::EnrichContext;
 use crate::llm::schema::FieldEnums;
 use crate::retry::{Backoff, retry};
-use crate::state::Cache;
+use crate::state::{Cache, CacheUpdate};
+use crate::store::StoreError;
+use crate::store::asks;
+use crate::store::chat as chat_store;
+use crate::store::conversations;
 use crate::store::llm_calls::{self, CallRow, WorkerTiming};
 use crate::store::model_queue::{self, AiStatus, PendingMessage};
-use crate::store::{StoreError, asks, chat, conversations};
+use crate::turn::Turn;
 use crate::workspaces::Workspaces;
 
 /// Everything the model stage needs.
@@ -362,6 +367,7 @@ impl ModelStage {
                 .await;
         };
         let state = inputs.state;
+        let read_version = inputs.state_version;
         let spent = inputs.spent_tokens;
         let instructions = inputs.agent_instructions;
         let ctx = decision::context(&workspace, job, &state);
@@ -399,7 +405,7 @@ impl ModelStage {
         let proposal = call.proposal.clone().unwrap_or_default();
         let mut decided = decide::decide(&ctx, &stage, &proposal);
         self.drop_stale_ask(job, &mut decided).await?;
-        self.write(job, &decided, &call, timing).await
+        self.write(job, &decided, &call, timing, read_version).await
     }
 
     /// Calls the model while the message's transaction commits: the call's
@@ -430,7 +436,7 @@ impl ModelStage {
     }
 
     /// The turns the model sees before the job's message.
-    async fn turns_before(&self, job: &mut ModelJob) -> Result<Vec<PromptTurn>, StoreError> {
+    async fn turns_before(&self, job: &mut ModelJob) -> Result<Vec<Turn>, StoreError> {
         if job.opened_conversation {
             // Nothing was said before the message that opened the conversation.
             return Ok(Vec::new());
@@ -458,29 +464,18 @@ impl ModelStage {
                 None
             }
         };
-        let turns = match cached {
-            Some(turns) => turns
-                .into_iter()
-                .map(|t| PromptTurn {
-                    sender: t.sender.as_str().to_owned(),
-                    text: t.text,
-                })
-                .collect(),
-            None => chat::turns_before(
-                &self.pool,
-                job.conversation_id,
-                job.message_id,
-                self.recent_turns,
-            )
-            .await?
-            .into_iter()
-            .map(|turn| PromptTurn {
-                sender: turn.sender,
-                text: turn.text,
-            })
-            .collect(),
-        };
-        Ok(turns)
+        match cached {
+            Some(turns) => Ok(turns),
+            None => {
+                chat_store::turns_before(
+                    &self.pool,
+                    job.conversation_id,
+                    job.message_id,
+                    self.recent_turns,
+                )
+                .await
+            }
+        }
     }
 
     /// An ask is only useful as a reply to the customer's latest message.
@@ -511,6 +506,7 @@ impl ModelStage {
         decided: &Decision,
         call: &ModelCall,
         timing: Option<WorkerTiming>,
+        read_version: i64,
     ) -> Result<(), HandleError> {
         let mut effects = Effects::default();
         let finished = if decided.writes_nothing() {
@@ -518,8 +514,16 @@ impl ModelStage {
             // that commits on its own, with no transaction around it, and
             // without waiting for its flush (see `HotPath::ModelStage`).
             let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
-            self.record_outcome(&mut conn, job, decided, call, timing, &mut effects)
-                .await?
+            self.record_outcome(
+                &mut conn,
+                job,
+                decided,
+                call,
+                timing,
+                read_version,
+                &mut effects,
+            )
+            .await?
         } else {
             // Facts, declines, asks and merges are announced once committed,
             // so this commit waits until it is durable.
@@ -529,7 +533,15 @@ impl ModelStage {
                 .await
                 .map_err(StoreError::from)?;
             let finished = self
-                .record_outcome(&mut tx, job, decided, call, timing, &mut effects)
+                .record_outcome(
+                    &mut tx,
+                    job,
+                    decided,
+                    call,
+                    timing,
+                    read_version,
+                    &mut effects,
+                )
                 .await?;
             if finished {
                 tx.commit().await.map_err(StoreError::from)?;
@@ -554,7 +566,9 @@ impl ModelStage {
 
     /// Writes the decision, the call's row and the message's final status;
     /// false when the message was no longer pending (the caller must not
-    /// commit then).
+    /// commit then). A decision that wrote something leaves the customer's
+    /// hot profile as this transaction read it back, for after the commit.
+    #[allow(clippy::too_many_arguments)]
     async fn record_outcome(
         &self,
         conn: &mut PgConnection,
@@ -562,8 +576,20 @@ impl ModelStage {
         decided: &Decision,
         call: &ModelCall,
         timing: Option<WorkerTiming>,
+        read_version: i64,
         effects: &mut Effects,
     ) -> Result<bool, HandleError> {
+        let rechecked;
+        let decided = match self
+            .recheck_ask(conn, job, decided, call, read_version)
+            .await?
+        {
+            Some(again) => {
+                rechecked = again;
+                &rechecked
+            }
+            None => decided,
+        };
         let mut changes = Vec::new();
         let stamp = ModelStamp {
             model: &call.accounting.model,
@@ -572,6 +598,10 @@ impl ModelStage {
         let customer_id =
             decision::apply(conn, job, decided, Some(stamp), &mut changes, effects).await?;
         announce_changes(conn, &job.workspace_id, customer_id, changes, effects).await?;
+        if !decided.writes_nothing() {
+            self.keep_hot_profile(conn, job, customer_id, effects)
+                .await?;
+        }
         let row = CallRow {
             workspace_id: &job.workspace_id,
             conversation_id: job.conversation_id,
@@ -591,6 +621,99 @@ impl ModelStage {
             llm_calls::record_for_pending_message(conn, &row, &call.accounting, message_status)
                 .await?,
         )
+    }
+
+    /// Checks an ask again inside the writing transaction, with the
+    /// customer's row locked until the commit so no other writer changes
+    /// the decision state meanwhile: when the state moved since the inputs
+    /// were read (another conversation of the customer asked, say), the
+    /// decision is taken again on the state as it is now and the ask is kept
+    /// only if that decision makes it too. `None` when nothing changed.
+    async fn recheck_ask(
+        &self,
+        conn: &mut PgConnection,
+        job: &ModelJob,
+        decided: &Decision,
+        call: &ModelCall,
+        read_version: i64,
+    ) -> Result<Option<Decision>, HandleError> {
+        let Some(asked) = &decided.ask else {
+            return Ok(None);
+        };
+        let version = asks::lock_state_version(conn, job.customer_id).await?;
+        if version == Some(read_version) {
+            return Ok(None);
+        }
+        let mut kept = decided.clone();
+        let still_asked = match self.workspaces.get(&job.workspace_id) {
+            Some(workspace) if version.is_some() => {
+                let truth = asks::load_state(
+                    conn,
+                    job.customer_id,
+                    job.conversation_id,
+                    job.customer_turn,
+                )
+                .await?;
+                let ctx = decision::context(&workspace, job, &truth);
+                let stage = decide::pattern_stage(&ctx);
+                let proposal = call.proposal.clone().unwrap_or_default();
+                decide::decide(&ctx, &stage, &proposal)
+                    .ask
+                    .is_some_and(|again| again.field == asked.field)
+            }
+            _ => false,
+        };
+        if !still_asked && let Some(ask) = kept.ask.take() {
+            kept.rejections.push(Rejected {
+                field: ask.field,
+                reason: "stale",
+                kind: "ask",
+            });
+        }
+        Ok(Some(kept))
+    }
+
+    /// Reads the customer's hot profile back after this transaction's
+    /// writes and leaves it for Redis after the commit (a merge already
+    /// invalidated it instead).
+    async fn keep_hot_profile(
+        &self,
+        conn: &mut PgConnection,
+        job: &ModelJob,
+        customer_id: Uuid,
+        effects: &mut Effects,
+    ) -> Result<(), HandleError> {
+        let Some(workspace) = self.workspaces.get(&job.workspace_id) else {
+            return Ok(());
+        };
+        if customer_id != job.customer_id {
+            return Ok(());
+        }
+        let state = hot_profile::read_from_postgres(
+            conn,
+            workspace.fields,
+            customer_id,
+            job.conversation_id,
+        )
+        .await?;
+        match state {
+            Some(state) => {
+                effects.cache.push(CacheUpdate::PutProfile {
+                    workspace_id: job.workspace_id.clone(),
+                    profile: state.profile,
+                });
+                effects.cache.push(CacheUpdate::PutConversation {
+                    workspace_id: job.workspace_id.clone(),
+                    conversation: job.conversation.clone(),
+                    state: state.conversation,
+                });
+            }
+            None => effects.cache.push(CacheUpdate::InvalidateProfile {
+                workspace_id: job.workspace_id.clone(),
+                customer_id,
+            }),
+        }
+        Ok(())
     }
 
     /// Sets the message's final status once it is committed.

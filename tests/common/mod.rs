@@ -592,6 +592,33 @@ impl TestApp {
             .expect("redis")
     }
 
+    /// Waits until the worker has written a customer's hot profile to Redis
+    /// and returns its hash.
+    pub async fn wait_for_hot_profile(
+        &self,
+        workspace_id: &str,
+        customer_id: uuid::Uuid,
+        timeout: Duration,
+    ) -> std::collections::HashMap<String, String> {
+        let key = enricher::state::keys::profile(workspace_id, customer_id);
+        let mut redis = self.redis().await;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let hash: std::collections::HashMap<String, String> =
+                redis::AsyncCommands::hgetall(&mut redis, &key)
+                    .await
+                    .expect("hgetall");
+            if !hash.is_empty() {
+                return hash;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} was not written within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn redis_url(&self) -> String {
         Settings::load_from(&repo_root().join("config"))
             .expect("settings")

@@ -1,6 +1,7 @@
 //! `chat.message`: store the message (identity, conversation, counters),
 //! apply a login hint, and run the decision core's first pass on customer
-//! messages; messages that need the model leave as model jobs.
+//! messages, on the decision state the hot profile holds; messages that need
+//! the model leave as model jobs.
 
 use std::time::Instant;
 
@@ -10,15 +11,18 @@ use uuid::Uuid;
 use super::event_claim::workspace_defaults;
 use crate::decide::policy::Source;
 use crate::event::{ChatMessage, Envelope, FieldChange, IdentityHint, Sender};
-use crate::state::{CacheUpdate, Turn};
+use crate::state::{CacheUpdate, hot};
+use crate::store::asks::ModelInputs;
 use crate::store::chat::{self, ModelHandoff, Recorded, StoredMessage};
 use crate::store::conversations;
 use crate::store::fields::FieldWrite;
+use crate::turn::Turn;
 use crate::worker::decision::{self, FirstPass};
 use crate::worker::effects::Effects;
 use crate::worker::error::HandleError;
 use crate::worker::field_writes::{announce_changes, record_write};
-use crate::worker::model_job::{ModelJob, StageReads};
+use crate::worker::hot_profile::{self, BatchView};
+use crate::worker::model_job::{LaneInputs, ModelJob};
 use crate::workspaces::Workspace;
 
 pub(super) async fn handle(
@@ -27,9 +31,12 @@ pub(super) async fn handle(
     model: ModelHandoff,
     envelope: &Envelope,
     message: &ChatMessage,
+    view: &mut BatchView,
     effects: &mut Effects,
 ) -> Result<(), HandleError> {
     let sent_at = Instant::now();
+    let workspace_id = &envelope.workspace_id;
+    let conversation = &message.conversation_id;
     let stored = match chat::record_message(
         conn,
         envelope,
@@ -42,14 +49,14 @@ pub(super) async fn handle(
         Recorded::Duplicate => {
             // A redelivery may follow a crash between commit and cache write.
             effects.cache.push(CacheUpdate::InvalidateConversation {
-                workspace_id: envelope.workspace_id.clone(),
-                conversation: message.conversation_id.clone(),
+                workspace_id: workspace_id.clone(),
+                conversation: conversation.clone(),
             });
             if let Some((_, customer_id)) =
-                conversations::find(conn, &envelope.workspace_id, &message.conversation_id).await?
+                conversations::find(conn, workspace_id, conversation).await?
             {
                 effects.cache.push(CacheUpdate::InvalidateProfile {
-                    workspace_id: envelope.workspace_id.clone(),
+                    workspace_id: workspace_id.clone(),
                     customer_id,
                 });
             }
@@ -57,15 +64,17 @@ pub(super) async fn handle(
         }
         Recorded::Stored(stored) => stored,
     };
+    let turn = Turn {
+        message_id: stored.message_id,
+        sender: message.sender,
+        text: message.text.clone(),
+    };
+    view.saw_message(workspace_id, conversation, &turn, stored.message_count);
     effects.cache.push(CacheUpdate::AppendTurn {
-        workspace_id: envelope.workspace_id.clone(),
-        conversation: message.conversation_id.clone(),
-        turn: Turn {
-            message_id: stored.message_id,
-            sender: message.sender,
-            text: message.text.clone(),
-        },
-        opens_conversation: stored.new_conversation,
+        workspace_id: workspace_id.clone(),
+        conversation: conversation.clone(),
+        turn: turn.clone(),
+        message_count: stored.message_count,
     });
     let mut changes = Vec::new();
     let mut customer_id = stored.customer_id;
@@ -82,42 +91,158 @@ pub(super) async fn handle(
         .await?;
     }
     if stored.enrichment_enabled && message.sender == Sender::Customer {
-        let region = decision::phone_region(workspace, &stored, message);
-        let mut target = ModelJob::new(envelope, message, &stored, region);
-        target.customer_id = customer_id;
-        // The state came back with the message; hint writes since make it stale.
-        let preloaded = if message.identity_hint.is_some() {
-            None
-        } else {
-            stored.state.clone()
-        };
-        // A hint that merged the customer away makes the stage's reads stale.
-        let reads = stored
-            .stage_extras
-            .as_ref()
-            .filter(|_| customer_id == stored.customer_id)
-            .map(|extras| StageReads {
-                spent_tokens: extras.spent_tokens,
-                agent_instructions: extras.agent_instructions.clone(),
-                sent_at,
-            });
-        let pass = decision::first_pass(
+        customer_id = decide_first_pass(
             conn,
             workspace,
-            &mut target,
-            preloaded,
-            reads,
-            model != ModelHandoff::None,
+            model,
+            envelope,
+            message,
+            &stored,
+            &turn,
+            customer_id,
+            sent_at,
             &mut changes,
+            view,
             effects,
         )
         .await?;
-        customer_id = target.customer_id;
-        if pass == FirstPass::NeedsModel {
-            effects.model_jobs.push(target);
-        }
+    } else if message.identity_hint.is_some() {
+        // The hint may have changed the profile the cache holds.
+        effects.cache.push(CacheUpdate::InvalidateProfile {
+            workspace_id: workspace_id.clone(),
+            customer_id,
+        });
     }
-    announce_changes(conn, &envelope.workspace_id, customer_id, changes, effects).await
+    announce_changes(conn, workspace_id, customer_id, changes, effects).await
+}
+
+/// Reads the message's decision state from the hot profile (or Postgres),
+/// runs the decision core's first pass on it, keeps the hot profile current
+/// and hands a message that needs the model to the stage with what it
+/// needs. Returns the customer the message belongs to now.
+#[allow(clippy::too_many_arguments)]
+async fn decide_first_pass(
+    conn: &mut PgConnection,
+    workspace: &Workspace<'_>,
+    model: ModelHandoff,
+    envelope: &Envelope,
+    message: &ChatMessage,
+    stored: &StoredMessage,
+    turn: &Turn,
+    customer_id: Uuid,
+    sent_at: Instant,
+    changes: &mut Vec<FieldChange>,
+    view: &mut BatchView,
+    effects: &mut Effects,
+) -> Result<Uuid, HandleError> {
+    let workspace_id = &envelope.workspace_id;
+    let conversation = &message.conversation_id;
+    let region = decision::phone_region(workspace, stored, message);
+    let mut target = ModelJob::new(envelope, message, stored, region);
+    target.customer_id = customer_id;
+    // An identity hint's writes since the message was recorded make the
+    // version it read old.
+    let trusted = message.identity_hint.is_none();
+    let Some(state) = hot_profile::state_for(
+        conn,
+        view,
+        workspace.fields,
+        workspace_id,
+        conversation,
+        stored,
+        customer_id,
+        trusted,
+    )
+    .await?
+    else {
+        // The customer is gone (erased in this batch): nothing to decide.
+        return Ok(customer_id);
+    };
+    let decision_state =
+        hot::decision_state(&state.profile, &state.conversation, target.customer_turn);
+    let with_model = model != ModelHandoff::None;
+    let outcome = decision::first_pass(
+        conn,
+        workspace,
+        &mut target,
+        &decision_state,
+        with_model,
+        changes,
+        effects,
+    )
+    .await?;
+    let state = if target.customer_id != customer_id {
+        // A merge moved the customer: the next message reads it afresh.
+        view.forget(
+            workspace_id,
+            conversation,
+            &[customer_id, target.customer_id],
+        );
+        None
+    } else if outcome.changed_state && outcome.pass == FirstPass::NeedsModel {
+        // What this pass wrote is read back in the same transaction, for
+        // the model stage.
+        hot_profile::read_from_postgres(
+            conn,
+            workspace.fields,
+            target.customer_id,
+            stored.conversation_id,
+        )
+        .await?
+    } else if outcome.changed_state {
+        // Read back once for the whole batch, before its commit.
+        view.changed(
+            workspace_id,
+            conversation,
+            target.customer_id,
+            stored.conversation_id,
+        );
+        None
+    } else {
+        Some(state)
+    };
+    if let Some(state) = &state {
+        view.keep(workspace_id, conversation, state, effects);
+    }
+    let recent_turns = match model {
+        ModelHandoff::Pending { recent_turns } => recent_turns,
+        ModelHandoff::None => 0,
+    };
+    let turns = hot_profile::turns_for(
+        conn,
+        view,
+        workspace_id,
+        conversation,
+        stored,
+        turn,
+        recent_turns,
+        effects,
+    )
+    .await?;
+    if outcome.pass == FirstPass::NeedsModel {
+        target.prior_turns = Some(turns);
+        if let (Some(state), Some(spent_tokens)) = (state, stored.spent_tokens) {
+            target.lane_inputs = Some(LaneInputs {
+                inputs: ModelInputs {
+                    ai_status: Some("pending".to_owned()),
+                    customer_id: target.customer_id,
+                    state: hot::decision_state(
+                        &state.profile,
+                        &state.conversation,
+                        target.customer_turn,
+                    ),
+                    state_version: state.profile.version,
+                    spent_tokens,
+                    agent_instructions: state.profile.agent_instructions,
+                },
+                read_at: sent_at,
+            });
+        }
+        let customer_id = target.customer_id;
+        effects.model_jobs.push(target);
+        return Ok(customer_id);
+    }
+    Ok(target.customer_id)
 }
 
 async fn apply_identity_hint(

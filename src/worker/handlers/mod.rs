@@ -13,15 +13,18 @@ use sqlx::PgConnection;
 
 use super::effects::Effects;
 use super::error::HandleError;
+use super::hot_profile::BatchView;
 use crate::event::{Event, EventBody};
 use crate::workspaces::Workspaces;
 
-/// Handles one event inside the caller's transaction.
+/// Handles one event inside the caller's transaction; `view` is what the
+/// batch knows of the hot profile.
 #[tracing::instrument(skip_all, fields(event_id = %event.envelope.id, kind = event.type_name()))]
 pub async fn handle(
     conn: &mut PgConnection,
     workspaces: &Workspaces,
     event: &Event,
+    view: &mut BatchView,
 ) -> Result<Effects, HandleError> {
     let workspace = workspaces
         .get(&event.envelope.workspace_id)
@@ -40,6 +43,7 @@ pub async fn handle(
                 workspaces.model_handoff(),
                 &event.envelope,
                 message,
+                view,
                 &mut effects,
             )
             .await?

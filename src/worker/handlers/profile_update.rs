@@ -8,6 +8,7 @@ use super::event_claim::claim;
 use crate::decide::policy::Source;
 use crate::event::{CustomerRef, Envelope, ProfileUpdate};
 use crate::fields::Rejection;
+use crate::state::CacheUpdate;
 use crate::store::customers::{self, TagAuthor};
 use crate::store::fields::{FieldClear, FieldWrite};
 use crate::worker::effects::Effects;
@@ -131,5 +132,11 @@ pub(super) async fn handle(
     if let Some(instructions) = &update.agent_instructions {
         customers::set_agent_instructions(conn, customer_id, instructions).await?;
     }
+    // Fields, tags or instructions may have changed; the next customer
+    // message rebuilds the profile from Postgres.
+    effects.cache.push(CacheUpdate::InvalidateProfile {
+        workspace_id: workspace_id.to_owned(),
+        customer_id,
+    });
     announce_changes(conn, workspace_id, customer_id, changes, effects).await
 }
