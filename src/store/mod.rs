@@ -64,9 +64,12 @@ fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 40001 serialization failure, 40P01 deadlock, 08* connection, 53* resources,
-            // 57P0* shutdown / cannot connect now.
+            // 57P0* shutdown / cannot connect now, 55P03 lock timeout,
+            // 57014 statement timeout (the session settings of `connect_with_size`).
             code == "40001"
                 || code == "40P01"
+                || code == "55P03"
+                || code == "57014"
                 || code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P0")
@@ -100,6 +103,7 @@ pub async fn connect_with_size(
     hot_path: Option<warm_up::HotPath>,
 ) -> Result<PgPool, sqlx::Error> {
     let mut options: PgConnectOptions = settings.url.expose_secret().parse()?;
+    options = options.options(session_timeouts(settings));
     if let Some(path) = hot_path
         && !path.session_parameters().is_empty()
     {
@@ -120,6 +124,18 @@ pub async fn connect_with_size(
         });
     }
     pool.connect_with(options).await
+}
+
+/// The run-time parameters that bound every statement of a pooled session:
+/// `statement_timeout` and `lock_timeout`, in milliseconds (0 means none).
+pub fn session_timeouts(settings: &PostgresSettings) -> [(&'static str, String); 2] {
+    [
+        (
+            "statement_timeout",
+            settings.statement_timeout_ms.to_string(),
+        ),
+        ("lock_timeout", settings.lock_timeout_ms.to_string()),
+    ]
 }
 
 /// Applies pending migrations.
