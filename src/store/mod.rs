@@ -6,6 +6,7 @@ pub mod asks;
 pub mod chat;
 pub mod conversations;
 pub mod customers;
+pub mod dead_letters;
 pub mod erasure;
 pub mod fields;
 pub mod llm_calls;

@@ -13,6 +13,7 @@ use crate::event::{ChatMessage, Envelope, FieldChange, IdentityHint, Sender};
 use crate::state::{CacheUpdate, Turn};
 use crate::store::chat::{self, ModelHandoff, Recorded, StoredMessage};
 use crate::store::conversations;
+use crate::store::erasure::{self, Subject};
 use crate::store::fields::FieldWrite;
 use crate::worker::decision::{self, FirstPass};
 use crate::worker::effects::Effects;
@@ -57,6 +58,13 @@ pub(super) async fn handle(
         }
         Recorded::Stored(stored) => stored,
     };
+    if stored.new_customer && erased_since(conn, envelope, message).await? {
+        // A late copy (a retry, a redelivery) of a message from a customer
+        // erased after it was sent: it must not bring them back.
+        erasure::discard_recreated(conn, &envelope.workspace_id, stored.customer_id).await?;
+        tracing::info!("message from an erased customer dropped");
+        return Ok(());
+    }
     effects.cache.push(CacheUpdate::AppendTurn {
         workspace_id: envelope.workspace_id.clone(),
         conversation: message.conversation_id.clone(),
@@ -118,6 +126,26 @@ pub(super) async fn handle(
         }
     }
     announce_changes(conn, &envelope.workspace_id, customer_id, changes, effects).await
+}
+
+/// Whether the message's identity was erased by an erasure asked for after
+/// the message occurred.
+async fn erased_since(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    message: &ChatMessage,
+) -> Result<bool, HandleError> {
+    let identity = Subject::Identity {
+        platform: message.platform.as_str(),
+        platform_user_id: &message.platform_user_id,
+    };
+    Ok(erasure::erased_after(
+        &mut *conn,
+        &envelope.workspace_id,
+        &[identity, Subject::Conversation(&message.conversation_id)],
+        envelope.occurred_at,
+    )
+    .await?)
 }
 
 async fn apply_identity_hint(

@@ -7,6 +7,7 @@ use super::event_claim::claim;
 use crate::decide::policy::Source;
 use crate::event::{CustomerRef, Envelope, ProfileUpdate};
 use crate::store::customers;
+use crate::store::erasure::{self, Subject};
 use crate::store::fields::FieldWrite;
 use crate::worker::effects::Effects;
 use crate::worker::error::HandleError;
@@ -26,6 +27,12 @@ pub(super) async fn handle(
     let workspace_id = envelope.workspace_id.as_str();
     let mut customer_id = match customers::resolve(conn, workspace_id, &update.customer).await? {
         Some(id) => id,
+        None if erased_since(conn, envelope, &update.customer).await? => {
+            // A late copy of an update about a customer erased after it
+            // was made: it must not bring them back.
+            tracing::info!("profile.update about an erased customer dropped");
+            return Ok(());
+        }
         None => match &update.customer {
             CustomerRef::Identity {
                 platform,
@@ -106,4 +113,31 @@ pub(super) async fn handle(
         customers::set_agent_instructions(conn, customer_id, instructions).await?;
     }
     announce_changes(conn, workspace_id, customer_id, changes, effects).await
+}
+
+/// Whether the customer the update names was erased by an erasure asked for
+/// after the update was made.
+async fn erased_since(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    customer: &CustomerRef,
+) -> Result<bool, HandleError> {
+    let subject = match customer {
+        CustomerRef::Id(id) => Subject::Customer(*id),
+        CustomerRef::Identity {
+            platform,
+            platform_user_id,
+        } => Subject::Identity {
+            platform: platform.as_str(),
+            platform_user_id,
+        },
+        CustomerRef::Email(email) => Subject::Email(email),
+    };
+    Ok(erasure::erased_after(
+        &mut *conn,
+        &envelope.workspace_id,
+        &[subject],
+        envelope.occurred_at,
+    )
+    .await?)
 }
