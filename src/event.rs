@@ -583,7 +583,8 @@ pub struct AskRequested {
     pub question: String,
     /// Language of the question.
     pub language: String,
-    /// Why now.
+    /// Why now: a note for operators (one line, at most 200 characters),
+    /// never to be shown to the customer.
     pub reason: String,
     /// Id of the customer message this answers.
     pub in_reply_to: String,

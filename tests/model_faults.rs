@@ -6,7 +6,8 @@
 //! re-check at commit time, and the Postgres session bounds.
 //!
 //! The server is a raw TCP listener (a mock server cannot stall a body):
-//! it reads one request and answers according to a marker word in it.
+//! it reads one request and answers according to a marker word in the new
+//! customer message it carries.
 
 mod common;
 
@@ -63,6 +64,12 @@ async fn read_request(stream: &mut TcpStream) -> String {
 
 async fn answer(mut stream: TcpStream) {
     let request = read_request(&mut stream).await;
+    // Only the new message decides (earlier turns are in the prompt too).
+    let body: serde_json::Value = request
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or_default();
+    let request = new_message(&body);
     if request.contains("STALL") {
         // Headers, the start of a body, then nothing for a minute.
         let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n{\"choices\": [";

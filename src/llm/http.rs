@@ -108,6 +108,10 @@ pub enum TransportError {
     /// The response body was larger than the cap.
     #[error("response larger than {0} bytes")]
     TooLarge(usize),
+    /// The server answered with an error status (its body, often empty or
+    /// not JSON on a 429 or 502, is not needed).
+    #[error("http status {0}")]
+    Status(u16),
 }
 
 /// The tower service under async-openai.
@@ -204,6 +208,11 @@ impl tower::Service<HttpRequestFactory> for RetryingTransport {
                     Ok(Attempt::Answered(response)) => {
                         let status = response.status();
                         let retriable = status.as_u16() == 429 || status.is_server_error();
+                        if !status.is_success() && !(retriable && retries_left) {
+                            return Err(OpenAIError::Boxed(Box::new(TransportError::Status(
+                                status.as_u16(),
+                            ))));
+                        }
                         if !(retriable && retries_left) {
                             return Ok(response);
                         }
@@ -361,6 +370,7 @@ fn classify(error: OpenAIError) -> LlmError {
         OpenAIError::Boxed(inner) => match inner.downcast_ref::<TransportError>() {
             Some(TransportError::Timeout(_)) => LlmError::Timeout,
             Some(TransportError::TooLarge(_)) => LlmError::TooLarge,
+            Some(TransportError::Status(status)) => LlmError::Http(*status),
             None => LlmError::Transport(inner.to_string()),
         },
         OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout,
