@@ -208,13 +208,13 @@ impl tower::Service<HttpRequestFactory> for RetryingTransport {
                     Ok(Attempt::Answered(response)) => {
                         let status = response.status();
                         let retriable = status.as_u16() == 429 || status.is_server_error();
-                        if !status.is_success() && !(retriable && retries_left) {
+                        if !(retriable && retries_left) {
+                            if status.is_success() {
+                                return Ok(response);
+                            }
                             return Err(OpenAIError::Boxed(Box::new(TransportError::Status(
                                 status.as_u16(),
                             ))));
-                        }
-                        if !(retriable && retries_left) {
-                            return Ok(response);
                         }
                         let wait = policy.delay(attempt_number, retry_after(response.headers()));
                         tracing::warn!(
