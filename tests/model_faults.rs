@@ -317,7 +317,7 @@ async fn postgres_sessions_carry_statement_and_lock_timeouts() {
     let mut settings = app.settings();
     settings.postgres.statement_timeout_ms = 1500;
     settings.postgres.lock_timeout_ms = 700;
-    let pool = enricher::store::connect(&settings.postgres)
+    let pool = enricher::store::connect_with_size(&settings.postgres, 1, 0, None)
         .await
         .expect("pool");
     let statement: String = sqlx::query_scalar("SHOW statement_timeout")
@@ -344,4 +344,13 @@ async fn postgres_sessions_carry_statement_and_lock_timeouts() {
         .await
         .expect("show");
     assert_eq!(statement, "1min");
+    // The tools' and migrations' pool has no such limits.
+    let tools = enricher::store::connect(&settings.postgres)
+        .await
+        .expect("pool");
+    let statement: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&tools)
+        .await
+        .expect("show");
+    assert_eq!(statement, "0");
 }

@@ -79,9 +79,16 @@ fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Opens the connection pool.
+/// Opens a connection pool for the command-line tools and migrations:
+/// without the worker's session timeouts, so a long export or a migration
+/// that builds an index on a large table is not cut short.
 pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
-    connect_with_size(settings, settings.max_connections, 0, None).await
+    let options: PgConnectOptions = settings.url.expose_secret().parse()?;
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
 }
 
 /// Opens a connection pool of at most `size` connections that keeps `warm`
@@ -90,7 +97,9 @@ pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error>
 /// start-up rather than in the latency of the first events. With a
 /// `hot_path`, every new connection starts with that path's run-time
 /// parameters and runs its statements once before it is handed out (see
-/// [`warm_up`]).
+/// [`warm_up`]). Every session runs with `statement_timeout` and
+/// `lock_timeout` ([`session_timeouts`]), so no statement holds a worker's
+/// connection for good.
 ///
 /// Idle connections are not pinged before use: that ping is a round trip on
 /// every acquire, in the latency of every event. A connection that died
