@@ -304,9 +304,16 @@ async fn a_value_an_agent_sets_during_the_model_call_cancels_the_ask() {
             .fetch_one(&app.pool)
             .await
             .expect("call row");
-    assert!(
-        rejections.get("ask:known_field").is_none(),
-        "the decision itself saw no email: {rejections}"
+    assert_eq!(
+        rejections,
+        json!({}),
+        "the decision itself accepted the ask (it saw no email)"
+    );
+    assert_eq!(
+        worker.metrics.rejections().get("known_at_commit"),
+        Some(&1),
+        "the ask was cancelled at commit time: {:?}",
+        worker.metrics.rejections()
     );
     worker.stop().await;
 }

@@ -117,7 +117,7 @@ async fn store(
     }
     dead_letters::insert(
         pool,
-        delivery.routing_key.as_str(),
+        &delivery.routing_key.as_str().replace('\0', ""),
         &delivery.data,
         reason,
         subjects,
