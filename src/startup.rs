@@ -2,9 +2,9 @@
 //! and RabbitMQ, applies migrations, syncs workspaces and declares the
 //! topology; [`Application::run_until_stopped`] starts the consumer and its
 //! lanes, the model stage, the summary sweeper, the outbox relay, the
-//! dead-letter sink and the retention sweep, and on a stop signal stops consuming, lets the lanes
-//! finish and ack what they hold, and closes the connections. Nothing that
-//! it starts imports it.
+//! dead-letter sink and the retention sweep, and on a stop signal stops
+//! consuming, lets the lanes finish and ack what they hold, and closes the
+//! connections. Nothing that it starts imports it.
 
 use std::future::Future;
 use std::sync::Arc;
