@@ -119,8 +119,14 @@ pub struct LlmSettings {
     pub api_key_env: String,
     /// Structured-output mode.
     pub mode: OutputMode,
-    /// Bound of one HTTP attempt.
+    /// Deadline of one HTTP attempt: connecting, the response headers and
+    /// the whole body. A call (all its attempts and waits) ends by
+    /// `(max_retries + 1) × timeout_ms + max_retries × max_backoff_ms`.
     pub timeout_ms: u64,
+    /// Largest model response body accepted, in bytes; a larger one fails
+    /// the call (`too_large`).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
     /// Retries of 429, 5xx and timeouts after the first attempt.
     pub max_retries: u32,
     /// First backoff between attempts (doubles, with jitter).
@@ -202,6 +208,25 @@ pub struct PostgresSettings {
     pub max_connections: u32,
     /// Size of the model stage's own pool (used only with a model).
     pub model_stage_connections: u32,
+    /// Longest a statement may run before Postgres cancels it (0: no limit).
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// Longest a statement may wait for a lock before Postgres cancels it
+    /// (0: no limit).
+    #[serde(default = "default_lock_timeout_ms")]
+    pub lock_timeout_ms: u64,
+}
+
+fn default_max_response_bytes() -> usize {
+    1024 * 1024
+}
+
+fn default_statement_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_lock_timeout_ms() -> u64 {
+    10_000
 }
 
 /// How the worker consumes.

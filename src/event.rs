@@ -465,11 +465,12 @@ impl Event {
         }
         let text = std::str::from_utf8(bytes)
             .map_err(|e| invalid(format!("event is not valid UTF-8: {e}")))?;
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| invalid(format!("malformed JSON: {e}")))?;
         if !value.is_object() {
             return Err(invalid("event must be a JSON object"));
         }
+        crate::boundary::enforce(&mut value, Utc::now()).map_err(|v| invalid(v.0))?;
         let kind: TypeKey = from_value(&value, "type")?;
         let envelope: Envelope = from_value(&value, "envelope")?;
         validate_envelope(&envelope)?;
@@ -661,7 +662,8 @@ pub struct AskRequested {
     pub question: String,
     /// Language of the question.
     pub language: String,
-    /// Why now.
+    /// Why now: a note for operators (one line, at most 200 characters),
+    /// never to be shown to the customer.
     pub reason: String,
     /// Id of the customer message this answers.
     pub in_reply_to: String,

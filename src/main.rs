@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::customers::CustomersCommand,
     },
+    /// List, replay and purge dead letters (see docs/dead-letters.md).
+    DeadLetters {
+        #[command(subcommand)]
+        command: cli::dead_letters::DeadLettersCommand,
+    },
     /// Prompt templates.
     Prompts {
         #[command(subcommand)]
@@ -154,6 +159,7 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
             command: None,
         } => cli::inspect::print_schema(&settings, workspace.as_deref()),
         Command::Customers { command } => cli::customers::run(&settings, command).await,
+        Command::DeadLetters { command } => cli::dead_letters::run(&settings, command).await,
         Command::Prompts {
             command: PromptsCommand::Check { dir },
         } => cli::inspect::check_prompts(dir.as_deref().unwrap_or(&settings.llm.prompts_dir)),

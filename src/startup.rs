@@ -1,10 +1,10 @@
 //! Start-up in one place: [`Application::build`] connects to Postgres, Redis
 //! and RabbitMQ, applies migrations, syncs workspaces and declares the
 //! topology; [`Application::run_until_stopped`] starts the consumer and its
-//! lanes, the model stage, the summary sweeper, the outbox relay and the
-//! retention sweep, and on a stop signal stops consuming, lets the lanes
-//! finish and ack what they hold, and closes the connections. Nothing that
-//! it starts imports it.
+//! lanes, the model stage, the summary sweeper, the outbox relay, the
+//! dead-letter sink and the retention sweep, and on a stop signal stops
+//! consuming, lets the lanes finish and ack what they hold, and closes the
+//! connections. Nothing that it starts imports it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::event::Limits;
 use crate::insights::Insights;
 use crate::llm::model_client::ModelClient;
 use crate::llm::prompts::Prompts;
-use crate::queue::outbox_relay;
+use crate::queue::{dead_letter_sink, outbox_relay};
 use crate::queue::{publisher::Publisher, subscription::Subscription};
 use crate::state::Cache;
 use crate::store;
@@ -239,6 +239,11 @@ impl Application {
             self.settings.retention.clone(),
         ));
         let counters = tokio::spawn(log_counters(Arc::clone(&self.metrics)));
+        // What reaches the dead-letter queue moves into enrich.dead_letters.
+        let dead_letter_sink = tokio::spawn(dead_letter_sink::run(
+            self.settings.amqp.clone(),
+            self.pool.clone(),
+        ));
 
         self.link.start().await?;
         tracing::info!(queue = %self.settings.amqp.work_queue, lanes, "consuming");
@@ -277,6 +282,7 @@ impl Application {
         }
         insights.stop(grace).await;
         relay.abort();
+        dead_letter_sink.abort();
         retention_sweep.abort();
         if let Some(resumer) = resumer {
             resumer.abort();

@@ -405,15 +405,9 @@ async fn forget_leaves_no_personal_data_in_postgres_or_redis() {
     assert!(keys.is_empty(), "redis still holds {keys:?}");
 
     // A later message from the same identity starts a fresh, empty profile.
-    app.publish(&[chat(
-        &ws,
-        "m2",
-        "conv-g",
-        "u-forget",
-        "customer",
-        "hello again",
-    )])
-    .await;
+    let mut later = chat(&ws, "m2", "conv-g", "u-forget", "customer", "hello again");
+    later["occurred_at"] = json!("2026-03-03T10:00:00Z");
+    app.publish(&[later]).await;
     app.wait_for_count("SELECT count(*) FROM enrich.customers", 1, WAIT)
         .await;
     assert_eq!(

@@ -608,9 +608,17 @@ async fn forget(
     let counts = profiles::erasure_counts(&mut tx, customer_id)
         .await
         .context("counting the customer's rows")?;
-    let erased = erasure::forget(&mut tx, &workspace_id, customer_id, Some("cli"), None)
-        .await
-        .context("erasing the customer")?;
+    let erased = erasure::forget(
+        &mut tx,
+        &workspace_id,
+        customer_id,
+        erasure::Request {
+            requested_by: Some("cli"),
+            ..erasure::Request::default()
+        },
+    )
+    .await
+    .context("erasing the customer")?;
     tx.commit().await.context("committing the erasure")?;
 
     let conversations = erased.conversation_external_ids.len();

@@ -1,9 +1,11 @@
 //! Subcommands of the `enricher` binary that are more than a call into the
 //! worker: publishing events, benchmarking, inspecting schema and prompts, and
-//! the customer tools (show, export, forget).
+//! the customer tools (show, export, forget) and the dead-letter tools (list,
+//! replay, purge).
 
 pub mod bench;
 pub mod customers;
+pub mod dead_letters;
 pub mod fake_model;
 pub mod inspect;
 pub mod send;

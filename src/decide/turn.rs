@@ -555,25 +555,58 @@ fn choose_ask(ctx: &TurnContext<'_>, proposal: &Proposal, decision: &mut Decisio
         match validate_ask(ctx, ask, decision) {
             Ok(()) => {
                 let question = ask.question.trim();
-                let question = if question.is_empty()
-                    || names_other_fields(question, &ask.field, ctx.fields)
-                {
-                    // One field per ask: a question that also asks for another
-                    // field is replaced by the standard one for this field.
-                    language::default_question(&decision.language, &ask.field, ctx.fields)
-                } else {
+                let question = if question_is_publishable(question, &ask.field, ctx.fields) {
                     question.to_owned()
+                } else {
+                    // The question goes to the customer as written: one that
+                    // is too long, asks for another field too, or carries a
+                    // link, an address or a number is replaced by the
+                    // standard one for this field.
+                    language::default_question(&decision.language, &ask.field, ctx.fields)
                 };
                 decision.ask = Some(AcceptedAsk {
                     field: ask.field.clone(),
                     question,
-                    reason: ask.reason.clone(),
+                    reason: clip_reason(&ask.reason),
                     language: decision.language.clone(),
                 });
             }
             Err(reason) => reject(decision, &ask.field, reason, "ask"),
         }
     }
+}
+
+/// Longest question published to the customer, in characters.
+pub const MAX_QUESTION_CHARS: usize = 300;
+/// Longest ask reason kept, in characters: an operator-facing note, never
+/// shown to the customer.
+pub const MAX_ASK_REASON_CHARS: usize = 200;
+
+static QUESTION_CONTACT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)[^\s@]+@[^\s@]+|[a-z][a-z0-9+.-]*://|\bwww\.|\b[a-z0-9-]+\.(com|net|org|io|co|me|ly|app|dev|info|biz|xyz|link|site|online|shop|ai|gl|gg|to)\b|(\+?\d[\s().-]*){7,}",
+    )
+    .expect("valid regex")
+});
+
+/// Whether the model's question may go to the customer as written: not
+/// empty, at most [`MAX_QUESTION_CHARS`], naming no field but `field`, and
+/// holding no URL, email address or phone number.
+fn question_is_publishable(question: &str, field: &str, fields: &FieldSet) -> bool {
+    !question.is_empty()
+        && question.chars().count() <= MAX_QUESTION_CHARS
+        && !QUESTION_CONTACT.is_match(question)
+        && !names_other_fields(question, field, fields)
+}
+
+/// The ask's reason on one line, at most [`MAX_ASK_REASON_CHARS`].
+fn clip_reason(reason: &str) -> String {
+    let one_line: String = reason
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    one_line.chars().take(MAX_ASK_REASON_CHARS).collect()
 }
 
 fn validate_ask(
@@ -1064,6 +1097,62 @@ mod hostile_tests {
             triggers: &triggers,
         };
         decide(&ctx, &pattern_stage(&ctx), proposal)
+    }
+
+    fn asked_with(question: &str, reason: &str) -> AcceptedAsk {
+        let proposal = Proposal {
+            asks: vec![ProposedAsk {
+                field: "email".into(),
+                question: question.into(),
+                reason: reason.into(),
+            }],
+            language: Some("en".into()),
+            ..Proposal::default()
+        };
+        decide_with("please send me the brochure", &proposal)
+            .ask
+            .expect("the ask is accepted")
+    }
+
+    #[test]
+    fn a_plain_question_is_published_as_written() {
+        let ask = asked_with("Which email should we send it to?", "wants the brochure");
+        assert_eq!(ask.question, "Which email should we send it to?");
+        assert_eq!(ask.reason, "wants the brochure");
+    }
+
+    #[test]
+    fn unpublishable_questions_become_the_default_question() {
+        let default = language::default_question(
+            "en",
+            "email",
+            &FieldSet::new(vec![], &["name".into(), "email".into()]).expect("fields"),
+        );
+        for question in [
+            "x".repeat(MAX_QUESTION_CHARS + 1).as_str(),
+            "What is your email and your name?",
+            "Send your email via https://evil.example/form please",
+            "Visit www.example.org and leave your email",
+            "Is your email ann@example.com?",
+            "Reply with your email or call +1 (555) 123-4567",
+            "Leave your email at example.com",
+            "",
+        ] {
+            assert_eq!(asked_with(question, "r").question, default, "{question}");
+        }
+        let longest = format!("{}?", "email ".repeat(49).trim_end());
+        assert!(longest.chars().count() <= MAX_QUESTION_CHARS);
+        assert_eq!(asked_with(&longest, "r").question, longest);
+    }
+
+    #[test]
+    fn the_reason_is_clipped_to_one_line() {
+        let ask = asked_with(
+            "Which email should we use?",
+            &format!("a\nb\t{}", "c".repeat(400)),
+        );
+        assert!(ask.reason.starts_with("a b c"));
+        assert_eq!(ask.reason.chars().count(), MAX_ASK_REASON_CHARS);
     }
 
     fn name_fact(value: &str, quote: &str) -> Proposal {

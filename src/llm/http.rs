@@ -1,5 +1,6 @@
 //! The OpenAI-compatible HTTP client: async-openai with a transport of ours
-//! underneath that bounds every attempt by a timeout, retries 429 and 5xx
+//! underneath that bounds every attempt (connect, headers and the whole body,
+//! read into memory up to a size cap) by one deadline, retries 429 and 5xx
 //! with exponential backoff and jitter (honouring `Retry-After`), counts the
 //! attempts, and limits concurrent calls. Responses are returned as JSON
 //! values so servers that omit or vary fields still parse.
@@ -29,17 +30,21 @@ tokio::task_local! {
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub max_retries: u32,
-    /// Bound of one attempt.
+    /// Deadline of one attempt: connecting, the response headers and the
+    /// whole body.
     pub timeout: Duration,
     /// First backoff; doubles each retry.
     pub backoff: Duration,
     /// Longest wait, also for `Retry-After`.
     pub max_backoff: Duration,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: usize,
 }
 
 impl RetryPolicy {
     /// The wait before retry number `retry` (1-based): `Retry-After` when the
-    /// server sent one, else exponential backoff with ±50 % jitter.
+    /// server sent one, else exponential backoff with ±50 % jitter; never
+    /// more than `max_backoff`.
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
         let delay = match retry_after {
             Some(wait) => wait,
@@ -52,6 +57,16 @@ impl RetryPolicy {
         };
         delay.min(self.max_backoff)
     }
+
+    /// The longest a whole call can take: every attempt to its deadline and
+    /// every wait at its cap. The call's own deadline, so nothing a server
+    /// does holds a call (and its concurrency slot) longer.
+    pub fn call_deadline(&self) -> Duration {
+        let attempts = self.max_retries.saturating_add(1);
+        self.timeout
+            .saturating_mul(attempts)
+            .saturating_add(self.max_backoff.saturating_mul(self.max_retries))
+    }
 }
 
 fn jitter() -> f64 {
@@ -62,7 +77,10 @@ fn jitter() -> f64 {
     f64::from(nanos % 1000) / 1000.0
 }
 
-/// Reads `Retry-After` as seconds or an HTTP date.
+/// Reads `Retry-After` as delay-seconds or an HTTP date. Whatever the value
+/// (`inf`, `NaN`, a number too large for a [`Duration`], a malformed date)
+/// this never panics: a wait too long to represent is [`Duration::MAX`]
+/// (callers cap it), anything unreadable or negative is `None`.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -70,7 +88,10 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .ok()?
         .trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        if seconds.is_nan() || seconds < 0.0 {
+            return None;
+        }
+        return Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
@@ -81,9 +102,16 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 /// Errors of the transport itself (not of the API).
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// Every attempt timed out.
+    /// Every attempt ran past its deadline.
     #[error("timed out after {0} attempts")]
     Timeout(u32),
+    /// The response body was larger than the cap.
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    /// The server answered with an error status (its body, often empty or
+    /// not JSON on a 429 or 502, is not needed).
+    #[error("http status {0}")]
+    Status(u16),
 }
 
 /// The tower service under async-openai.
@@ -91,6 +119,50 @@ pub enum TransportError {
 pub struct RetryingTransport {
     http: reqwest::Client,
     policy: RetryPolicy,
+}
+
+/// One attempt's answer, read to the end within the attempt's deadline.
+enum Attempt {
+    /// A whole response, body in memory.
+    Answered(reqwest::Response),
+    /// Connecting or sending failed.
+    Failed(reqwest::Error),
+    /// The body was larger than the cap.
+    TooLarge,
+}
+
+/// Sends one request and reads its whole body, refusing bodies over
+/// `max_bytes`. The response handed back carries the body in memory, so
+/// nothing after the transport can wait on the network.
+async fn attempt(http: &reqwest::Client, request: reqwest::Request, max_bytes: usize) -> Attempt {
+    let mut response = match http.execute(request).await {
+        Ok(response) => response,
+        Err(error) => return Attempt::Failed(error),
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > max_bytes as u64)
+    {
+        return Attempt::TooLarge;
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max_bytes {
+                    return Attempt::TooLarge;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(error) => return Attempt::Failed(error),
+        }
+    }
+    let mut buffered = http::Response::new(body);
+    *buffered.status_mut() = response.status();
+    *buffered.version_mut() = response.version();
+    *buffered.headers_mut() = response.headers().clone();
+    Attempt::Answered(reqwest::Response::from(buffered))
 }
 
 impl tower::Service<HttpRequestFactory> for RetryingTransport {
@@ -106,32 +178,48 @@ impl tower::Service<HttpRequestFactory> for RetryingTransport {
         let http = self.http.clone();
         let policy = self.policy;
         Box::pin(async move {
-            let mut attempt = 0;
+            let mut attempt_number = 0;
             loop {
-                attempt += 1;
-                let _ = ATTEMPTS.try_with(|count| count.set(attempt));
-                let retries_left = attempt <= policy.max_retries;
+                attempt_number += 1;
+                let _ = ATTEMPTS.try_with(|count| count.set(attempt_number));
+                let retries_left = attempt_number <= policy.max_retries;
                 let request = factory.build().await?;
-                match tokio::time::timeout(policy.timeout, http.execute(request)).await {
+                let outcome = tokio::time::timeout(
+                    policy.timeout,
+                    attempt(&http, request, policy.max_response_bytes),
+                )
+                .await;
+                match outcome {
                     Err(_) if retries_left => {}
                     Err(_) => {
                         return Err(OpenAIError::Boxed(Box::new(TransportError::Timeout(
-                            attempt,
+                            attempt_number,
                         ))));
                     }
-                    Ok(Err(error))
-                        if retries_left && (error.is_connect() || error.is_timeout()) => {}
-                    Ok(Err(error)) => return Err(OpenAIError::Reqwest(error)),
-                    Ok(Ok(response)) => {
+                    Ok(Attempt::TooLarge) => {
+                        return Err(OpenAIError::Boxed(Box::new(TransportError::TooLarge(
+                            policy.max_response_bytes,
+                        ))));
+                    }
+                    Ok(Attempt::Failed(error))
+                        if retries_left
+                            && (error.is_connect() || error.is_timeout() || error.is_body()) => {}
+                    Ok(Attempt::Failed(error)) => return Err(OpenAIError::Reqwest(error)),
+                    Ok(Attempt::Answered(response)) => {
                         let status = response.status();
                         let retriable = status.as_u16() == 429 || status.is_server_error();
                         if !(retriable && retries_left) {
-                            return Ok(response);
+                            if status.is_success() {
+                                return Ok(response);
+                            }
+                            return Err(OpenAIError::Boxed(Box::new(TransportError::Status(
+                                status.as_u16(),
+                            ))));
                         }
-                        let wait = policy.delay(attempt, retry_after(response.headers()));
+                        let wait = policy.delay(attempt_number, retry_after(response.headers()));
                         tracing::warn!(
                             status = status.as_u16(),
-                            attempt,
+                            attempt = attempt_number,
                             wait_ms = wait.as_millis() as u64,
                             "llm call failed; retrying"
                         );
@@ -139,9 +227,9 @@ impl tower::Service<HttpRequestFactory> for RetryingTransport {
                         continue;
                     }
                 }
-                let wait = policy.delay(attempt, None);
+                let wait = policy.delay(attempt_number, None);
                 tracing::warn!(
-                    attempt,
+                    attempt = attempt_number,
                     wait_ms = wait.as_millis() as u64,
                     "llm call timed out or could not connect; retrying"
                 );
@@ -179,6 +267,9 @@ pub enum LlmError {
     /// The response is not a chat completion.
     #[error("malformed response: {0}")]
     Malformed(String),
+    /// The response body was larger than `llm.max_response_bytes`.
+    #[error("response too large")]
+    TooLarge,
 }
 
 impl LlmError {
@@ -190,6 +281,7 @@ impl LlmError {
             LlmError::Http(_) => "http_error",
             LlmError::Transport(_) => "transport_error",
             LlmError::Malformed(_) => "malformed",
+            LlmError::TooLarge => "too_large",
         }
     }
 }
@@ -199,6 +291,7 @@ impl LlmError {
 pub struct HttpClient {
     client: Client<OpenAIConfig>,
     limiter: Arc<Semaphore>,
+    deadline: Duration,
 }
 
 /// A finished call: what came back and what it cost.
@@ -219,18 +312,23 @@ impl HttpClient {
         let config = OpenAIConfig::new()
             .with_api_base(base_url.trim_end_matches('/'))
             .with_api_key(api_key);
+        let policy = RetryPolicy {
+            max_retries: settings.max_retries,
+            timeout: Duration::from_millis(settings.timeout_ms),
+            backoff: Duration::from_millis(settings.backoff_ms),
+            max_backoff: Duration::from_millis(settings.max_backoff_ms),
+            max_response_bytes: settings.max_response_bytes,
+        };
         let transport = RetryingTransport {
-            http: reqwest::Client::builder().build()?,
-            policy: RetryPolicy {
-                max_retries: settings.max_retries,
-                timeout: Duration::from_millis(settings.timeout_ms),
-                backoff: Duration::from_millis(settings.backoff_ms),
-                max_backoff: Duration::from_millis(settings.max_backoff_ms),
-            },
+            http: reqwest::Client::builder()
+                .connect_timeout(policy.timeout)
+                .build()?,
+            policy,
         };
         Ok(HttpClient {
             client: Client::with_config(config).with_http_service(transport),
             limiter: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+            deadline: policy.call_deadline(),
         })
     }
 
@@ -246,13 +344,20 @@ impl HttpClient {
         };
         let (result, attempts) = ATTEMPTS
             .scope(Cell::new(0), async {
-                let result: Result<Value, OpenAIError> =
-                    self.client.chat().create_byot(request).await;
+                // Each attempt has its deadline in the transport; this one
+                // bounds the call as a whole whatever happens above it.
+                let result =
+                    tokio::time::timeout(self.deadline, self.client.chat().create_byot(request))
+                        .await;
                 (result, ATTEMPTS.with(Cell::get))
             })
             .await;
+        let result = match result {
+            Ok(result) => result.map_err(classify),
+            Err(_) => Err(LlmError::Timeout),
+        };
         CallReport {
-            result: result.map_err(classify).and_then(completion),
+            result: result.and_then(completion),
             attempts,
             latency: started.elapsed(),
         }
@@ -262,9 +367,12 @@ impl HttpClient {
 fn classify(error: OpenAIError) -> LlmError {
     match error {
         OpenAIError::ApiError(api) => LlmError::Http(api.status_code.as_u16()),
-        OpenAIError::Boxed(inner) if inner.downcast_ref::<TransportError>().is_some() => {
-            LlmError::Timeout
-        }
+        OpenAIError::Boxed(inner) => match inner.downcast_ref::<TransportError>() {
+            Some(TransportError::Timeout(_)) => LlmError::Timeout,
+            Some(TransportError::TooLarge(_)) => LlmError::TooLarge,
+            Some(TransportError::Status(status)) => LlmError::Http(*status),
+            None => LlmError::Transport(inner.to_string()),
+        },
         OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout,
         OpenAIError::Reqwest(e) => match e.status() {
             Some(status) => LlmError::Http(status.as_u16()),
@@ -314,6 +422,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(300),
+            max_response_bytes: 1024,
         };
         let first = policy.delay(1, None);
         assert!(
@@ -350,6 +459,45 @@ mod tests {
             None,
             "a date in the past means no wait"
         );
+        let future = (chrono::Utc::now() + chrono::Duration::seconds(30))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            future.parse().expect("header"),
+        );
+        let wait = retry_after(&headers).expect("a future date is a wait");
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn retry_after_never_panics_and_is_capped() {
+        let policy = RetryPolicy {
+            max_retries: 2,
+            timeout: Duration::from_secs(1),
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+            max_response_bytes: 1024,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        for value in ["inf", "Infinity", "1e300", "18446744073709551616", "+inf"] {
+            headers.insert(reqwest::header::RETRY_AFTER, value.parse().expect("header"));
+            let wait = retry_after(&headers);
+            assert_eq!(wait, Some(Duration::MAX), "{value}");
+            assert_eq!(policy.delay(1, wait), Duration::from_millis(500), "{value}");
+        }
+        for value in [
+            "NaN",
+            "-5",
+            "-inf",
+            "soon",
+            "Wed, 99 Foo 2015 07:28:00 GMT",
+            "",
+        ] {
+            headers.insert(reqwest::header::RETRY_AFTER, value.parse().expect("header"));
+            assert_eq!(retry_after(&headers), None, "{value}");
+        }
+        assert_eq!(policy.call_deadline(), Duration::from_secs(4));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! RabbitMQ: the topology the worker declares, the connection with automatic
 //! recovery, the subscription that outlives what that recovery cannot mend,
-//! and publishing with publisher confirms (outbound events, dead letters and
-//! delayed retries).
+//! publishing with publisher confirms (outbound events, dead letters and
+//! delayed retries), and the sink that moves dead letters into Postgres.
 
 pub mod acks;
+pub mod dead_letter_sink;
 pub mod outbox_relay;
 pub mod publisher;
 pub mod subscription;

@@ -312,12 +312,20 @@ pub struct NewAsk<'a> {
     pub customer_turn: u32,
 }
 
-/// Logs an ask as pending.
-pub async fn record_ask(conn: &mut PgConnection, ask: &NewAsk<'_>) -> Result<i64, StoreError> {
-    let (id,): (i64,) = sqlx::query_as(
+/// Logs an ask as pending, unless the field has a value or was declined by
+/// now: a value an agent (or anyone) set while the model was thinking
+/// cancels the ask. `None` when it was cancelled.
+pub async fn record_ask(
+    conn: &mut PgConnection,
+    ask: &NewAsk<'_>,
+) -> Result<Option<i64>, StoreError> {
+    let id: Option<(i64,)> = sqlx::query_as(
         "INSERT INTO enrich.asks (workspace_id, conversation_id, customer_id, field, question, reason, language,
                                   in_reply_to, customer_turn)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) RETURNING id",
+         SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9
+          WHERE NOT EXISTS (SELECT 1 FROM enrich.customer_fields WHERE customer_id = $3 AND field = $4)
+            AND NOT EXISTS (SELECT 1 FROM enrich.declined_fields WHERE customer_id = $3 AND field = $4)
+         RETURNING id",
     )
     .bind(ask.workspace_id)
     .bind(ask.conversation_id)
@@ -328,9 +336,9 @@ pub async fn record_ask(conn: &mut PgConnection, ask: &NewAsk<'_>) -> Result<i64
     .bind(ask.language)
     .bind(ask.in_reply_to)
     .bind(ask.customer_turn as i32)
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(id)
+    Ok(id.map(|(id,)| id))
 }
 
 /// Marks pending asks that went unanswered for `after_turns` customer turns as ignored.

@@ -9,6 +9,7 @@ pub mod asks;
 pub mod chat;
 pub mod conversations;
 pub mod customers;
+pub mod dead_letters;
 pub mod erasure;
 pub mod fields;
 pub mod insights;
@@ -77,9 +78,12 @@ fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 40001 serialization failure, 40P01 deadlock, 08* connection, 53* resources,
-            // 57P0* shutdown / cannot connect now.
+            // 57P0* shutdown / cannot connect now, 55P03 lock timeout,
+            // 57014 statement timeout (the session settings of `connect_with_size`).
             code == "40001"
                 || code == "40P01"
+                || code == "55P03"
+                || code == "57014"
                 || code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P0")
@@ -88,9 +92,16 @@ fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Opens the connection pool.
+/// Opens a connection pool for the command-line tools and migrations:
+/// without the worker's session timeouts, so a long export or a migration
+/// that builds an index on a large table is not cut short.
 pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error> {
-    connect_with_size(settings, settings.max_connections, 0, None).await
+    let options: PgConnectOptions = settings.url.expose_secret().parse()?;
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
 }
 
 /// Opens a connection pool of at most `size` connections that keeps `warm`
@@ -99,7 +110,9 @@ pub async fn connect(settings: &PostgresSettings) -> Result<PgPool, sqlx::Error>
 /// start-up rather than in the latency of the first events. With a
 /// `hot_path`, every new connection starts with that path's run-time
 /// parameters and runs its statements once before it is handed out (see
-/// [`warm_up`]).
+/// [`warm_up`]). Every session runs with `statement_timeout` and
+/// `lock_timeout` ([`session_timeouts`]), so no statement holds a worker's
+/// connection for good.
 ///
 /// Idle connections are not pinged before use: that ping is a round trip on
 /// every acquire, in the latency of every event. A connection that died
@@ -113,6 +126,7 @@ pub async fn connect_with_size(
     hot_path: Option<warm_up::HotPath>,
 ) -> Result<PgPool, sqlx::Error> {
     let mut options: PgConnectOptions = settings.url.expose_secret().parse()?;
+    options = options.options(session_timeouts(settings));
     if let Some(path) = hot_path
         && !path.session_parameters().is_empty()
     {
@@ -140,6 +154,18 @@ pub async fn connect_with_size(
 pub async fn checkpoint(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("CHECKPOINT").execute(pool).await?;
     Ok(())
+}
+
+/// The run-time parameters that bound every statement of a pooled session:
+/// `statement_timeout` and `lock_timeout`, in milliseconds (0 means none).
+pub fn session_timeouts(settings: &PostgresSettings) -> [(&'static str, String); 2] {
+    [
+        (
+            "statement_timeout",
+            settings.statement_timeout_ms.to_string(),
+        ),
+        ("lock_timeout", settings.lock_timeout_ms.to_string()),
+    ]
 }
 
 /// Applies pending migrations.

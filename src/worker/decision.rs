@@ -174,7 +174,7 @@ pub async fn apply(
         field_store::record_decline(conn, customer_id, field, target.message_id).await?;
     }
     if let Some(ask) = &decided.ask {
-        asks::record_ask(
+        let recorded = asks::record_ask(
             conn,
             &NewAsk {
                 workspace_id: &target.workspace_id,
@@ -189,6 +189,12 @@ pub async fn apply(
             },
         )
         .await?;
+        if recorded.is_none() {
+            // The field got a value (or a refusal) after the decision read
+            // the state: asking now would ask for what is known.
+            effects.rejections.push("known_at_commit");
+            return Ok(customer_id);
+        }
         let event = Outbound::AskRequested(AskRequested {
             workspace_id: target.workspace_id.clone(),
             conversation_id: target.conversation.clone(),

@@ -15,9 +15,8 @@ use enricher::cli::send::EventSender;
 use enricher::config::Settings;
 use enricher::startup::Application;
 use enricher::worker::metrics::Metrics;
-use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgPool};
@@ -279,6 +278,12 @@ impl TestApp {
                 "ENRICHER__LLM__BACKOFF_MS" => {
                     settings.llm.backoff_ms = value.parse().expect("number")
                 }
+                "ENRICHER__LLM__MAX_BACKOFF_MS" => {
+                    settings.llm.max_backoff_ms = value.parse().expect("number")
+                }
+                "ENRICHER__LLM__MAX_RESPONSE_BYTES" => {
+                    settings.llm.max_response_bytes = value.parse().expect("number")
+                }
                 "ENRICHER__LLM__MODEL" => settings.llm.model = value.clone(),
                 "ENRICHER__LLM__RESUME_AFTER_SECS" => {
                     settings.llm.resume_after_secs = value.parse().expect("number")
@@ -406,46 +411,35 @@ impl TestApp {
         }
     }
 
-    /// Reads `n` messages from the dead-letter queue: (body, x-enrich-error).
+    /// Takes the `n` oldest dead letters the worker moved into
+    /// `enrich.dead_letters`, waiting for them: (body, reason). Taken rows
+    /// are removed, so a later call sees only newer ones.
     pub async fn dead_letters(&self, n: usize, timeout: Duration) -> Vec<(Vec<u8>, String)> {
-        let settings = self.settings();
-        let connection = enricher::queue::connect(&settings.amqp, "test-dead")
-            .await
-            .expect("amqp");
-        let channel = connection.create_channel().await.expect("channel");
-        let mut consumer = channel
-            .basic_consume(
-                settings.amqp.dead_letter_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume dead letters");
-        let mut out = Vec::new();
         let deadline = Instant::now() + timeout;
-        while out.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let delivery = tokio::time::timeout(left, consumer.next())
-                .await
-                .unwrap_or_else(|_| panic!("only {} of {n} dead letters arrived", out.len()))
-                .expect("stream open")
-                .expect("delivery");
-            let reason = delivery
-                .properties
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get("x-enrich-error").cloned())
-                .map(|v| match v {
-                    AMQPValue::LongString(s) => s.to_string(),
-                    other => format!("{other:?}"),
-                })
-                .unwrap_or_default();
-            delivery.ack(BasicAckOptions::default()).await.expect("ack");
-            out.push((delivery.data.clone(), reason));
+        loop {
+            let stored = self.count("SELECT count(*) FROM enrich.dead_letters").await;
+            if stored >= n as i64 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {stored} of {n} dead letters arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        connection.close(200, "done".into()).await.ok();
-        out
+        let mut rows: Vec<(i64, Vec<u8>, String)> = sqlx::query_as(
+            "DELETE FROM enrich.dead_letters
+              WHERE id IN (SELECT id FROM enrich.dead_letters ORDER BY id LIMIT $1)
+             RETURNING id, body, reason",
+        )
+        .bind(n as i64)
+        .fetch_all(&self.pool)
+        .await
+        .expect("take dead letters");
+        rows.sort_by_key(|(id, _, _)| *id);
+        rows.into_iter()
+            .map(|(_, body, reason)| (body, reason))
+            .collect()
     }
 
     /// Binds a fresh queue to the outbound exchange and returns a consumer of it.

@@ -15,6 +15,7 @@ use crate::state::{CacheUpdate, hot};
 use crate::store::asks::ModelInputs;
 use crate::store::chat::{self, ModelHandoff, Recorded, StoredMessage};
 use crate::store::conversations;
+use crate::store::erasure::{self, Subject};
 use crate::store::fields::FieldWrite;
 use crate::turn::Turn;
 use crate::worker::decision::{self, FirstPass};
@@ -64,6 +65,13 @@ pub(super) async fn handle(
         }
         Recorded::Stored(stored) => stored,
     };
+    if stored.new_customer && erased_since(conn, envelope, message).await? {
+        // A late copy (a retry, a redelivery) of a message from a customer
+        // erased after it was sent: it must not bring them back.
+        erasure::discard_recreated(conn, &envelope.workspace_id, stored.customer_id).await?;
+        tracing::info!("message from an erased customer dropped");
+        return Ok(());
+    }
     let turn = Turn {
         message_id: stored.message_id,
         sender: message.sender,
@@ -243,6 +251,26 @@ async fn decide_first_pass(
         return Ok(customer_id);
     }
     Ok(target.customer_id)
+}
+
+/// Whether the message's identity was erased by an erasure asked for after
+/// the message occurred.
+async fn erased_since(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    message: &ChatMessage,
+) -> Result<bool, HandleError> {
+    let identity = Subject::Identity {
+        platform: message.platform.as_str(),
+        platform_user_id: &message.platform_user_id,
+    };
+    Ok(erasure::erased_after(
+        &mut *conn,
+        &envelope.workspace_id,
+        &[identity, Subject::Conversation(&message.conversation_id)],
+        envelope.occurred_at,
+    )
+    .await?)
 }
 
 async fn apply_identity_hint(

@@ -31,8 +31,11 @@ pub(super) async fn handle(
         conn,
         &envelope.workspace_id,
         customer_id,
-        forget.actor.as_deref(),
-        Some(&envelope.id),
+        erasure::Request {
+            requested_by: forget.actor.as_deref(),
+            event_id: Some(&envelope.id),
+            occurred_at: Some(envelope.occurred_at),
+        },
     )
     .await?;
     effects.cache.push(CacheUpdate::ForgetCustomer {

@@ -11,6 +11,7 @@ use crate::fields::Rejection;
 use crate::state::CacheUpdate;
 use crate::store::customers::{self, TagAuthor};
 use crate::store::fields::{FieldClear, FieldWrite};
+use crate::store::erasure::{self, Subject};
 use crate::worker::effects::Effects;
 use crate::worker::error::HandleError;
 use crate::worker::field_writes::{announce_changes, record_clear, record_write};
@@ -29,6 +30,12 @@ pub(super) async fn handle(
     let workspace_id = envelope.workspace_id.as_str();
     let mut customer_id = match customers::resolve(conn, workspace_id, &update.customer).await? {
         Some(id) => id,
+        None if erased_since(conn, envelope, &update.customer).await? => {
+            // A late copy of an update about a customer erased after it
+            // was made: it must not bring them back.
+            tracing::info!("profile.update about an erased customer dropped");
+            return Ok(());
+        }
         None => match &update.customer {
             CustomerRef::Identity {
                 platform,
@@ -139,4 +146,31 @@ pub(super) async fn handle(
         customer_id,
     });
     announce_changes(conn, workspace_id, customer_id, changes, effects).await
+}
+
+/// Whether the customer the update names was erased by an erasure asked for
+/// after the update was made.
+async fn erased_since(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    customer: &CustomerRef,
+) -> Result<bool, HandleError> {
+    let subject = match customer {
+        CustomerRef::Id(id) => Subject::Customer(*id),
+        CustomerRef::Identity {
+            platform,
+            platform_user_id,
+        } => Subject::Identity {
+            platform: platform.as_str(),
+            platform_user_id,
+        },
+        CustomerRef::Email(email) => Subject::Email(email),
+    };
+    Ok(erasure::erased_after(
+        &mut *conn,
+        &envelope.workspace_id,
+        &[subject],
+        envelope.occurred_at,
+    )
+    .await?)
 }
