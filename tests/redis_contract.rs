@@ -66,12 +66,12 @@ async fn flush_workspace(redis: &mut redis::aio::MultiplexedConnection, workspac
     keys.len()
 }
 
-async fn customer_of(app: &TestApp, user: &str) -> uuid::Uuid {
-    sqlx::query_scalar("SELECT customer_id FROM enrich.identities WHERE platform_user_id = $1")
-        .bind(user)
+/// The test's one customer.
+async fn the_customer(app: &TestApp) -> uuid::Uuid {
+    sqlx::query_scalar("SELECT id FROM enrich.customers")
         .fetch_one(&app.pool)
         .await
-        .expect("customer")
+        .expect("one customer")
 }
 
 async fn email_asks(app: &TestApp) -> i64 {
@@ -117,7 +117,7 @@ async fn the_documented_keys_hold_the_profile_the_asks_and_the_turns() {
         .await;
     app.wait_for_count("SELECT count(*) FROM enrich.asks", 1, WAIT)
         .await;
-    let customer_id = customer_of(&app, "u1").await;
+    let customer_id = the_customer(&app).await;
     let version: i64 = sqlx::query_scalar("SELECT state_version FROM enrich.customers")
         .fetch_one(&app.pool)
         .await
@@ -218,7 +218,7 @@ async fn emptying_redis_mid_conversation_repeats_no_ask_and_loses_no_fact() {
     .await;
     app.wait_for_count("SELECT count(*) FROM enrich.asks", 1, WAIT)
         .await;
-    let customer_id = customer_of(&app, "u1").await;
+    let customer_id = the_customer(&app).await;
     let mut redis = app.redis().await;
     let profile_key = key(&ws, "profile", &customer_id.to_string());
     wait_for_hash(&mut redis, &profile_key, |hash| {
@@ -287,7 +287,7 @@ async fn a_stale_copy_put_back_into_redis_is_not_acted_on() {
     .await;
     app.wait_for_count("SELECT count(*) FROM enrich.customer_fields", 1, WAIT)
         .await;
-    let customer_id = customer_of(&app, "u1").await;
+    let customer_id = the_customer(&app).await;
     let profile_key = key(&ws, "profile", &customer_id.to_string());
     let conversation_key = key(&ws, "conversation", "c1");
     let mut redis = app.redis().await;
