@@ -61,6 +61,31 @@ BEGIN
     changed := true;
 END $$;
 
+-- FUNCTION: bump_own_state_version()
+
+CREATE FUNCTION enrich.bump_own_state_version() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.state_version := OLD.state_version + 1;
+    RETURN NEW;
+END $$;
+
+-- FUNCTION: bump_state_version()
+
+CREATE FUNCTION enrich.bump_state_version() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP <> 'DELETE' THEN
+        UPDATE enrich.customers SET state_version = state_version + 1 WHERE id = NEW.customer_id;
+    END IF;
+    IF TG_OP <> 'INSERT' AND (TG_OP = 'DELETE' OR OLD.customer_id IS DISTINCT FROM NEW.customer_id) THEN
+        UPDATE enrich.customers SET state_version = state_version + 1 WHERE id = OLD.customer_id;
+    END IF;
+    RETURN NULL;
+END $$;
+
 -- FUNCTION: clear_field(text, uuid, text, text, text)
 
 CREATE FUNCTION enrich.clear_field(p_workspace text, p_customer uuid, p_field text, p_source text, p_actor text, OUT changed boolean, OUT old_value text, OUT blocked_by text) RETURNS record
@@ -256,9 +281,9 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- FUNCTION: record_chat_message(text, text, text, text, text, text, text, text, timestamp with time zone, jsonb, text, text, text, boolean, boolean, integer)
+-- FUNCTION: record_chat_message(text, text, text, text, text, text, text, text, timestamp with time zone, jsonb, text, text, text, boolean, boolean)
 
-CREATE FUNCTION enrich.record_chat_message(p_workspace text, p_event_id text, p_conversation text, p_platform text, p_user text, p_sender text, p_text text, p_agent_id text, p_occurred_at timestamp with time zone, p_visitor jsonb, p_source text, p_first_message_tag text, p_default_region text, p_enrichment boolean, p_await_model boolean, p_recent_turns integer, OUT duplicate boolean, OUT customer_id uuid, OUT conversation_id bigint, OUT message_id bigint, OUT new_customer boolean, OUT new_conversation boolean, OUT enrichment_enabled boolean, OUT default_region text, OUT customer_turn integer, OUT known jsonb, OUT declined text[], OUT asks jsonb, OUT field_attempts jsonb, OUT spent_tokens bigint, OUT agent_instructions text, OUT recent_turns jsonb) RETURNS record
+CREATE FUNCTION enrich.record_chat_message(p_workspace text, p_event_id text, p_conversation text, p_platform text, p_user text, p_sender text, p_text text, p_agent_id text, p_occurred_at timestamp with time zone, p_visitor jsonb, p_source text, p_first_message_tag text, p_default_region text, p_enrichment boolean, p_await_model boolean, OUT duplicate boolean, OUT customer_id uuid, OUT conversation_id bigint, OUT message_id bigint, OUT new_customer boolean, OUT new_conversation boolean, OUT enrichment_enabled boolean, OUT default_region text, OUT customer_turn integer, OUT message_count integer, OUT state_version bigint, OUT spent_tokens bigint) RETURNS record
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
     AS $$
@@ -304,7 +329,6 @@ BEGIN
     ELSE
         new_customer := false;
         IF p_visitor IS NOT NULL THEN
-            -- 0015: the identities table is enrich.customer_identities.
             UPDATE enrich.customer_identities SET visitor = p_visitor, last_seen_at = greatest(last_seen_at, p_occurred_at)
              WHERE workspace_id = p_workspace AND platform = p_platform AND platform_user_id = p_user;
         END IF;
@@ -317,7 +341,7 @@ BEGIN
            status = CASE WHEN c.status = 'closed' THEN 'active' ELSE c.status END,
            ended_at = CASE WHEN c.status = 'closed' THEN NULL ELSE c.ended_at END
      WHERE c.id = conversation_id
-    RETURNING c.customer_turns INTO customer_turn;
+    RETURNING c.customer_turns, c.message_count INTO customer_turn, message_count;
 
     INSERT INTO enrich.messages (workspace_id, conversation_id, customer_id, event_id, sender, agent_id, text,
                                  occurred_at, ai_status, customer_turn)
@@ -329,7 +353,6 @@ BEGIN
     UPDATE enrich.customers u
        SET first_seen_at = least(coalesce(u.first_seen_at, p_occurred_at), p_occurred_at),
            last_seen_at = greatest(coalesce(u.last_seen_at, p_occurred_at), p_occurred_at),
-           -- 0015: moved by the customer's own messages only.
            last_customer_message_at = CASE WHEN p_sender = 'customer'
                                            THEN greatest(coalesce(u.last_customer_message_at, p_occurred_at), p_occurred_at)
                                            ELSE u.last_customer_message_at END,
@@ -342,35 +365,15 @@ BEGIN
            source = CASE WHEN u.conversation_count = 0 AND new_conversation THEN coalesce(p_source, u.source, 'organic') ELSE coalesce(u.source, p_source) END,
            first_message_tag = CASE WHEN u.conversation_count = 0 AND new_conversation THEN coalesce(p_first_message_tag, u.first_message_tag) ELSE u.first_message_tag END,
            updated_at = now()
-     WHERE u.id = customer_id;
+     WHERE u.id = customer_id
+    -- The version of the customer's decision state, which tells the worker
+    -- whether its Redis copy is current.
+    RETURNING u.state_version INTO state_version;
 
-    -- What the decision core needs about a customer message, in the same round trip.
-    IF p_sender = 'customer' AND enrichment_enabled THEN
-        SELECT coalesce(jsonb_object_agg(f.field, jsonb_build_object('value', f.value, 'source', f.source)), '{}')
-          INTO known FROM enrich.customer_fields f WHERE f.customer_id = record_chat_message.customer_id;
-        SELECT coalesce(array_agg(d.field ORDER BY d.field), '{}')
-          INTO declined FROM enrich.declined_fields d WHERE d.customer_id = record_chat_message.customer_id;
-        SELECT coalesce(jsonb_agg(jsonb_build_object('field', a.field, 'customer_turn', a.customer_turn,
-                                                     'pending', a.outcome = 'pending') ORDER BY a.id), '[]')
-          INTO asks FROM enrich.asks a WHERE a.conversation_id = record_chat_message.conversation_id;
-        SELECT coalesce(jsonb_object_agg(n.field, n.c), '{}')
-          INTO field_attempts
-          FROM (SELECT a.field, count(*) AS c FROM enrich.asks a
-                 WHERE a.customer_id = record_chat_message.customer_id GROUP BY a.field) n;
-    END IF;
-
-    -- What the model stage needs besides, for a message left to it.
+    -- The conversation's spend, for a message left to the model stage's budget check.
     IF p_await_model AND p_sender = 'customer' AND enrichment_enabled THEN
         SELECT coalesce(sum(l.prompt_tokens + l.completion_tokens), 0)::bigint
           INTO spent_tokens FROM enrich.llm_calls l WHERE l.conversation_id = record_chat_message.conversation_id;
-        SELECT u.agent_instructions INTO agent_instructions
-          FROM enrich.customers u WHERE u.id = record_chat_message.customer_id;
-        SELECT coalesce(jsonb_agg(jsonb_build_object('sender', t.sender, 'text', t.text) ORDER BY t.id), '[]')
-          INTO recent_turns
-          FROM (SELECT m.id, m.sender, m.text FROM enrich.messages m
-                 WHERE m.conversation_id = record_chat_message.conversation_id
-                   AND m.id < record_chat_message.message_id
-                 ORDER BY m.id DESC LIMIT greatest(p_recent_turns, 0)) t;
     END IF;
 END $$;
 
@@ -667,6 +670,7 @@ CREATE TABLE enrich.customers (
     avg_sentiment real,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     last_customer_message_at timestamp with time zone,
+    state_version bigint DEFAULT 0 NOT NULL,
     CONSTRAINT customers_agent_instructions_check CHECK ((char_length(agent_instructions) <= 2000)),
     CONSTRAINT customers_source_check CHECK ((source = ANY (ARRAY['organic'::text, 'api'::text, 'campaign'::text, 'import'::text])))
 )
@@ -743,6 +747,38 @@ CREATE VIEW enrich.customer_profiles AS
            FROM enrich.customer_identities ci
           WHERE (ci.customer_id = c.id)) v ON (true));
 
+-- TABLE: dead_letters
+
+CREATE TABLE enrich.dead_letters (
+    id bigint NOT NULL,
+    routing_key text NOT NULL,
+    body bytea NOT NULL,
+    reason text NOT NULL,
+    workspace_id text,
+    event_id text,
+    event_type text,
+    conversation_id text,
+    platform text,
+    platform_user_id text,
+    customer_id text,
+    email text,
+    occurred_at timestamp with time zone,
+    dead_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+-- SEQUENCE: dead_letters_id_seq
+
+CREATE SEQUENCE enrich.dead_letters_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+-- SEQUENCE OWNED BY: dead_letters_id_seq
+
+ALTER SEQUENCE enrich.dead_letters_id_seq OWNED BY enrich.dead_letters.id;
+
 -- TABLE: declined_fields
 
 CREATE TABLE enrich.declined_fields (
@@ -760,7 +796,9 @@ CREATE TABLE enrich.erasures (
     customer_id uuid NOT NULL,
     requested_by text,
     event_id text,
-    erased_at timestamp with time zone DEFAULT now() NOT NULL
+    erased_at timestamp with time zone DEFAULT now() NOT NULL,
+    subject_digests text[] DEFAULT '{}'::text[] NOT NULL,
+    occurred_at timestamp with time zone
 );
 
 -- SEQUENCE: erasures_id_seq
@@ -1076,6 +1114,10 @@ ALTER TABLE ONLY enrich.conversations ALTER COLUMN id SET DEFAULT nextval('enric
 
 ALTER TABLE ONLY enrich.customer_notes ALTER COLUMN id SET DEFAULT nextval('enrich.customer_notes_id_seq'::regclass);
 
+-- DEFAULT: dead_letters id
+
+ALTER TABLE ONLY enrich.dead_letters ALTER COLUMN id SET DEFAULT nextval('enrich.dead_letters_id_seq'::regclass);
+
 -- DEFAULT: erasures id
 
 ALTER TABLE ONLY enrich.erasures ALTER COLUMN id SET DEFAULT nextval('enrich.erasures_id_seq'::regclass);
@@ -1147,6 +1189,11 @@ ALTER TABLE ONLY enrich.customer_notes
 
 ALTER TABLE ONLY enrich.customers
     ADD CONSTRAINT customers_pkey PRIMARY KEY (id);
+
+-- CONSTRAINT: dead_letters dead_letters_pkey
+
+ALTER TABLE ONLY enrich.dead_letters
+    ADD CONSTRAINT dead_letters_pkey PRIMARY KEY (id);
 
 -- CONSTRAINT: declined_fields declined_fields_pkey
 
@@ -1267,6 +1314,14 @@ CREATE INDEX customer_notes_customer ON enrich.customer_notes USING btree (custo
 
 CREATE INDEX customers_workspace ON enrich.customers USING btree (workspace_id);
 
+-- INDEX: dead_letters_workspace
+
+CREATE INDEX dead_letters_workspace ON enrich.dead_letters USING btree (workspace_id, id);
+
+-- INDEX: erasures_subjects
+
+CREATE INDEX erasures_subjects ON enrich.erasures USING gin (subject_digests);
+
 -- INDEX: escalation_requests_open
 
 CREATE INDEX escalation_requests_open ON enrich.escalation_requests USING btree (conversation_id) WHERE (resolved_at IS NULL);
@@ -1311,9 +1366,25 @@ CREATE INDEX tag_changes_customer ON enrich.tag_changes USING btree (customer_id
 
 CREATE INDEX tags_tag ON enrich.tags USING btree (tag);
 
+-- TRIGGER: asks asks_bump_state_version
+
+CREATE TRIGGER asks_bump_state_version AFTER INSERT OR DELETE OR UPDATE ON enrich.asks FOR EACH ROW EXECUTE FUNCTION enrich.bump_state_version();
+
 -- TRIGGER: conversations conversations_closed_notify
 
 CREATE TRIGGER conversations_closed_notify AFTER UPDATE OF status ON enrich.conversations FOR EACH ROW WHEN (((new.status = 'closed'::text) AND (old.status IS DISTINCT FROM 'closed'::text))) EXECUTE FUNCTION enrich.notify_conversation_closed();
+
+-- TRIGGER: customer_fields customer_fields_bump_state_version
+
+CREATE TRIGGER customer_fields_bump_state_version AFTER INSERT OR DELETE OR UPDATE ON enrich.customer_fields FOR EACH ROW EXECUTE FUNCTION enrich.bump_state_version();
+
+-- TRIGGER: customers customers_bump_state_version
+
+CREATE TRIGGER customers_bump_state_version BEFORE UPDATE ON enrich.customers FOR EACH ROW WHEN ((old.agent_instructions IS DISTINCT FROM new.agent_instructions)) EXECUTE FUNCTION enrich.bump_own_state_version();
+
+-- TRIGGER: declined_fields declined_fields_bump_state_version
+
+CREATE TRIGGER declined_fields_bump_state_version AFTER INSERT OR DELETE OR UPDATE ON enrich.declined_fields FOR EACH ROW EXECUTE FUNCTION enrich.bump_state_version();
 
 -- TRIGGER: field_changes field_changes_append_only
 
@@ -1322,6 +1393,10 @@ CREATE TRIGGER field_changes_append_only BEFORE UPDATE ON enrich.field_changes F
 -- TRIGGER: tag_changes tag_changes_append_only
 
 CREATE TRIGGER tag_changes_append_only BEFORE UPDATE ON enrich.tag_changes FOR EACH ROW EXECUTE FUNCTION enrich.forbid_update();
+
+-- TRIGGER: tags tags_bump_state_version
+
+CREATE TRIGGER tags_bump_state_version AFTER INSERT OR DELETE OR UPDATE ON enrich.tags FOR EACH ROW EXECUTE FUNCTION enrich.bump_state_version();
 
 -- FK CONSTRAINT: asks asks_conversation_id_fkey
 

@@ -20,7 +20,7 @@ use crate::event::{AskRequested, ChatMessage, FieldChange, Outbound};
 use crate::store::asks::{self, DecisionState, NewAsk};
 use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
-use crate::store::model_queue::{self, AiStatus};
+use crate::store::model_queue;
 use crate::store::outbox;
 use crate::workspaces::Workspace;
 

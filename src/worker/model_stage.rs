@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use super::decision::{self, ModelStamp};
 use super::effects::{AfterCommit, Effects};

@@ -17,6 +17,7 @@ use crate::store::chat::{self, ModelHandoff, Recorded, StoredMessage};
 use crate::store::conversations;
 use crate::store::erasure::{self, Subject};
 use crate::store::fields::FieldWrite;
+use crate::store::model_queue::AiStatus;
 use crate::turn::Turn;
 use crate::worker::decision::{self, FirstPass};
 use crate::worker::effects::Effects;
@@ -232,7 +233,7 @@ async fn decide_first_pass(
         if let (Some(state), Some(spent_tokens)) = (state, stored.spent_tokens) {
             target.lane_inputs = Some(LaneInputs {
                 inputs: ModelInputs {
-                    ai_status: Some("pending".to_owned()),
+                    ai_status: Some(AiStatus::Pending),
                     customer_id: target.customer_id,
                     state: hot::decision_state(
                         &state.profile,
