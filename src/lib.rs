@@ -13,6 +13,7 @@ pub mod extract;
 pub mod fields;
 pub mod insights;
 pub mod llm;
+pub mod ops;
 pub mod queue;
 pub mod startup;
 pub mod state;

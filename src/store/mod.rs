@@ -13,6 +13,7 @@ pub mod merges;
 pub mod outbox;
 pub mod profiles;
 pub mod retention;
+pub mod status;
 pub mod warm_up;
 pub mod workspaces;
 

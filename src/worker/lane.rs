@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::effects::{AfterCommit, Effects};
 use super::error::HandleError;
 use super::handlers;
-use super::metrics::Metrics;
+use super::metrics::{DeadLetterKind, Metrics};
 use super::model_job::{CommitNotice, CommitSignal};
 use super::model_stage::ModelStage;
 use crate::config::{AmqpSettings, WorkerSettings};
@@ -123,7 +123,7 @@ impl LaneContext {
                     if error.is_transient() && attempt < self.worker.store_attempts =>
                 {
                     tracing::warn!(attempt, error = %error, "transient store error; retrying the batch");
-                    self.metrics.store_retries.inc();
+                    self.metrics.store_retry();
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                     attempt += 1;
@@ -175,9 +175,8 @@ impl LaneContext {
 
     async fn finish(&self, batch: Vec<Job>, effects: Vec<Effects>) {
         self.after_commit.apply(effects).await;
-        for _ in &batch {
-            self.metrics.events_stored.inc();
-        }
+        self.metrics
+            .batch_committed(batch.iter().map(|job| job.event.envelope.occurred_at));
         futures::future::join_all(batch.iter().map(|job| acks::ack(&job.delivery))).await;
     }
 
@@ -211,7 +210,8 @@ impl LaneContext {
                 };
                 tracing::error!(event_id = %event.envelope.id, kind = event.type_name(), reason = %reason,
                     "event dead-lettered");
-                self.metrics.dead_lettered.inc();
+                self.metrics
+                    .dead_letter(DeadLetterKind::of(retriable, &error));
                 self.publisher
                     .dead_letter(
                         &delivery.data,
