@@ -1,6 +1,6 @@
 //! Subcommands of the `enricher` binary that are more than a call into the
 //! worker: publishing events, benchmarking, inspecting schema and prompts, and
-//! the customer tools (show, export, forget).
+//! the customer tools (show, export, forget), and the operator's status screen.
 
 pub mod bench;
 pub mod customers;
@@ -8,3 +8,4 @@ pub mod fake_model;
 pub mod inspect;
 pub mod send;
 pub mod settle;
+pub mod status;

@@ -227,6 +227,10 @@ impl Metrics {
         for outcome in ASK_OUTCOMES {
             let _ = metrics.gauge("enricher_asks", &[("outcome", outcome)]);
         }
+        // Rejection reasons are open-ended; the commonest start at zero.
+        for reason in ["invalid_email", "invalid_phone", "budget_spent"] {
+            let _ = metrics.rejection_counter(reason);
+        }
         let _ = metrics.histogram("enricher_batch_size", &[]);
         let _ = metrics.histogram("enricher_event_commit_latency_seconds", &[]);
         let _ = metrics.gauge("enricher_outbox_backlog", &[]);
@@ -355,17 +359,19 @@ impl Metrics {
         }
     }
 
+    fn rejection_counter(&self, reason: &'static str) -> metrics::Counter {
+        self.recorder.register_counter(
+            &Key::from_parts("enricher_rejections_total", vec![label("reason", reason)]),
+            &METADATA,
+        )
+    }
+
     /// Counts a proposed value that was not written, by reason.
     pub fn rejection(&self, reason: &'static str) {
         if let Ok(mut rejections) = self.rejections.lock() {
             *rejections.entry(reason).or_default() += 1;
         }
-        self.recorder
-            .register_counter(
-                &Key::from_parts("enricher_rejections_total", vec![label("reason", reason)]),
-                &METADATA,
-            )
-            .increment(1);
+        self.rejection_counter(reason).increment(1);
     }
 
     /// Rejections so far, by reason.
