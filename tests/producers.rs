@@ -73,7 +73,10 @@ fn python() -> String {
         .args(["-c", "import pika"])
         .status()
         .is_ok_and(|status| status.success());
-    assert!(has_pika, "{python} cannot import pika: run scripts/test, which installs it");
+    assert!(
+        has_pika,
+        "{python} cannot import pika: run scripts/test, which installs it"
+    );
     python
 }
 
