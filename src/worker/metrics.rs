@@ -146,6 +146,97 @@ impl Default for Metrics {
     }
 }
 
+/// The `# HELP` line of each metric.
+const HELP: [(&str, &str); 24] = [
+    (
+        "enricher_events_consumed_total",
+        "Deliveries taken from the work queue.",
+    ),
+    (
+        "enricher_events_stored_total",
+        "Events committed, duplicates included.",
+    ),
+    (
+        "enricher_events_deduplicated_total",
+        "Chat messages that were stored already.",
+    ),
+    (
+        "enricher_events_dead_lettered_total",
+        "Events sent to the dead-letter queue, by reason kind.",
+    ),
+    (
+        "enricher_events_retried_total",
+        "Batches retried after a transient store error (store) and events parked for a delayed retry (delayed).",
+    ),
+    ("enricher_batch_size", "Events committed per transaction."),
+    (
+        "enricher_event_commit_latency_seconds",
+        "From an event's occurred_at to its commit.",
+    ),
+    ("enricher_lane_queue_depth", "Events waiting in the lanes."),
+    (
+        "enricher_lane_queue_depth_by_lane",
+        "Events waiting in each lane.",
+    ),
+    (
+        "enricher_model_calls_total",
+        "Model calls by purpose and outcome.",
+    ),
+    (
+        "enricher_model_input_tokens_total",
+        "Prompt tokens reported by the model server.",
+    ),
+    (
+        "enricher_model_output_tokens_total",
+        "Completion tokens reported by the model server.",
+    ),
+    (
+        "enricher_model_call_duration_seconds",
+        "Wall time of a model call, retries included.",
+    ),
+    (
+        "enricher_model_call_retries_total",
+        "HTTP attempts of model calls beyond the first.",
+    ),
+    (
+        "enricher_model_jobs_rolled_back_total",
+        "Model-stage messages dropped because their transaction rolled back.",
+    ),
+    (
+        "enricher_rejections_total",
+        "Proposed values not written and model skips, by reason.",
+    ),
+    (
+        "enricher_asks_made_total",
+        "ask.requested events committed.",
+    ),
+    (
+        "enricher_asks",
+        "Asks in Postgres by outcome (all workers, sampled).",
+    ),
+    ("enricher_merges_total", "Customers merged into another."),
+    (
+        "enricher_summaries_total",
+        "Conversation summaries written by the model.",
+    ),
+    (
+        "enricher_outbox_backlog",
+        "Outbound events not yet confirmed by the broker (sampled).",
+    ),
+    (
+        "enricher_model_stage_pending",
+        "Messages waiting for the model (sampled).",
+    ),
+    (
+        "enricher_redis_errors_total",
+        "Redis operations that failed.",
+    ),
+    (
+        "enricher_postgres_errors_total",
+        "Postgres errors of the lanes and the sampler.",
+    ),
+];
+
 /// Histogram buckets of batch sizes (events per commit).
 const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 /// Histogram buckets of latencies, in seconds.
@@ -168,6 +259,9 @@ impl Metrics {
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
+        for (name, help) in HELP {
+            recorder.describe_counter(metrics::KeyName::from(name), None, help.into());
+        }
         let counter = |name: &'static str| Counter {
             count: AtomicU64::new(0),
             exported: recorder.register_counter(&Key::from_name(name), &METADATA),
@@ -459,6 +553,7 @@ mod tests {
             "enricher_model_calls_total{purpose=\"enrich\",outcome=\"ok\"}",
             "enricher_batch_size_bucket",
             "enricher_outbox_backlog",
+            "# HELP enricher_events_consumed_total Deliveries taken",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
