@@ -233,7 +233,7 @@ const HELP: [(&str, &str); 24] = [
     ),
     (
         "enricher_postgres_errors_total",
-        "Postgres errors of the lanes and the sampler.",
+        "Postgres errors of the lanes (batch retries, events given up) and the sampler.",
     ),
 ];
 
@@ -382,6 +382,12 @@ impl Metrics {
     /// Counts an event sent to the dead-letter queue.
     pub fn dead_letter(&self, kind: DeadLetterKind) {
         self.dead_lettered.inc();
+        if matches!(
+            kind,
+            DeadLetterKind::StoreError | DeadLetterKind::RetriesExhausted
+        ) {
+            self.postgres_errors.inc();
+        }
         self.dead_letter_counter(kind).increment(1);
     }
 
