@@ -37,6 +37,25 @@ pub struct Settings {
     pub insights: InsightsSettings,
     /// How long anonymous profiles are kept.
     pub retention: RetentionSettings,
+    /// The metrics and health endpoint of `enricher run`.
+    #[serde(default)]
+    pub http: HttpSettings,
+}
+
+/// The metrics and health endpoint (`GET /metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// `host:port` to listen on; empty or `off` switches the endpoint off.
+    pub listen: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: "127.0.0.1:9464".to_owned(),
+        }
+    }
 }
 
 /// Retention of profiles that never became identified.
@@ -115,7 +134,8 @@ pub struct LlmSettings {
     pub base_url: Option<String>,
     /// Model name sent with each request.
     pub model: String,
-    /// Name of the environment variable that holds the API key.
+    /// Name of the environment variable that holds the API key; empty for a
+    /// server that takes no key (a local model server).
     pub api_key_env: String,
     /// Structured-output mode.
     pub mode: OutputMode,

@@ -424,6 +424,9 @@ pub(crate) struct ForgetKeys {
     actor: Option<String>,
 }
 
+/// The inbound event types, for the reason of an unknown one.
+const KNOWN_TYPES: &str = "`chat.message`, `conversation.closed`, `conversation.status`, `profile.update`, `customer.forget`, `note.added`";
+
 #[derive(Deserialize)]
 struct TypeKey {
     #[serde(rename = "type")]
@@ -497,7 +500,11 @@ impl Event {
                 })
             }
             "note.added" => EventBody::NoteAdded(decode_note(&value)?),
-            other => return Err(invalid(format!("unknown type `{other}`"))),
+            _ => {
+                return Err(invalid(format!(
+                    "unknown `type`, expected one of {KNOWN_TYPES}"
+                )));
+            }
         };
         Ok(Event { envelope, body })
     }
@@ -533,10 +540,53 @@ fn from_value<T: DeserializeOwned>(
     value: &serde_json::Value,
     what: &str,
 ) -> Result<T, InvalidEvent> {
-    T::deserialize(value).map_err(|e| match what {
-        "type" => invalid(format!("missing or invalid `type`: {e}")),
-        _ => invalid(format!("invalid {what}: {e}")),
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let kind = error_kind(&e.into_inner().to_string());
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("`{path}`: ")
+        };
+        match what {
+            "type" => invalid(format!("missing or invalid `type`: {at}{kind}")),
+            _ => invalid(format!("invalid {what}: {at}{kind}")),
+        }
     })
+}
+
+/// The kind of a decode error without the offending value: serde's texts
+/// quote it (``unknown variant `x@y.com` ``, `invalid type: string "…"`),
+/// and a reason is logged and stored, so only the key (added by the
+/// caller), the kind and what was expected survive.
+fn error_kind(message: &str) -> String {
+    let expected = |rest: &str| {
+        rest.split_once(", expected ")
+            .map(|(_, expected)| format!(", expected {expected}"))
+            .unwrap_or_default()
+    };
+    if message.starts_with("missing field `") {
+        return message.to_owned();
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        return format!("unknown variant{}", expected(rest));
+    }
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // "string \"…\"", "integer `5`", "map": the first word is the kind.
+            let found = rest
+                .split([' ', ','])
+                .next()
+                .filter(|word| word.chars().all(|c| c.is_ascii_alphabetic()))
+                .unwrap_or("value");
+            return format!("{prefix}{found}{}", expected(rest));
+        }
+    }
+    if let Some(rest) = message.strip_prefix("invalid length ") {
+        return format!("invalid length{}", expected(rest));
+    }
+    // Anything else (a date or UUID parser's message) may quote the input.
+    "invalid value".to_owned()
 }
 
 fn validate_envelope(envelope: &Envelope) -> Result<(), InvalidEvent> {
@@ -865,13 +915,49 @@ mod tests {
         assert!(reason(b"{not json").starts_with("malformed JSON"));
         assert!(reason(&[0xff, 0xfe]).contains("UTF-8"));
         assert!(reason(b"[1]").contains("object"));
-        assert!(reason(&chat(json!({"type": "chat.poke"}))).contains("unknown type `chat.poke`"));
+        let unknown_type = reason(&chat(json!({"type": "chat.poke"})));
+        assert!(unknown_type.contains("unknown `type`"), "{unknown_type}");
+        assert!(!unknown_type.contains("chat.poke"), "{unknown_type}");
         assert!(reason(&chat(json!({"conversation_id": null}))).contains("conversation_id"));
         assert!(reason(&chat(json!({"text": 5}))).contains("invalid type"));
         assert!(reason(&chat(json!({"version": 2}))).contains("version"));
-        assert!(reason(&chat(json!({"sender": "robot"}))).contains("robot"));
+        let unknown_sender = reason(&chat(json!({"sender": "robot"})));
+        assert!(unknown_sender.contains("`sender`"), "{unknown_sender}");
+        assert!(
+            unknown_sender.contains("unknown variant"),
+            "{unknown_sender}"
+        );
+        assert!(!unknown_sender.contains("robot"), "{unknown_sender}");
         assert!(reason(&chat(json!({"occurred_at": "yesterday"}))).contains("envelope"));
         assert!(reason(&chat(json!({"id": ""}))).contains("`id`"));
+    }
+
+    #[test]
+    fn reasons_name_the_key_and_kind_never_the_value() {
+        let mark = "PII-MARK-x@y.com";
+        let cases = [
+            json!({"sender": mark}),
+            json!({"text": {"nested": mark}}),
+            json!({"conversation_id": 5551234567_i64}),
+            json!({"occurred_at": mark}),
+            json!({"platform": mark}),
+            json!({"type": mark}),
+            json!({"version": mark}),
+        ];
+        for case in cases {
+            let why = reason(&chat(case.clone()));
+            assert!(!why.contains("PII-MARK"), "{case}: {why}");
+            assert!(!why.contains("5551234567"), "{case}: {why}");
+        }
+        let why = reason(&chat(json!({"sender": mark})));
+        assert!(why.contains("`sender`: unknown variant, expected"), "{why}");
+        let why = reason(&chat(json!({"text": 5551234567_i64})));
+        assert!(why.contains("`text`: invalid type: integer"), "{why}");
+        let forget = serde_json::to_vec(&json!({"type": "customer.forget", "envelope": {"id": "e",
+            "workspace_id": "w", "version": 1, "occurred_at": "2026-01-02T03:04:05Z"},
+            "customer_id": mark}))
+        .expect("json");
+        assert!(!reason(&forget).contains("PII-MARK"));
     }
 
     #[test]

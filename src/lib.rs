@@ -14,6 +14,7 @@ pub mod extract;
 pub mod fields;
 pub mod insights;
 pub mod llm;
+pub mod ops;
 pub mod queue;
 pub mod retry;
 pub mod startup;

@@ -56,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::dead_letters::DeadLettersCommand,
     },
+    /// Queue depths, backlogs, model usage and dead-letter reasons of a deployment.
+    Status(cli::status::StatusArgs),
     /// Prompt templates.
     Prompts {
         #[command(subcommand)]
@@ -160,6 +162,7 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
         } => cli::inspect::print_schema(&settings, workspace.as_deref()),
         Command::Customers { command } => cli::customers::run(&settings, command).await,
         Command::DeadLetters { command } => cli::dead_letters::run(&settings, command).await,
+        Command::Status(args) => cli::status::run(&settings, args).await,
         Command::Prompts {
             command: PromptsCommand::Check { dir },
         } => cli::inspect::check_prompts(dir.as_deref().unwrap_or(&settings.llm.prompts_dir)),

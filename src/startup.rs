@@ -2,14 +2,18 @@
 //! and RabbitMQ, applies migrations, syncs workspaces and declares the
 //! topology; [`Application::run_until_stopped`] starts the consumer and its
 //! lanes, the model stage, the summary sweeper, the outbox relay, the
-//! dead-letter sink and the retention sweep, and on a stop signal stops
-//! consuming, lets the lanes finish and ack what they hold, and closes the
-//! connections. Nothing that it starts imports it.
+//! dead-letter sink, the retention sweep and the metrics and health endpoint
+//! ([`crate::ops`]), and on a stop signal stops consuming, lets the lanes
+//! finish and ack what they hold, and closes the connections. What makes
+//! start-up impossible (a missing API key, an unreadable prompt, an
+//! unreachable dependency) is reported as one line naming what and where.
+//! Nothing that it starts imports it.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 
 use crate::config::Settings;
@@ -17,6 +21,8 @@ use crate::event::Limits;
 use crate::insights::Insights;
 use crate::llm::model_client::ModelClient;
 use crate::llm::prompts::Prompts;
+use crate::ops::readiness::Readiness;
+use crate::ops::{self, OpsListener};
 use crate::queue::{dead_letter_sink, outbox_relay};
 use crate::queue::{publisher::Publisher, subscription::Subscription};
 use crate::state::Cache;
@@ -39,6 +45,24 @@ pub enum StartupError {
     /// Postgres is unreachable or refused.
     #[error("postgres: {0}")]
     Postgres(#[from] sqlx::Error),
+    /// A dependency could not be reached at start-up.
+    #[error("{what} at {location}: {reason}")]
+    Unreachable {
+        /// `postgres`, `redis` or `rabbitmq`.
+        what: &'static str,
+        /// Host, port and database or vhost (never the password).
+        location: String,
+        /// The driver's reason.
+        reason: String,
+    },
+    /// A model is configured but its API key variable is unset or empty.
+    #[error(
+        "llm: base_url is set but the API key variable `{0}` is unset or empty (export it, or set llm.api_key_env = \"\" for a server that takes no key)"
+    )]
+    MissingApiKey(String),
+    /// The metrics and health endpoint could not start.
+    #[error(transparent)]
+    Http(#[from] crate::ops::HttpError),
     /// Migrations failed.
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -73,6 +97,8 @@ pub struct Application {
     workspaces: Arc<Workspaces>,
     metrics: Arc<Metrics>,
     model: Option<(ModelClient, Prompts)>,
+    readiness: Arc<Readiness>,
+    http: Option<OpsListener>,
 }
 
 impl Application {
@@ -91,6 +117,13 @@ impl Application {
         } else {
             ModelHandoff::None
         };
+        if with_model {
+            check_api_key(&settings.llm.api_key_env)?;
+        }
+        let http = match ops::listen_address(&settings.http.listen)? {
+            Some(address) => Some(OpsListener::bind(address).await?),
+            None => None,
+        };
         let workspaces = Arc::new(Workspaces::new(
             settings.workspaces.clone(),
             &settings.asks,
@@ -102,28 +135,44 @@ impl Application {
         // Every lane holds a connection while it writes a batch.
         let lanes = u32::try_from(settings.worker.lanes).unwrap_or(u32::MAX);
         // The pools warm their connections with the current schema's statements.
-        store::migrate_before_pools(&settings.postgres).await?;
+        let prompts = Prompts::load(&settings.llm.prompts_dir)?;
+        let postgres_at = || location(settings.postgres.url.expose_secret());
+        store::migrate_before_pools(&settings.postgres)
+            .await
+            .map_err(|e| unreachable("postgres", postgres_at(), &e))?;
         let pool = store::connect_with_size(
             &settings.postgres,
             settings.postgres.max_connections,
             lanes,
             Some(HotPath::Lanes),
         )
-        .await?;
+        .await
+        .map_err(|e| unreachable("postgres", postgres_at(), &e))?;
         store::workspaces::sync(&pool, &settings.workspaces).await?;
-        let cache = Cache::connect(&settings.redis).await?;
-        let link = Subscription::open(&settings.amqp, "enricher-worker").await?;
+        let cache = Cache::connect(&settings.redis)
+            .await
+            .map_err(|e| unreachable("redis", location(settings.redis.url.expose_secret()), &e))?;
+        let link = Subscription::open(&settings.amqp, "enricher-worker")
+            .await
+            .map_err(|e| {
+                unreachable("rabbitmq", location(settings.amqp.url.expose_secret()), &e)
+            })?;
         let publisher = link.publisher().clone();
-        let prompts = Prompts::load(&settings.llm.prompts_dir)?;
+        let metrics = Arc::new(Metrics::default());
         let model = ModelClient::from_settings(&settings.llm, prompts.clone())
             .map_err(|e| StartupError::Llm(e.to_string()))?
-            .map(|enricher| (enricher, prompts));
+            .map(|enricher| (enricher.observed_by(Arc::clone(&metrics) as _), prompts));
         match &model {
             Some((enricher, _)) => tracing::info!(model = enricher.model(), "model configured"),
             None => {
                 tracing::info!("no model configured: offline mode (patterns and keyword triggers)")
             }
         }
+        let readiness = Arc::new(Readiness::new(
+            pool.clone(),
+            cache.clone(),
+            publisher.clone(),
+        ));
         Ok(Application {
             settings,
             pool,
@@ -131,14 +180,21 @@ impl Application {
             link,
             publisher,
             workspaces,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             model,
+            readiness,
+            http,
         })
     }
 
     /// The worker's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// Where the metrics and health endpoint listens, when it is on.
+    pub fn http_address(&self) -> Option<std::net::SocketAddr> {
+        self.http.as_ref().and_then(OpsListener::local_addr)
     }
 
     /// Consumes until `shutdown` resolves, then drains and exits.
@@ -230,6 +286,21 @@ impl Application {
         });
         let lane_capacity = (usize::from(self.settings.amqp.prefetch) / lanes).max(1) * 2;
         let (senders, mut lane_tasks) = lane::spawn(&context, lanes, lane_capacity);
+        let sampler = tokio::spawn(ops::sampler::run(
+            Arc::clone(&self.metrics),
+            self.pool.clone(),
+            senders.iter().map(|lane| lane.downgrade()).collect(),
+        ));
+        let http = self.http.take().map(|listener| {
+            if let Some(address) = listener.local_addr() {
+                tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+            }
+            tokio::spawn(ops::serve(
+                listener,
+                Arc::clone(&self.metrics),
+                Arc::clone(&self.readiness),
+            ))
+        });
         let relay = tokio::spawn(outbox_relay::relay(
             self.publisher.clone(),
             self.pool.clone(),
@@ -246,6 +317,7 @@ impl Application {
         ));
 
         self.link.start().await?;
+        self.readiness.set_consuming(true);
         tracing::info!(queue = %self.settings.amqp.work_queue, lanes, "consuming");
 
         let dispatcher = Dispatcher {
@@ -266,6 +338,7 @@ impl Application {
                 }
             }
         }
+        self.readiness.set_consuming(false);
         tracing::info!("stopping: no new deliveries, finishing in-flight work");
         self.link.cancel().await;
         drop(dispatcher);
@@ -288,6 +361,10 @@ impl Application {
             resumer.abort();
         }
         counters.abort();
+        sampler.abort();
+        if let Some(http) = http {
+            http.abort();
+        }
         if let Some(watcher) = prompt_watcher {
             watcher.abort();
         }
@@ -304,5 +381,63 @@ async fn log_counters(metrics: Arc<Metrics>) {
     loop {
         tick.tick().await;
         metrics.log();
+    }
+}
+
+/// Refuses to start a model whose API key variable is unset or empty; an
+/// empty variable *name* means the server takes no key.
+fn check_api_key(variable: &str) -> Result<(), StartupError> {
+    if variable.trim().is_empty() {
+        return Ok(());
+    }
+    match std::env::var(variable) {
+        Ok(key) if !key.trim().is_empty() => Ok(()),
+        _ => Err(StartupError::MissingApiKey(variable.to_owned())),
+    }
+}
+
+fn unreachable(
+    what: &'static str,
+    location: String,
+    error: &dyn std::fmt::Display,
+) -> StartupError {
+    StartupError::Unreachable {
+        what,
+        location,
+        reason: error.to_string(),
+    }
+}
+
+/// A connection URL without its scheme and credentials: `host:port/db`.
+pub fn location(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split(['?', '#']).next().unwrap_or(rest).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_never_show_credentials() {
+        assert_eq!(
+            location("postgres://enricher:secret@db.internal:5432/enricher?sslmode=require"),
+            "db.internal:5432/enricher"
+        );
+        assert_eq!(location("redis://127.0.0.1:6379/0"), "127.0.0.1:6379/0");
+        assert_eq!(location("amqp://guest:p@ss@host:5672/%2f"), "host:5672/%2f");
+    }
+
+    #[test]
+    fn an_empty_key_variable_name_means_no_key() {
+        assert!(check_api_key("").is_ok());
+        let missing = check_api_key("ENRICHER_TEST_SURELY_UNSET_KEY").expect_err("unset");
+        assert!(
+            missing
+                .to_string()
+                .contains("ENRICHER_TEST_SURELY_UNSET_KEY"),
+            "{missing}"
+        );
     }
 }

@@ -12,10 +12,23 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, TelemetrySettings};
 
+/// The level filter: `RUST_LOG`, else `level` with chatty libraries at
+/// `warn`. async-openai logs whole response bodies (model answers, which
+/// quote customers) at ERROR and WARN, so its target is off whatever
+/// `RUST_LOG` says.
+pub fn filter(level: &str) -> EnvFilter {
+    let quiet = "lapin=warn,sqlx=warn,hyper=warn,hyper_util=warn,reqwest=warn,h2=warn";
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},{quiet}")));
+    match "async_openai=off".parse() {
+        Ok(silenced) => filter.add_directive(silenced),
+        Err(_) => filter,
+    }
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
 pub fn init(settings: &TelemetrySettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},lapin=warn,sqlx=warn", settings.level)));
+    let filter = filter(&settings.level);
     let colour = std::io::stderr().is_terminal();
     let installed = subscriber(settings.format, filter, std::io::stderr, colour).try_init();
     // A second init (tests, embedded use) keeps the first subscriber.

@@ -1,7 +1,7 @@
 //! Subcommands of the `enricher` binary that are more than a call into the
 //! worker: publishing events, benchmarking, inspecting schema and prompts, and
-//! the customer tools (show, export, forget) and the dead-letter tools (list,
-//! replay, purge).
+//! the customer tools (show, export, forget), the dead-letter tools (list,
+//! replay, purge) and the operator's status screen.
 
 pub mod bench;
 pub mod customers;
@@ -10,3 +10,4 @@ pub mod fake_model;
 pub mod inspect;
 pub mod send;
 pub mod settle;
+pub mod status;

@@ -77,6 +77,33 @@ pub struct RequestBuilder {
 pub struct ModelClient {
     client: HttpClient,
     builder: RequestBuilder,
+    observer: Option<std::sync::Arc<dyn CallObserver>>,
+}
+
+/// Told about every finished call (the worker's metrics), with the call's
+/// purpose (`enrich`, `summary`, `insights`), outcome code and accounting.
+pub trait CallObserver: Send + Sync {
+    /// One call finished.
+    fn model_call(&self, purpose: &'static str, outcome: &'static str, accounting: &Accounting);
+}
+
+/// The purpose of a request, from the name of the tool it asks for (in
+/// `json_object` mode the system prompt names it): the summary and insights
+/// tools are `record_conversation_summary` and `record_customer_insights`.
+fn purpose_of(request: &Value) -> &'static str {
+    let name = request
+        .pointer("/tool_choice/function/name")
+        .or_else(|| request.pointer("/response_format/json_schema/name"))
+        .or_else(|| request.pointer("/messages/0/content"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if name.contains("record_customer_insights") {
+        "insights"
+    } else if name.contains("record_conversation_summary") {
+        "summary"
+    } else {
+        "enrich"
+    }
 }
 
 impl RequestBuilder {
@@ -126,7 +153,14 @@ impl ModelClient {
         Ok(Some(ModelClient {
             client: HttpClient::new(settings, base_url)?,
             builder: RequestBuilder::new(settings, prompts),
+            observer: None,
         }))
+    }
+
+    /// The same client, telling `observer` about every call.
+    pub fn observed_by(mut self, observer: std::sync::Arc<dyn CallObserver>) -> ModelClient {
+        self.observer = Some(observer);
+        self
     }
 
     /// The request builder.
@@ -184,6 +218,13 @@ impl ModelClient {
             attempts,
             latency,
         };
+        if let Some(observer) = &self.observer {
+            let outcome = match &output {
+                Ok(_) => "ok",
+                Err(failure) => failure.outcome(),
+            };
+            observer.model_call(purpose_of(request), outcome, &accounting);
+        }
         (output, accounting)
     }
 

@@ -71,6 +71,11 @@ impl Publisher {
         Ok(())
     }
 
+    /// Whether the publisher's channel is open on a live connection.
+    pub fn connected(&self) -> bool {
+        self.channel().status().connected()
+    }
+
     fn channel(&self) -> Channel {
         self.channel
             .read()

@@ -344,6 +344,15 @@ impl Cache {
         Ok(HotProfile::from_hash(&hash))
     }
 
+    /// Answers whether Redis takes a command (for readiness).
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        let mut connection = self.connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await?;
+        Ok(())
+    }
+
     /// Applies the updates of one committed batch in a single round trip.
     pub async fn apply(&self, updates: &[CacheUpdate]) -> Result<(), CacheError> {
         if updates.is_empty() {

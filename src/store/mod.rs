@@ -20,6 +20,7 @@ pub mod notes;
 pub mod outbox;
 pub mod profiles;
 pub mod retention;
+pub mod status;
 pub mod summaries;
 pub mod warm_up;
 pub mod workspaces;

@@ -26,6 +26,8 @@ pub struct Effects {
     pub rejections: Vec<&'static str>,
     /// Customer messages for the model stage.
     pub model_jobs: Vec<ModelJob>,
+    /// The event had been handled before (a redelivery or a resend).
+    pub duplicate: bool,
 }
 
 /// Applies effects once their transaction has committed: the cache changes,
@@ -47,13 +49,21 @@ impl AfterCommit {
     pub async fn apply(&self, effects: impl IntoIterator<Item = Effects>) {
         let mut cache_updates = Vec::new();
         let mut pending = Vec::new();
+        let mut duplicates = 0;
         for effect in effects {
             for reason in &effect.rejections {
                 self.metrics.rejection(reason);
             }
+            duplicates += usize::from(effect.duplicate);
             cache_updates.extend(effect.cache);
             pending.extend(effect.outbox);
         }
+        self.metrics.effects_committed(
+            pending
+                .iter()
+                .map(|event: &Pending| event.routing_key.as_str()),
+            duplicates,
+        );
         if let Err(error) = self.cache.apply(&cache_updates).await {
             self.metrics.cache_errors.inc();
             tracing::error!(error = %error, "cache update failed after commit");

@@ -17,7 +17,7 @@ use super::effects::{AfterCommit, Effects};
 use super::error::HandleError;
 use super::handlers;
 use super::hot_profile::BatchView;
-use super::metrics::Metrics;
+use super::metrics::{DeadLetterKind, Metrics};
 use super::model_job::{CommitNotice, CommitSignal};
 use super::model_stage::ModelStage;
 use crate::config::{AmqpSettings, WorkerSettings};
@@ -162,7 +162,7 @@ impl LaneContext {
             || self.commit_once(batch, view),
             |error, attempt| {
                 tracing::warn!(attempt, error = %error, "transient store error; retrying the batch");
-                self.metrics.store_retries.inc();
+                self.metrics.store_retry();
             },
         )
         .await
@@ -221,9 +221,8 @@ impl LaneContext {
 
     async fn finish(&self, batch: Vec<Job>, effects: Vec<Effects>) {
         self.after_commit.apply(effects).await;
-        for _ in &batch {
-            self.metrics.events_stored.inc();
-        }
+        self.metrics
+            .batch_committed(batch.iter().map(|job| job.event.envelope.occurred_at));
         futures::future::join_all(batch.iter().map(|job| acks::ack(&job.delivery))).await;
     }
 
@@ -257,7 +256,8 @@ impl LaneContext {
                 };
                 tracing::error!(event_id = %event.envelope.id, kind = event.type_name(), reason = %reason,
                     "event dead-lettered");
-                self.metrics.dead_lettered.inc();
+                self.metrics
+                    .dead_letter(DeadLetterKind::of(retriable, &error));
                 self.publisher
                     .dead_letter(
                         &delivery.data,

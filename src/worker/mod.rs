@@ -29,7 +29,7 @@ use crate::queue::acks;
 use crate::queue::publisher::Publisher;
 use crate::workspaces::Workspaces;
 use lane::Job;
-use metrics::Metrics;
+use metrics::{DeadLetterKind, Metrics};
 
 /// Decodes deliveries and hands each to the lane of its conversation.
 pub struct Dispatcher {
@@ -48,13 +48,20 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub async fn dispatch(&self, delivery: Delivery) {
         let received_at = chrono::Utc::now();
+        self.metrics.consumed();
         let event = match Event::decode(&delivery.data, self.limits) {
             Ok(event) => event,
-            Err(invalid) => return self.reject(delivery, &invalid.0).await,
+            Err(invalid) => {
+                return self
+                    .reject(delivery, &invalid.0, DeadLetterKind::InvalidEvent)
+                    .await;
+            }
         };
         if self.workspaces.get(&event.envelope.workspace_id).is_none() {
             let reason = format!("unknown workspace `{}`", event.envelope.workspace_id);
-            return self.reject(delivery, &reason).await;
+            return self
+                .reject(delivery, &reason, DeadLetterKind::UnknownWorkspace)
+                .await;
         }
         let lane = lane_of(&event.ordering_key(), self.lanes.len());
         if self.lanes[lane]
@@ -70,9 +77,9 @@ impl Dispatcher {
         }
     }
 
-    async fn reject(&self, delivery: Delivery, reason: &str) {
+    async fn reject(&self, delivery: Delivery, reason: &str, kind: DeadLetterKind) {
         tracing::warn!(reason, "invalid event dead-lettered");
-        self.metrics.dead_lettered.inc();
+        self.metrics.dead_letter(kind);
         match self
             .publisher
             .dead_letter(

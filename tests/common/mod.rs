@@ -79,6 +79,8 @@ pub struct RunningWorker {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), enricher::startup::StartupError>>,
     pub metrics: std::sync::Arc<Metrics>,
+    /// Where its metrics and health endpoint listens.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl RunningWorker {
@@ -243,6 +245,10 @@ impl TestApp {
     pub fn settings(&self) -> Settings {
         let mut settings = Settings::load_from(&repo_root().join("config")).expect("settings load");
         settings.llm.prompts_dir = repo_root().join("prompts");
+        // In-process workers share the process: any free port, and the fake
+        // model servers take no key.
+        settings.http.listen = "127.0.0.1:0".to_owned();
+        settings.llm.api_key_env = String::new();
         for (key, value) in &self.settings_env {
             match key.as_str() {
                 "ENRICHER__POSTGRES__URL" => {
@@ -302,6 +308,18 @@ impl TestApp {
                 "ENRICHER__POSTGRES__MODEL_STAGE_CONNECTIONS" => {
                     settings.postgres.model_stage_connections = value.parse().expect("number")
                 }
+                "ENRICHER__HTTP__LISTEN" => settings.http.listen = value.clone(),
+                "ENRICHER__LLM__API_KEY_ENV" => settings.llm.api_key_env = value.clone(),
+                "ENRICHER__LLM__PROMPTS_DIR" => settings.llm.prompts_dir = value.into(),
+                "ENRICHER__TELEMETRY__LEVEL" => settings.telemetry.level = value.clone(),
+                "ENRICHER__TELEMETRY__FORMAT" => {
+                    settings.telemetry.format =
+                        serde_json::from_value(serde_json::Value::String(value.clone()))
+                            .expect("format")
+                }
+                "ENRICHER__LLM__MAX_CONCURRENT" => {
+                    settings.llm.max_concurrent = value.parse().expect("number")
+                }
                 "ENRICHER_ENV" => {}
                 other => panic!("the in-process harness does not map {other}; add it"),
             }
@@ -327,6 +345,7 @@ impl TestApp {
             .await
             .expect("enricher builds");
         let metrics = worker.metrics();
+        let http = worker.http_address();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(worker.run_until_stopped(async move {
             let _ = stopped.await;
@@ -335,6 +354,7 @@ impl TestApp {
             stop: Some(stop),
             task,
             metrics,
+            http,
         }
     }
 

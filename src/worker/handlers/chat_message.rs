@@ -49,6 +49,7 @@ pub(super) async fn handle(
     .await?
     {
         Recorded::Duplicate => {
+            effects.duplicate = true;
             // A redelivery may follow a crash between commit and cache write.
             effects.cache.push(CacheUpdate::InvalidateConversation {
                 workspace_id: workspace_id.clone(),
