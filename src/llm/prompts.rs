@@ -78,14 +78,8 @@ pub struct LastAsk {
     pub turns_ago: u32,
 }
 
-/// One turn shown to the model.
-#[derive(Debug, Clone, Serialize)]
-pub struct PromptTurn {
-    /// `customer`, `bot`, `agent` or `system`.
-    pub sender: String,
-    /// Text.
-    pub text: String,
-}
+/// One turn shown to the model: the decision core's turn.
+pub type PromptTurn = crate::decide::Turn;
 
 /// Everything the enrichment templates receive.
 #[derive(Debug, Clone, Serialize)]

@@ -352,7 +352,7 @@ impl ModelStage {
         let state = inputs.state;
         let spent = inputs.spent_tokens;
         let instructions = inputs.agent_instructions;
-        let ctx = enrich::context(&workspace, job, &state);
+        let ctx = enrich::context(&workspace, job, &state, &turns);
         let stage = decide::pattern_stage(&ctx);
         let budget_left = spent < i64::from(self.settings.conversation_token_budget);
         if let Gate::Skip(reason) = decide::gate(&ctx, &stage, true, budget_left) {
@@ -374,7 +374,7 @@ impl ModelStage {
             workspace.fields,
             &state,
             askable,
-            turns,
+            turns.clone(),
             &job.text,
             instructions,
         );

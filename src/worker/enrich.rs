@@ -192,11 +192,12 @@ pub fn phone_region<'a>(
         .or(workspace.settings.default_region.as_deref())
 }
 
-/// The decision context for a message and its state.
+/// The decision context for a message, its state and the turns before it.
 pub fn context<'a>(
     workspace: &'a Workspace<'_>,
     target: &'a MessageRef,
     state: &'a DecisionState,
+    recent: &'a [PromptTurn],
 ) -> TurnContext<'a> {
     TurnContext {
         fields: workspace.fields,
@@ -206,6 +207,7 @@ pub fn context<'a>(
         asks: &state.asks,
         policy: workspace.policy,
         triggers: workspace.triggers,
+        recent,
     }
 }
 
@@ -239,7 +241,12 @@ pub async fn first_pass(
         Some(state) => state,
         None => state_of(conn, target).await?,
     };
-    let ctx = context(workspace, target, &state);
+    let ctx = context(
+        workspace,
+        target,
+        &state,
+        target.prior_turns.as_deref().unwrap_or_default(),
+    );
     let stage = decide::pattern_stage(&ctx);
     let proposal = if with_model {
         Proposal::default()
