@@ -159,6 +159,11 @@ static NEGATED: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
+/// Email addresses and links, whose words are not the customer's words.
+static ADDRESS_OR_LINK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)[^\s@]+@[^\s@]+|https?://\S+|www\.\S+").expect("valid regex")
+});
+
 /// A word of a text: its byte range and its lower-case form.
 #[derive(Debug, Clone)]
 struct Word {
@@ -226,8 +231,12 @@ impl Triggers {
         Ok(Triggers { triggers })
     }
 
-    /// Every trigger the text fires, in configuration order.
+    /// Every trigger the text fires, in configuration order. Words inside
+    /// email addresses and links are not read ("marco@…" is not "marcar").
     pub fn fired<'a>(&'a self, text: &str) -> Vec<Fired<'a>> {
+        let blanked =
+            ADDRESS_OR_LINK.replace_all(text, |c: &regex::Captures<'_>| " ".repeat(c[0].len()));
+        let text: &str = &blanked;
         let words = words_of(text);
         let lower = text.to_lowercase();
         let mut stems: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
@@ -533,6 +542,7 @@ mod tests {
         };
         for (text, need) in [
             ("Could you shoot me over the pricing PDF?", "send"),
+            ("Quero marcar uma consulta", "booking"),
             (
                 "where's my package? it was supposed to come Tuesday",
                 "returning",
@@ -558,6 +568,7 @@ mod tests {
             "¿Cuánto cuesta el envío a Monterrey?",
             "How much is the sea view room per night?",
             "it just won't turn on",
+            "send the confirmation to my work email, marco@bianchistudio.it",
             "What time do you close on Sundays?",
         ] {
             assert!(fired(text).is_empty(), "{text}: {:?}", fired(text));

@@ -273,7 +273,12 @@ pub fn owner(
     let line = &text[line_start(text, span.start)..span.start];
     let after = &text[span.end..];
     let rest_of_sentence = &after[..sentence_end(after)];
-    let bare = BARE_BEFORE.is_match(&text[..span.start]) && BARE_AFTER.is_match(after);
+    let bare = (BARE_BEFORE.is_match(&text[..span.start]) && BARE_AFTER.is_match(after))
+        || (BARE_BEFORE.is_match(line) && BARE_AFTER.is_match(&after[..line_end(after)]));
+    let own_place = CONTACT_THIRD
+        .captures_iter(clause)
+        .filter_map(|c| c.get(1))
+        .any(|noun| OWN_PLACES.contains(&noun.as_str().to_lowercase().as_str()));
     if asked
         || bare
         || LABEL_BEFORE.is_match(line)
@@ -282,6 +287,7 @@ pub fn owner(
             && FIRST_PERSON_CUE.is_match(rest_of_sentence)
             && other_cue_end(rest_of_sentence).is_none())
         || SELF_INTRODUCED_BEFORE.is_match(clause)
+        || own_place
         || CONTACT_ME.is_match(&text[..span.start])
         || (around.stated_before.contains(&field) && CORRECTION.is_match(text))
     {
@@ -302,6 +308,10 @@ fn sentence_end(text: &str) -> usize {
                 || (".!?".contains(*c) && text[i + c.len_utf8()..].starts_with(char::is_whitespace))
         })
         .map_or(text.len(), |(i, _)| i)
+}
+
+fn line_end(text: &str) -> usize {
+    text.find('\n').unwrap_or(text.len())
 }
 
 fn line_start(text: &str, pos: usize) -> usize {

@@ -303,7 +303,7 @@ static FIRST_SENTENCE: LazyLock<Regex> =
 /// an optional "yes" and an optional "it's", "this is", "a nombre de" ….
 static NAME_ANSWER: LazyLock<Regex> = LazyLock::new(|| {
     name_regex(concat!(
-        r"^\s*(?i:(?:yes|yeah|yep|sure|ok|okay|s[ií]|sim|oui|ja)[\s,!.]*)?",
+        r"^\s*(?i:(?:yes|yeah|yep|sure|ok|okay|s[ií]|sim|oui|ja)\b[\s,!.]*)?",
         r"(?i:(?:it['’]?s|it\s+is|that['’]s|this\s+is|under|ask\s+for|name\s+is|a\s+nombre\s+de|en\s+nombre\s+de|",
         r"em\s+nome\s+de|atas\s+nama|c['’]est)[ \t]+)?",
         r"({words})[ \t]*[.!]?\s*$"
@@ -873,7 +873,10 @@ fn find_phones(
             continue;
         }
         let run_digits = run.as_str().chars().filter(char::is_ascii_digit).count();
-        if !run.as_str().starts_with('+') && run_digits >= 13 && CARD_NUMBER.is_match(run.as_str())
+        // Card numbers never start with 0; "0044 7912 345678" is a phone.
+        if !run.as_str().starts_with(['+', '0'])
+            && run_digits >= 13
+            && CARD_NUMBER.is_match(run.as_str())
         {
             continue;
         }
@@ -1164,7 +1167,13 @@ fn take_name(text: &str, words: Range<usize>, capitalised: bool) -> Option<Range
         if count > 0 && NAME_PARTICLES.contains(&lower.as_str()) {
             continue;
         }
-        if NOT_NAMES.contains(lower.as_str()) || count == MAX_NAME_WORDS {
+        let closes_name = count > 0
+            && word.chars().next().is_some_and(char::is_uppercase)
+            && text[range.end..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_alphanumeric() && c != ' ');
+        if (NOT_NAMES.contains(lower.as_str()) && !closes_name) || count == MAX_NAME_WORDS {
             break;
         }
         let starts_upper = word.chars().next().is_some_and(char::is_uppercase);
