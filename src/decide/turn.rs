@@ -271,18 +271,8 @@ pub fn pattern_stage(ctx: &TurnContext<'_>) -> PatternStage {
     let blanked = signatures::blank_app_signatures(ctx.text);
     let text: &str = &blanked;
     let asked = fields_just_asked(ctx);
-    let said_by_others: Vec<&str> = ctx
-        .recent
-        .iter()
-        .filter(|turn| turn.sender != "customer")
-        .map(|turn| turn.text.as_str())
-        .collect();
-    let stated_before: Vec<&str> = ctx
-        .known
-        .iter()
-        .filter(|(_, known)| known.source == Source::Customer)
-        .map(|(field, _)| field.as_str())
-        .collect();
+    let said_by_others = said_by_others(ctx);
+    let stated_before = stated_before(ctx);
     let around = Surroundings {
         asked: &asked,
         said_by_others: &said_by_others,
@@ -391,7 +381,8 @@ pub fn gate(
         .fields
         .iter()
         .any(|f| f.ai_writable && !crate::fields::BUILTIN_FIELDS.contains(&f.name.as_str()));
-    if missing_required || custom_writable {
+    // Values of unclear ownership are the model's to judge.
+    if missing_required || custom_writable || !stage.candidates.is_empty() {
         Gate::CallModel
     } else {
         Gate::Skip("nothing_to_collect")
@@ -554,9 +545,56 @@ fn validate_model_fact(
     if proposed.field == "name" {
         check_name(ctx.text, start, &proposed.value)?;
     }
-    ctx.fields
+    let value = ctx
+        .fields
         .normalize(&proposed.field, &proposed.value, ctx.default_region)
-        .map_err(|rejection| rejection.as_str())
+        .map_err(|rejection| rejection.as_str())?;
+    // The words that make a pattern value someone else's make the model's
+    // one so too: a sender, a quoted notice, a value the bot gave.
+    if matches!(
+        def.format,
+        crate::fields::FieldFormat::Email | crate::fields::FieldFormat::Phone
+    ) {
+        let asked = fields_just_asked(ctx);
+        let said_by_others = said_by_others(ctx);
+        let stated_before = stated_before(ctx);
+        let around = Surroundings {
+            asked: &asked,
+            said_by_others: &said_by_others,
+            stated_before: &stated_before,
+        };
+        let owner = ownership::owner(
+            ctx.text,
+            start..start + quote.len(),
+            &proposed.field,
+            &value,
+            ctx.fields,
+            ctx.default_region,
+            &around,
+        );
+        if owner == Owner::Other {
+            return Err("someone_elses_value");
+        }
+    }
+    Ok(value)
+}
+
+/// What the bot, agents and the system said in the turns at hand.
+fn said_by_others<'a>(ctx: &TurnContext<'a>) -> Vec<&'a str> {
+    ctx.recent
+        .iter()
+        .filter(|turn| turn.sender != "customer")
+        .map(|turn| turn.text.as_str())
+        .collect()
+}
+
+/// Fields whose value the customer stated before.
+fn stated_before<'a>(ctx: &TurnContext<'a>) -> Vec<&'a str> {
+    ctx.known
+        .iter()
+        .filter(|(_, known)| known.source == Source::Customer)
+        .map(|(field, _)| field.as_str())
+        .collect()
 }
 
 /// A proposed name must look like one: not a common word, and not the name

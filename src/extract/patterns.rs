@@ -1167,7 +1167,14 @@ fn take_name(text: &str, words: Range<usize>, capitalised: bool) -> Option<Range
         if count > 0 && NAME_PARTICLES.contains(&lower.as_str()) {
             continue;
         }
+        // A short capitalised word closing the text may end a name even
+        // when it is a common word elsewhere (Vietnamese "Nguyễn Văn An").
         let closes_name = count > 0
+            && word.chars().count() <= 3
+            && !matches!(
+                lower.as_str(),
+                "ok" | "yes" | "no" | "too" | "pls" | "thx" | "ta" | "hi" | "bye"
+            )
             && word.chars().next().is_some_and(char::is_uppercase)
             && text[range.end..]
                 .chars()

@@ -377,6 +377,7 @@ impl ModelStage {
             turns.clone(),
             &job.text,
             instructions,
+            &stage.candidates,
         );
         let Some(call) = self.call_once_committed(committed, &prompt, &enums).await else {
             self.drop_rolled_back();

@@ -483,8 +483,13 @@ async fn profile_update(
         source.as_str(),
     )
     .await?;
+    // Instructions reach the model's prompt: only agents and APIs give them.
     if let Some(instructions) = &update.agent_instructions {
-        customers::set_agent_instructions(conn, customer_id, instructions).await?;
+        if matches!(source, Source::Agent | Source::Api) {
+            customers::set_agent_instructions(conn, customer_id, instructions).await?;
+        } else {
+            effects.rejections.push("instructions_source");
+        }
     }
     announce_changes(conn, workspace_id, customer_id, changes, effects).await
 }
