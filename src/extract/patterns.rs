@@ -1353,6 +1353,72 @@ mod tests {
     }
 
     #[test]
+    fn names_in_scripts_without_capitals_and_in_more_languages() {
+        let fields = builtins_only();
+        let name = |text: &str| {
+            extract_facts(text, &fields, None)
+                .into_iter()
+                .find(|f| f.field == "name")
+                .map(|f| f.value)
+        };
+        for (text, expected) in [
+            ("Здравствуйте, меня зовут Анна Петрова", "Анна Петрова"),
+            ("مرحبا، اسمي أحمد الخطيب", "أحمد الخطيب"),
+            ("नमस्ते, मेरा नाम राहुल शर्मा है", "राहुल शर्मा"),
+            ("你好，我叫王小明", "王小明"),
+            ("안녕하세요, 제 이름은 김민준입니다", "김민준"),
+            ("저는 이지은이라고 합니다", "이지은"),
+            ("Merhaba, benim adım Elif Yılmaz", "Elif Yılmaz"),
+            (
+                "Dzień dobry, nazywam się Katarzyna Nowak",
+                "Katarzyna Nowak",
+            ),
+            ("Mein Name ist Hans-Peter von Stein", "Hans-Peter von Stein"),
+            ("Please call me Theo, everyone does", "Theo"),
+        ] {
+            assert_eq!(name(text).as_deref(), Some(expected), "{text}");
+        }
+        for text in [
+            "我是新客户，想了解一下价格",
+            "저는 학생입니다",
+            "मैं बहुत परेशान हूँ",
+            "Я хочу заказать",
+        ] {
+            assert_eq!(name(text), None, "{text}");
+        }
+        let answer = |text: &str| answer_to_name_ask(text, &fields, None).map(|f| f.value);
+        assert_eq!(answer("王芳").as_deref(), Some("王芳"));
+        assert_eq!(answer("박서준").as_deref(), Some("박서준"));
+        assert_eq!(answer("Okonkwo").as_deref(), Some("Okonkwo"));
+        assert_eq!(answer("Later"), None);
+    }
+
+    #[test]
+    fn spoken_plus_and_spelled_addresses() {
+        expect_values(
+            "phone",
+            Some("US"),
+            &[
+                ("my number is plus 44 7911 123456", Some("+447911123456")),
+                ("my mobile: 00 49 151 23456789", Some("+4915123456789")),
+                ("Meine Nummer: 0044 7912 345678", Some("+447912345678")),
+            ],
+        );
+        expect_values(
+            "email",
+            None,
+            &[
+                (
+                    "my email is john dot smith at gmail dot com",
+                    Some("john.smith@gmail.com"),
+                ),
+                ("write me: kim [at] proton [dot] me", Some("kim@proton.me")),
+                ("you can see our work at harmon dot design", None),
+            ],
+        );
+    }
+
+    #[test]
     fn a_correction_gives_the_corrected_name() {
         let fields = fields();
         let corrected = |text: &str| corrected_name(text, &fields, None).map(|f| f.value);
@@ -1364,11 +1430,18 @@ mod tests {
             corrected("Actually it's Jon, not John").as_deref(),
             Some("Jon")
         );
+        assert_eq!(corrected("Not Jo, it's Joanne").as_deref(), Some("Joanne"));
+        assert_eq!(corrected("It's Dana actually").as_deref(), Some("Dana"));
+        assert_eq!(
+            corrected("pardon, c'est Mathieu, pas Matthieu").as_deref(),
+            Some("Mathieu")
+        );
         for text in [
             "sorry, it's Tuesday I meant",
             "sorry, it's broken again",
             "Actually it's my wife Anna who called",
             "It's Stefan",
+            "sorry, it's broken again",
         ] {
             assert_eq!(corrected(text), None, "{text}");
         }
