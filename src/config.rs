@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::decide::policy::AskPolicy;
-use crate::decide::triggers::{TriggerConfig, Triggers};
+use crate::decide::triggers::{Lexicon, TriggerConfig, Triggers};
 use crate::fields::{FieldDef, FieldSet};
 
 /// Everything the worker and the CLI read from configuration.
@@ -176,9 +176,12 @@ pub struct AsksSettings {
     /// Limits on asking.
     #[serde(flatten)]
     pub policy: AskPolicy,
-    /// Keyword triggers.
+    /// The needs that call for an ask.
     #[serde(default)]
     pub triggers: Vec<TriggerConfig>,
+    /// Phrases for each need, by trigger and language.
+    #[serde(default)]
+    pub lexicon: Lexicon,
 }
 
 /// RabbitMQ connection and the names of everything the worker declares.
@@ -403,7 +406,8 @@ impl Settings {
         if self.amqp.retry_delays_ms.contains(&0) {
             return Err(invalid("amqp.retry_delays_ms", "delays must be above zero"));
         }
-        Triggers::new(&self.asks.triggers).map_err(|e| invalid("asks.triggers", &e.to_string()))?;
+        Triggers::new(&self.asks.triggers, &self.asks.lexicon)
+            .map_err(|e| invalid("asks.triggers", &e.to_string()))?;
         for trigger in &self.asks.triggers {
             if trigger.fields.is_empty() {
                 return Err(invalid(

@@ -46,7 +46,7 @@ impl Workspaces {
             .iter()
             .map(|(id, workspace)| Ok((id.clone(), workspace.field_set()?)))
             .collect::<Result<_, crate::config::ConfigError>>()?;
-        let triggers = Triggers::new(&asks.triggers)
+        let triggers = Triggers::new(&asks.triggers, &asks.lexicon)
             .map_err(|e| crate::config::ConfigError::Invalid(format!("asks.triggers: {e}")))?;
         Ok(Workspaces {
             settings,

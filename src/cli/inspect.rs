@@ -209,19 +209,25 @@ pub fn check_prompts(dir: &Path) -> anyhow::Result<()> {
         "--- system ---\n{}\n--- user ---\n{}",
         rendered.system, rendered.user
     );
+    let sizes = prompt_size::measure_conversation(&set)?;
+    let median = prompt_size::median_total(&sizes);
     let size = prompt_size::measure(&set)?;
     println!(
-        "enrichment prompt for a {}-turn conversation with {} custom fields: {} prompt tokens \
-         (o200k_base: system {}, user {}, tool definition {}); budget {}",
+        "enrichment prompts for a {}-turn conversation with {} custom fields: median {} prompt tokens \
+         over its {} requests; the last (all {} turns) {} (o200k_base: system {}, user {}, tool definition {}); \
+         budget for the median {}",
         prompt_size::SAMPLE_TURNS,
         prompt_size::SAMPLE_CUSTOM_FIELDS,
+        median,
+        sizes.len(),
+        prompt_size::SAMPLE_TURNS,
         size.total(),
         size.system,
         size.user,
         size.tool,
         prompt_size::PROMPT_TOKEN_BUDGET
     );
-    if size.total() >= prompt_size::PROMPT_TOKEN_BUDGET {
+    if median > prompt_size::PROMPT_TOKEN_BUDGET {
         println!(
             "warning: over the {}-token budget the shipped templates keep; every model call pays for it",
             prompt_size::PROMPT_TOKEN_BUDGET

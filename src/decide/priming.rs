@@ -66,6 +66,7 @@ pub fn prime(fields: &FieldSet, policy: &AskPolicy, triggers: &Triggers) {
             asks,
             policy,
             triggers,
+            recent: &[],
         };
         super::pattern_stage(&ctx);
     }
@@ -79,6 +80,7 @@ pub fn prime(fields: &FieldSet, policy: &AskPolicy, triggers: &Triggers) {
                 asks: &asks,
                 policy,
                 triggers,
+                recent: &[],
             };
             let stage = super::pattern_stage(&ctx);
             let offline = super::offline_proposal(&ctx, &stage);

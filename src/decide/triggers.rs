@@ -1,31 +1,135 @@
-//! Keyword triggers: the natural moments to ask, spotted without a model.
-//! With no LLM configured they are the whole ask decision; with one, they
-//! still tell the policy when an optional field (a phone for a call-back) may
-//! be asked. Keywords come from configuration so operators can add their
-//! customers' phrasings.
+//! Natural moments to ask, spotted without a model. With no LLM configured
+//! they are the whole ask decision; with one, they still tell the policy
+//! when an optional field (a phone for a call-back) may be asked.
+//!
+//! A moment is a need: something to send or a copy of something (ask the
+//! email), a call, call-back or appointment (ask the name, then the phone),
+//! an order, delivery, refund, invoice or account (ask the email). Each need
+//! is recognised through a lexicon of phrases by language
+//! (`[asks.lexicon.<trigger>]` in the configuration), matched on word forms
+//! rather than on one spelling: words are compared by their Snowball stem in
+//! the languages a stemmer exists for, a word written `send*` matches every
+//! word it starts, `=word` only that exact form, and up to one word may come
+//! between the words of a phrase ("send *it* over", "me *pueden* enviar").
+//! In scripts written without spaces (Japanese, Chinese, Thai) and in Arabic
+//! a phrase matches anywhere in the text. A phrase right after a negation of
+//! the need ("no need to call me", "don't send") does not fire. Operators
+//! extend a need with more keys in the same table (`en-acme = [...]`: the
+//! language is the part before the dash), or with literal `keywords` on the
+//! trigger.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::LazyLock;
 
 use regex::Regex;
+use rust_stemmers::{Algorithm, Stemmer};
 use serde::Deserialize;
 
 use crate::extract::grounding::is_unspaced_script;
 
 /// One trigger as configured under `[[asks.triggers]]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct TriggerConfig {
-    /// Short name, used as the ask's reason code.
+    /// Short name, used as the ask's reason code and as its lexicon's key.
     pub name: String,
     /// Why asking now makes sense, as the bot would explain it.
     pub reason: String,
     /// Fields to ask, in order; the first one missing is asked.
     pub fields: Vec<String>,
-    /// Phrases that fire the trigger (case-insensitive, whole words).
+    /// Literal phrases that fire the trigger in any language
+    /// (case-insensitive, whole words).
+    #[serde(default)]
     pub keywords: Vec<String>,
+}
+
+/// Phrases by trigger name, then by language key (`en`, `es`, `en-acme` …).
+pub type Lexicon = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+/// Why triggers could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    /// A keyword did not compile.
+    #[error("keywords: {0}")]
+    Keywords(#[from] regex::Error),
+    /// A lexicon names a trigger that is not configured.
+    #[error("asks.lexicon.{0}: no trigger of that name")]
+    UnknownTrigger(String),
+    /// A phrase has no words.
+    #[error("asks.lexicon.{trigger}.{language}: an empty phrase")]
+    EmptyPhrase {
+        /// The trigger.
+        trigger: String,
+        /// The language key.
+        language: String,
+    },
+}
+
+/// How the words of a language are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Script {
+    /// Spaced words, compared by stem.
+    Stemmed(Algorithm),
+    /// Spaced words without a stemmer: a phrase word matches a word it starts.
+    Prefixed,
+    /// No reliable word edges: a phrase matches anywhere in the text.
+    Anywhere,
+}
+
+fn script_of(language: &str) -> Script {
+    match language {
+        "en" => Script::Stemmed(Algorithm::English),
+        "es" => Script::Stemmed(Algorithm::Spanish),
+        "pt" => Script::Stemmed(Algorithm::Portuguese),
+        "fr" => Script::Stemmed(Algorithm::French),
+        "de" => Script::Stemmed(Algorithm::German),
+        "it" => Script::Stemmed(Algorithm::Italian),
+        "nl" => Script::Stemmed(Algorithm::Dutch),
+        "ru" => Script::Stemmed(Algorithm::Russian),
+        "tr" => Script::Stemmed(Algorithm::Turkish),
+        "sv" => Script::Stemmed(Algorithm::Swedish),
+        "da" => Script::Stemmed(Algorithm::Danish),
+        "no" | "nb" => Script::Stemmed(Algorithm::Norwegian),
+        "fi" => Script::Stemmed(Algorithm::Finnish),
+        "hu" => Script::Stemmed(Algorithm::Hungarian),
+        "ro" => Script::Stemmed(Algorithm::Romanian),
+        "el" => Script::Stemmed(Algorithm::Greek),
+        "ja" | "zh" | "th" | "lo" | "km" | "my" | "ar" | "fa" | "ur" | "he" => Script::Anywhere,
+        _ => Script::Prefixed,
+    }
+}
+
+/// One word of a phrase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WordPattern {
+    /// Same stem (or, without a stemmer, a word that starts with it).
+    Form(String),
+    /// Any word that starts with it (`send*`).
+    Prefix(String),
+    /// Only this spelling (`=llamo`).
+    Exact(String),
+}
+
+/// A language's phrases for one trigger.
+#[derive(Debug, Clone)]
+struct LanguagePhrases {
+    script: Script,
+    phrases: Vec<Vec<WordPattern>>,
+    anywhere: Vec<String>,
+}
+
+/// A compiled trigger.
+#[derive(Debug, Clone)]
+struct Trigger {
+    config: TriggerConfig,
+    keywords: Option<Regex>,
+    languages: Vec<LanguagePhrases>,
 }
 
 /// Compiled triggers.
 #[derive(Debug, Clone)]
 pub struct Triggers {
-    triggers: Vec<(TriggerConfig, Regex)>,
+    triggers: Vec<Trigger>,
 }
 
 /// A trigger that fired on a message.
@@ -39,54 +143,300 @@ pub struct Fired<'a> {
     pub fields: &'a [String],
 }
 
+/// Most words allowed between two words of a phrase.
+const MAX_GAP: usize = 1;
+
+/// A negation of the need right before a phrase ("no need to", "don't",
+/// "no hace falta que", "não precisa"), with at most one word between.
+static NEGATED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?iu)(?:^|[^\p{L}])(?:don['’]?t|do\s+not|dont|not|no\s+need\s+(?:to|for)|never|",
+        r"no\s+(?:hace\s+falta|es\s+necesario|necesito|quiero)(?:\s+que)?|",
+        r"n[ãa]o(?:\s+precisa(?:\s+de)?)?|pas\s+besoin\s+de|ne\s+pas|nicht|kein\w*|",
+        r"non|niet|geen|tidak\s+usah|tidak\s+perlu|jangan|не\s+надо|не\s+нужно|не|nie)",
+        r"\s+(?:[\p{L}'’]+\s+)?$"
+    ))
+    .expect("valid regex")
+});
+
+/// Email addresses and links, whose words are not the customer's words.
+static ADDRESS_OR_LINK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)[^\s@]+@[^\s@]+|https?://\S+|www\.\S+").expect("valid regex")
+});
+
+/// A word of a text: its byte range and its lower-case form.
+#[derive(Debug, Clone)]
+struct Word {
+    range: Range<usize>,
+    lower: String,
+}
+
+fn words_of(text: &str) -> Vec<Word> {
+    let mut words = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        let part = c.is_alphanumeric() || (start.is_some() && is_mark(c));
+        match (part, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                words.push(word(text, s..i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        words.push(word(text, s..text.len()));
+    }
+    words
+}
+
+fn is_mark(c: char) -> bool {
+    matches!(c, '\u{0300}'..='\u{036F}' | '\u{0900}'..='\u{097F}')
+}
+
+fn word(text: &str, range: Range<usize>) -> Word {
+    Word {
+        lower: text[range.clone()].to_lowercase(),
+        range,
+    }
+}
+
+fn stem(algorithm: Algorithm, word: &str) -> String {
+    Stemmer::create(algorithm).stem(word).into_owned()
+}
+
 impl Triggers {
-    /// Compiles the configured triggers; a keyword is matched literally, as
-    /// whole words, except in scripts written without spaces between words
-    /// (Thai, Japanese, Chinese …), where it is matched anywhere.
-    pub fn new(configs: &[TriggerConfig]) -> Result<Triggers, regex::Error> {
+    /// Compiles the configured triggers and their lexicon. Keywords are
+    /// matched literally as whole words, except in scripts written without
+    /// spaces between words, where they are matched anywhere.
+    pub fn new(configs: &[TriggerConfig], lexicon: &Lexicon) -> Result<Triggers, TriggerError> {
+        if let Some(unknown) = lexicon
+            .keys()
+            .find(|name| !configs.iter().any(|c| &c.name == *name))
+        {
+            return Err(TriggerError::UnknownTrigger(unknown.clone()));
+        }
         let triggers = configs
             .iter()
-            .filter(|c| !c.keywords.is_empty())
             .map(|config| {
-                let (unspaced, spaced): (Vec<&String>, Vec<&String>) = config
-                    .keywords
-                    .iter()
-                    .partition(|k| k.chars().any(is_unspaced_script));
-                let literal = |keywords: Vec<&String>| -> String {
-                    keywords
-                        .iter()
-                        .map(|k| regex::escape(k.trim()).replace(' ', r"\s+"))
-                        .collect::<Vec<_>>()
-                        .join("|")
-                };
-                let mut branches = Vec::new();
-                if !spaced.is_empty() {
-                    branches.push(format!(
-                        r"(?:^|[^\p{{L}}\p{{N}}])(?:{})(?:$|[^\p{{L}}\p{{N}}])",
-                        literal(spaced)
-                    ));
-                }
-                if !unspaced.is_empty() {
-                    branches.push(format!("(?:{})", literal(unspaced)));
-                }
-                let pattern = format!("(?iu){}", branches.join("|"));
-                Ok((config.clone(), Regex::new(&pattern)?))
+                let phrases = lexicon.get(&config.name).cloned().unwrap_or_default();
+                Ok(Trigger {
+                    keywords: keyword_regex(&config.keywords)?,
+                    languages: compile_lexicon(&config.name, &phrases)?,
+                    config: config.clone(),
+                })
             })
-            .collect::<Result<_, regex::Error>>()?;
+            .collect::<Result<_, TriggerError>>()?;
         Ok(Triggers { triggers })
     }
 
-    /// Every trigger the text fires, in configuration order.
+    /// Every trigger the text fires, in configuration order. Words inside
+    /// email addresses and links are not read ("marco@…" is not "marcar").
     pub fn fired<'a>(&'a self, text: &str) -> Vec<Fired<'a>> {
+        let blanked =
+            ADDRESS_OR_LINK.replace_all(text, |c: &regex::Captures<'_>| " ".repeat(c[0].len()));
+        let text: &str = &blanked;
+        let words = words_of(text);
+        let lower = text.to_lowercase();
+        let mut stems: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         self.triggers
             .iter()
-            .filter(|(_, regex)| regex.is_match(text))
-            .map(|(config, _)| Fired {
-                name: &config.name,
-                reason: &config.reason,
-                fields: &config.fields,
+            .filter(|trigger| {
+                trigger.keywords.as_ref().is_some_and(|k| k.is_match(text))
+                    || trigger
+                        .languages
+                        .iter()
+                        .any(|language| language.fires(text, &lower, &words, &mut stems))
+            })
+            .map(|trigger| Fired {
+                name: &trigger.config.name,
+                reason: &trigger.config.reason,
+                fields: &trigger.config.fields,
             })
             .collect()
+    }
+}
+
+fn keyword_regex(keywords: &[String]) -> Result<Option<Regex>, regex::Error> {
+    let keywords: Vec<&String> = keywords.iter().filter(|k| !k.trim().is_empty()).collect();
+    if keywords.is_empty() {
+        return Ok(None);
+    }
+    let (unspaced, spaced): (Vec<&String>, Vec<&String>) = keywords
+        .into_iter()
+        .partition(|k| k.chars().any(is_unspaced_script));
+    let literal = |keywords: Vec<&String>| -> String {
+        keywords
+            .iter()
+            .map(|k| regex::escape(k.trim()).replace(' ', r"\s+"))
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    let mut branches = Vec::new();
+    if !spaced.is_empty() {
+        branches.push(format!(
+            r"(?:^|[^\p{{L}}\p{{N}}])(?:{})(?:$|[^\p{{L}}\p{{N}}])",
+            literal(spaced)
+        ));
+    }
+    if !unspaced.is_empty() {
+        branches.push(format!("(?:{})", literal(unspaced)));
+    }
+    Regex::new(&format!("(?iu){}", branches.join("|"))).map(Some)
+}
+
+fn compile_lexicon(
+    trigger: &str,
+    phrases: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<LanguagePhrases>, TriggerError> {
+    let mut languages = Vec::new();
+    for (key, list) in phrases {
+        let language = key.split('-').next().unwrap_or_default().to_lowercase();
+        let script = script_of(&language);
+        let mut compiled = LanguagePhrases {
+            script,
+            phrases: Vec::new(),
+            anywhere: Vec::new(),
+        };
+        for phrase in list {
+            let empty = || TriggerError::EmptyPhrase {
+                trigger: trigger.to_owned(),
+                language: key.clone(),
+            };
+            if script == Script::Anywhere || phrase.chars().any(is_unspaced_script) {
+                let text: String = phrase.trim().trim_end_matches('*').to_lowercase();
+                if text.is_empty() {
+                    return Err(empty());
+                }
+                compiled.anywhere.push(text);
+                continue;
+            }
+            let words: Vec<WordPattern> = phrase
+                .split_whitespace()
+                .flat_map(|raw| pattern_words(raw, script))
+                .collect();
+            if words.is_empty() {
+                return Err(empty());
+            }
+            compiled.phrases.push(words);
+        }
+        languages.push(compiled);
+    }
+    Ok(languages)
+}
+
+/// The word patterns of one whitespace-separated piece of a phrase
+/// ("m'envoyer" is two words, as in a message).
+fn pattern_words(raw: &str, script: Script) -> Vec<WordPattern> {
+    let (kind, body) = if let Some(rest) = raw.strip_prefix('=') {
+        ('=', rest)
+    } else if let Some(rest) = raw.strip_suffix('*') {
+        ('*', rest)
+    } else {
+        (' ', raw)
+    };
+    let words = words_of(body);
+    let count = words.len();
+    words
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| match (kind, script) {
+            ('=', _) => WordPattern::Exact(w.lower),
+            ('*', _) if i + 1 == count => WordPattern::Prefix(w.lower),
+            (_, Script::Stemmed(algorithm)) => WordPattern::Form(stem(algorithm, &w.lower)),
+            _ => WordPattern::Form(w.lower),
+        })
+        .collect()
+}
+
+impl LanguagePhrases {
+    fn fires(
+        &self,
+        text: &str,
+        lower: &str,
+        words: &[Word],
+        stems: &mut BTreeMap<&'static str, Vec<String>>,
+    ) -> bool {
+        if self
+            .anywhere
+            .iter()
+            .any(|phrase| lower.contains(phrase.as_str()))
+        {
+            return true;
+        }
+        if self.phrases.is_empty() {
+            return false;
+        }
+        let forms: Vec<String> = match self.script {
+            Script::Stemmed(algorithm) => stems
+                .entry(algorithm_key(algorithm))
+                .or_insert_with(|| words.iter().map(|w| stem(algorithm, &w.lower)).collect())
+                .clone(),
+            _ => words.iter().map(|w| w.lower.clone()).collect(),
+        };
+        self.phrases.iter().any(|phrase| {
+            (0..words.len()).any(|start| {
+                matches_at(phrase, words, &forms, start, self.script)
+                    && !NEGATED.is_match(&text[..words[start].range.start])
+            })
+        })
+    }
+}
+
+/// Whether `phrase` matches the words from `start` on, with at most
+/// [`MAX_GAP`] words between two of its words.
+fn matches_at(
+    phrase: &[WordPattern],
+    words: &[Word],
+    forms: &[String],
+    start: usize,
+    script: Script,
+) -> bool {
+    let matches = |pattern: &WordPattern, i: usize| match pattern {
+        WordPattern::Exact(exact) => words[i].lower == *exact,
+        WordPattern::Prefix(prefix) => words[i].lower.starts_with(prefix.as_str()),
+        WordPattern::Form(form) => match script {
+            Script::Stemmed(_) => forms[i] == *form || words[i].lower == *form,
+            _ => words[i].lower.starts_with(form.as_str()),
+        },
+    };
+    let Some((first, rest)) = phrase.split_first() else {
+        return false;
+    };
+    if !matches(first, start) {
+        return false;
+    }
+    let mut at = start;
+    for pattern in rest {
+        let found = (at + 1..words.len().min(at + 2 + MAX_GAP)).find(|&i| matches(pattern, i));
+        match found {
+            Some(i) => at = i,
+            None => return false,
+        }
+    }
+    true
+}
+
+fn algorithm_key(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::English => "en",
+        Algorithm::Spanish => "es",
+        Algorithm::Portuguese => "pt",
+        Algorithm::French => "fr",
+        Algorithm::German => "de",
+        Algorithm::Italian => "it",
+        Algorithm::Dutch => "nl",
+        Algorithm::Russian => "ru",
+        Algorithm::Turkish => "tr",
+        Algorithm::Swedish => "sv",
+        Algorithm::Danish => "da",
+        Algorithm::Norwegian => "no",
+        Algorithm::Finnish => "fi",
+        Algorithm::Hungarian => "hu",
+        Algorithm::Romanian => "ro",
+        Algorithm::Greek => "el",
+        _ => "other",
     }
 }
 
@@ -94,55 +444,140 @@ impl Triggers {
 mod tests {
     use super::*;
 
+    fn lexicon(entries: &[(&str, &str, &[&str])]) -> Lexicon {
+        let mut lexicon = Lexicon::new();
+        for (trigger, language, phrases) in entries {
+            lexicon.entry((*trigger).to_owned()).or_default().insert(
+                (*language).to_owned(),
+                phrases.iter().map(|p| (*p).to_owned()).collect(),
+            );
+        }
+        lexicon
+    }
+
     fn triggers() -> Triggers {
-        Triggers::new(&[
-            TriggerConfig {
-                name: "send".into(),
-                reason: "wants something sent".into(),
-                fields: vec!["email".into()],
-                keywords: vec!["send me".into(), "brochure".into(), "envíame".into()],
-            },
-            TriggerConfig {
-                name: "booking".into(),
-                reason: "wants to book".into(),
-                fields: vec!["name".into(), "phone".into()],
-                keywords: vec!["book".into(), "call me".into()],
-            },
-        ])
+        Triggers::new(
+            &[
+                TriggerConfig {
+                    name: "send".into(),
+                    reason: "wants something sent".into(),
+                    fields: vec!["email".into()],
+                    keywords: vec!["brochure".into()],
+                },
+                TriggerConfig {
+                    name: "booking".into(),
+                    reason: "wants to book".into(),
+                    fields: vec!["name".into(), "phone".into()],
+                    keywords: vec![],
+                },
+            ],
+            &lexicon(&[
+                ("send", "en", &["send me", "a copy"]),
+                ("send", "es", &["me enviar", "envíame"]),
+                ("send", "ja", &["送って"]),
+                ("booking", "en", &["call me", "book*"]),
+                ("booking", "es", &["=llámame", "=me =llamen"]),
+                ("booking", "id", &["janji temu"]),
+            ]),
+        )
         .expect("valid")
     }
 
-    #[test]
-    fn keywords_match_whole_words_in_any_case() {
-        let t = triggers();
-        assert_eq!(t.fired("Can you SEND  me the price list?")[0].name, "send");
-        assert_eq!(
-            t.fired("I'd like to book a table")[0].fields,
-            ["name", "phone"]
-        );
-        assert_eq!(t.fired("¿Me envíame el catálogo?")[0].name, "send");
-        assert!(
-            t.fired("I read a facebook post").is_empty(),
-            "book inside facebook"
-        );
-        assert!(t.fired("hello there").is_empty());
+    fn names(text: &str) -> Vec<&'static str> {
+        static T: LazyLock<Triggers> = LazyLock::new(triggers);
+        T.fired(text)
+            .iter()
+            .map(|f| match f.name {
+                "send" => "send",
+                _ => "booking",
+            })
+            .collect()
     }
 
     #[test]
-    fn keywords_in_scripts_without_spaces_match_inside_words() {
-        let t = Triggers::new(&[TriggerConfig {
-            name: "booking".into(),
-            reason: "wants to book".into(),
-            fields: vec!["name".into()],
-            keywords: vec!["book".into(), "予約".into(), "จอง".into()],
-        }])
-        .expect("valid");
-        assert_eq!(t.fired("予約したいです")[0].name, "booking");
-        assert_eq!(t.fired("อยากจองห้องพักวันเสาร์นี้ครับ")[0].name, "booking");
+    fn word_forms_and_gaps_match() {
+        assert_eq!(names("Can you SEND  me the price list?"), ["send"]);
+        assert_eq!(names("could you be sending me the deck"), ["send"]);
+        assert!(names("I sent it to my boss").is_empty());
+        assert_eq!(names("¿Me pueden enviar la lista?"), ["send"]);
+        assert_eq!(names("料金表を送っていただけますか"), ["send"]);
+        assert_eq!(names("I'd like to book a table"), ["booking"]);
+        assert_eq!(names("Saya mau buat janji temu"), ["booking"]);
+        assert_eq!(names("the brochure please"), ["send"]);
+    }
+
+    #[test]
+    fn exact_forms_and_whole_words() {
+        assert_eq!(names("llámame mañana"), ["booking"]);
+        assert!(names("Hola, me llamo José").is_empty());
         assert!(
-            t.fired("my facebook page").is_empty(),
-            "spaced keywords stay whole words"
+            names("I read a facebook post").is_empty(),
+            "book inside facebook"
         );
-        assert!(t.fired("こんにちは").is_empty());
+        assert!(names("hello there").is_empty());
+    }
+
+    #[test]
+    fn a_negated_need_does_not_fire() {
+        assert!(names("No need to call me, chat is fine").is_empty());
+        assert!(names("I don't need a copy, thanks").is_empty());
+        assert!(names("please don't call me").is_empty());
+        assert_eq!(names("I don't know, just call me"), ["booking"]);
+    }
+
+    /// The shipped lexicon: needs in other words and languages fire, plain
+    /// questions and negated needs do not.
+    #[test]
+    fn the_shipped_lexicon_finds_needs_not_questions() {
+        let settings =
+            crate::config::Settings::load_from(std::path::Path::new("config")).expect("config");
+        let triggers =
+            Triggers::new(&settings.asks.triggers, &settings.asks.lexicon).expect("triggers");
+        let fired = |text: &str| -> Vec<String> {
+            triggers
+                .fired(text)
+                .iter()
+                .map(|f| f.name.to_owned())
+                .collect()
+        };
+        for (text, need) in [
+            ("Could you shoot me over the pricing PDF?", "send"),
+            ("Quero marcar uma consulta", "booking"),
+            (
+                "where's my package? it was supposed to come Tuesday",
+                "returning",
+            ),
+            ("can someone ring me tomorrow morning?", "booking"),
+            ("¿Me podrían llamar mañana?", "booking"),
+            ("Ma commande n'est toujours pas arrivée", "returning"),
+            ("Перезвоните мне, пожалуйста", "booking"),
+            ("주문한 물건이 아직 안 왔어요", "returning"),
+            ("ช่วยส่งใบเสนอราคาให้หน่อยได้ไหมครับ", "send"),
+        ] {
+            assert_eq!(
+                fired(text).first().map(String::as_str),
+                Some(need),
+                "{text}"
+            );
+        }
+        for text in [
+            "Hola, me llamo José Luis",
+            "Mi chiamo Luca",
+            "Bonjour, je m'appelle Jean",
+            "No need to call me, chat is fine",
+            "¿Cuánto cuesta el envío a Monterrey?",
+            "How much is the sea view room per night?",
+            "it just won't turn on",
+            "send the confirmation to my work email, marco@bianchistudio.it",
+            "What time do you close on Sundays?",
+        ] {
+            assert!(fired(text).is_empty(), "{text}: {:?}", fired(text));
+        }
+    }
+
+    #[test]
+    fn a_lexicon_for_an_unknown_trigger_is_refused() {
+        let error = Triggers::new(&[], &lexicon(&[("nope", "en", &["x"])]));
+        assert!(matches!(error, Err(TriggerError::UnknownTrigger(_))));
     }
 }

@@ -16,9 +16,12 @@ use serde::{Deserialize, Serialize};
 use super::triggers::Triggers;
 use crate::decide::policy::{AskPolicy, Source};
 use crate::extract::grounding::{find_quote, find_words_loose, value_supported_by_quote};
-use crate::extract::patterns::{Fact, extract_facts};
-use crate::extract::{declines, language, patterns};
+use crate::extract::ownership::{self, Owner, Surroundings};
+use crate::extract::patterns::Fact;
+use crate::extract::{declines, language, patterns, signatures};
+use crate::event::Sender;
 use crate::fields::FieldSet;
+use crate::turn::Turn;
 
 /// A field value already on the profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,15 +73,23 @@ pub struct TurnContext<'a> {
     pub policy: &'a AskPolicy,
     /// Natural moments to ask.
     pub triggers: &'a Triggers,
+    /// The turns before the message that the worker has at hand, oldest
+    /// first (the last few; none when it has none): who just asked for what,
+    /// and which values the bot, agents or the system gave.
+    pub recent: &'a [Turn],
 }
 
 /// What the deterministic extractor found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PatternStage {
-    /// Facts found by patterns.
+    /// Facts found by patterns that the words around them make the
+    /// customer's own.
     pub facts: Vec<Fact>,
     /// Fields the customer refused to give.
     pub declined: Vec<String>,
+    /// Values found by patterns whose owner the words around them do not
+    /// settle: never written on the patterns' word, offered to the model.
+    pub candidates: Vec<Fact>,
 }
 
 /// A fact proposed by the model (or a test double of it).
@@ -245,27 +256,99 @@ static GENERIC_REFUSAL: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
-/// Runs the deterministic extractor.
+/// Runs the deterministic extractor on the customer's words (app
+/// signatures blanked out) and sorts what it found by owner
+/// ([`ownership`]): the customer's own values are facts, unclear ones
+/// candidates for the model, other people's dropped.
 pub fn pattern_stage(ctx: &TurnContext<'_>) -> PatternStage {
-    let mut facts = extract_facts(ctx.text, ctx.fields, ctx.default_region);
-    let declined = declines::declined_fields(ctx.text, ctx.fields);
-    // A bare name is read as one only when it answers our open ask for it.
-    let name_asked = ctx.asks.asks.iter().any(|a| a.pending && a.field == "name");
-    if name_asked
+    let blanked = signatures::blank_app_signatures(ctx.text);
+    let text: &str = &blanked;
+    let asked = fields_just_asked(ctx);
+    let said_by_others = said_by_others(ctx);
+    let stated_before = stated_before(ctx);
+    let around = Surroundings {
+        asked: &asked,
+        said_by_others: &said_by_others,
+        stated_before: &stated_before,
+    };
+    let mentions = patterns::extract_mentions(
+        text,
+        ctx.fields,
+        ctx.default_region,
+        asked.contains(&"email"),
+    );
+    let (mut own, mut unclear) = (Vec::new(), Vec::new());
+    for mention in mentions {
+        if !matches!(mention.field.as_str(), "email" | "phone") {
+            own.push(mention);
+            continue;
+        }
+        match ownership::owner(
+            text,
+            mention.quote.clone(),
+            &mention.field,
+            &mention.value,
+            ctx.fields,
+            ctx.default_region,
+            &around,
+        ) {
+            Owner::Customer => own.push(mention),
+            Owner::Unclear => unclear.push(mention),
+            Owner::Other => {}
+        }
+    }
+    let mut facts = patterns::latest_per_field(text, own);
+    let candidates: Vec<Fact> = patterns::latest_per_field(text, unclear)
+        .into_iter()
+        .filter(|c| !facts.iter().any(|f| f.field == c.field))
+        .collect();
+    let declined = declines::declined_fields(text, ctx.fields);
+    // A bare name is read as one only when it answers a question for it:
+    // the bot's or an agent's just before, or enricher's open ask.
+    if asked.contains(&"name")
         && !facts.iter().any(|f| f.field == "name")
         && !declined.iter().any(|f| f == "name")
-        && let Some(fact) = patterns::answer_to_name_ask(ctx.text, ctx.fields, ctx.default_region)
+        && let Some(fact) = patterns::answer_to_name_ask(text, ctx.fields, ctx.default_region)
+        && !said_by_others
+            .iter()
+            .any(|said| !find_words_loose(said, &fact.value).is_empty())
     {
         facts.push(fact);
     }
     // A known name may be corrected ("sorry, autocorrect — it's Stefan").
     if ctx.known.contains_key("name")
         && !facts.iter().any(|f| f.field == "name")
-        && let Some(fact) = patterns::corrected_name(ctx.text, ctx.fields, ctx.default_region)
+        && let Some(fact) = patterns::corrected_name(text, ctx.fields, ctx.default_region)
     {
         facts.push(fact);
     }
-    PatternStage { facts, declined }
+    PatternStage {
+        facts,
+        declined,
+        candidates,
+    }
+}
+
+/// The fields the customer was asked for just before this message: by the
+/// bot's or an agent's question in the turn right before it, or by
+/// enricher's own open ask.
+fn fields_just_asked(ctx: &TurnContext<'_>) -> Vec<&'static str> {
+    let mut asked: Vec<&'static str> = ctx
+        .recent
+        .last()
+        .filter(|turn| matches!(turn.sender.as_str(), "bot" | "agent"))
+        .map(|turn| ownership::fields_asked_in(&turn.text))
+        .unwrap_or_default();
+    for ask in ctx.asks.asks.iter().filter(|a| a.pending) {
+        if let Some(field) = ["name", "email", "phone"]
+            .into_iter()
+            .find(|f| *f == ask.field)
+            && !asked.contains(&field)
+        {
+            asked.push(field);
+        }
+    }
+    asked
 }
 
 /// Decides whether the model is worth a call: only when enrichment is on,
@@ -291,7 +374,8 @@ pub fn gate(
         .fields
         .iter()
         .any(|f| f.ai_writable && !crate::fields::BUILTIN_FIELDS.contains(&f.name.as_str()));
-    if missing_required || custom_writable {
+    // Values of unclear ownership are the model's to judge.
+    if missing_required || custom_writable || !stage.candidates.is_empty() {
         Gate::CallModel
     } else {
         Gate::Skip("nothing_to_collect")
@@ -454,9 +538,56 @@ fn validate_model_fact(
     if proposed.field == "name" {
         check_name(ctx.text, start, &proposed.value)?;
     }
-    ctx.fields
+    let value = ctx
+        .fields
         .normalize(&proposed.field, &proposed.value, ctx.default_region)
-        .map_err(|rejection| rejection.as_str())
+        .map_err(|rejection| rejection.as_str())?;
+    // The words that make a pattern value someone else's make the model's
+    // one so too: a sender, a quoted notice, a value the bot gave.
+    if matches!(
+        def.format,
+        crate::fields::FieldFormat::Email | crate::fields::FieldFormat::Phone
+    ) {
+        let asked = fields_just_asked(ctx);
+        let said_by_others = said_by_others(ctx);
+        let stated_before = stated_before(ctx);
+        let around = Surroundings {
+            asked: &asked,
+            said_by_others: &said_by_others,
+            stated_before: &stated_before,
+        };
+        let owner = ownership::owner(
+            ctx.text,
+            start..start + quote.len(),
+            &proposed.field,
+            &value,
+            ctx.fields,
+            ctx.default_region,
+            &around,
+        );
+        if owner == Owner::Other {
+            return Err("someone_elses_value");
+        }
+    }
+    Ok(value)
+}
+
+/// What the bot, agents and the system said in the turns at hand.
+fn said_by_others<'a>(ctx: &TurnContext<'a>) -> Vec<&'a str> {
+    ctx.recent
+        .iter()
+        .filter(|turn| turn.sender != Sender::Customer)
+        .map(|turn| turn.text.as_str())
+        .collect()
+}
+
+/// Fields whose value the customer stated before.
+fn stated_before<'a>(ctx: &TurnContext<'a>) -> Vec<&'a str> {
+    ctx.known
+        .iter()
+        .filter(|(_, known)| known.source == Source::Customer)
+        .map(|(field, _)| field.as_str())
+        .collect()
 }
 
 /// A proposed name must look like one: not a common word, and not the name
@@ -685,20 +816,23 @@ mod tests {
                     ..AskState::default()
                 },
                 policy: AskPolicy::default(),
-                triggers: Triggers::new(&[
-                    TriggerConfig {
-                        name: "send".into(),
-                        reason: "wants something sent".into(),
-                        fields: vec!["email".into()],
-                        keywords: vec!["send me".into()],
-                    },
-                    TriggerConfig {
-                        name: "booking".into(),
-                        reason: "wants to book".into(),
-                        fields: vec!["name".into(), "phone".into()],
-                        keywords: vec!["book".into()],
-                    },
-                ])
+                triggers: Triggers::new(
+                    &[
+                        TriggerConfig {
+                            name: "send".into(),
+                            reason: "wants something sent".into(),
+                            fields: vec!["email".into()],
+                            keywords: vec!["send me".into()],
+                        },
+                        TriggerConfig {
+                            name: "booking".into(),
+                            reason: "wants to book".into(),
+                            fields: vec!["name".into(), "phone".into()],
+                            keywords: vec!["book".into()],
+                        },
+                    ],
+                    &Default::default(),
+                )
                 .expect("triggers"),
             }
         }
@@ -712,6 +846,7 @@ mod tests {
                 asks: &self.asks,
                 policy: &self.policy,
                 triggers: &self.triggers,
+                recent: &[],
             }
         }
 
@@ -1080,12 +1215,15 @@ mod hostile_tests {
             ..AskState::default()
         };
         let policy = AskPolicy::default();
-        let triggers = Triggers::new(&[TriggerConfig {
-            name: "send".into(),
-            reason: "r".into(),
-            fields: vec!["email".into()],
-            keywords: vec!["send".into()],
-        }])
+        let triggers = Triggers::new(
+            &[TriggerConfig {
+                name: "send".into(),
+                reason: "r".into(),
+                fields: vec!["email".into()],
+                keywords: vec!["send".into()],
+            }],
+            &Default::default(),
+        )
         .expect("triggers");
         let ctx = TurnContext {
             fields: &fields,
@@ -1095,6 +1233,7 @@ mod hostile_tests {
             asks: &asks,
             policy: &policy,
             triggers: &triggers,
+            recent: &[],
         };
         decide(&ctx, &pattern_stage(&ctx), proposal)
     }
@@ -1293,7 +1432,7 @@ mod writable_tests {
             ..AskState::default()
         };
         let policy = AskPolicy::default();
-        let triggers = Triggers::new(&[]).expect("triggers");
+        let triggers = Triggers::new(&[], &Default::default()).expect("triggers");
         let text = "I'm a gold member";
         let ctx = TurnContext {
             fields: &fields,
@@ -1303,6 +1442,7 @@ mod writable_tests {
             asks: &asks,
             policy: &policy,
             triggers: &triggers,
+            recent: &[],
         };
         let proposal = Proposal {
             facts: vec![ProposedFact {

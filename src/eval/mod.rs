@@ -105,7 +105,8 @@ const CONCURRENCY: usize = 8;
 pub async fn run(settings: &Settings, args: EvalArgs) -> anyhow::Result<()> {
     let loaded = load_cases(&args.paths)?;
     let cases: Vec<Case> = loaded.into_iter().map(|l| l.case).collect();
-    let env = EvalEnv::new(&settings.asks).context("compiling asks.triggers")?;
+    let mut env = EvalEnv::new(&settings.asks).context("compiling asks.triggers")?;
+    env.recent_turns = settings.redis.recent_turns;
     let thresholds = Thresholds::load(&args.thresholds).map_err(anyhow::Error::msg)?;
     if args.record && args.llm != LlmMode::Live {
         eprintln!("enricher eval: --record only applies to --llm live; ignored");

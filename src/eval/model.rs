@@ -149,8 +149,15 @@ impl ModelProposer {
                 text: turn.text.clone(),
             })
             .collect();
-        let prompt =
-            context::prompt_context(fields, &state, askable, recent, request.ctx.text, None);
+        let prompt = context::prompt_context(
+            fields,
+            &state,
+            askable,
+            recent,
+            request.ctx.text,
+            None,
+            &request.stage.candidates,
+        );
         let (body, version) = match self.builder.request(&prompt, &enums) {
             Ok(built) => built,
             Err(error) => return ProposalResult::failed(format!("prompt error: {error}")),

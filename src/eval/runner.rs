@@ -14,13 +14,17 @@ use futures::{FutureExt, StreamExt};
 use super::case::{Case, DEFAULT_REQUIRED, Expect};
 use crate::config::AsksSettings;
 use crate::decide::policy::{AskPolicy, Source};
-use crate::decide::triggers::Triggers;
+use crate::decide::triggers::{TriggerError, Triggers};
+use crate::turn::Turn;
 use crate::decide::{
     self, AcceptedAsk, AskState, Decision, Gate, Known, PastAsk, PatternStage, Proposal,
     TurnContext,
 };
 use crate::event::Sender;
 use crate::fields::FieldSet;
+
+/// Turns before a message the decision core sees unless configured.
+pub const DEFAULT_RECENT_TURNS: usize = 10;
 
 /// Phone region of a case whose workspace sets none.
 pub const DEFAULT_REGION: &str = "US";
@@ -38,19 +42,23 @@ pub struct EvalEnv {
     pub default_region: String,
     /// Source of the values in a case's `profile`.
     pub profile_source: Source,
+    /// Turns before a message the decision core sees, as the worker's
+    /// `redis.recent_turns`.
+    pub recent_turns: usize,
 }
 
 impl EvalEnv {
     /// The environment for the configured ask policy and triggers, with the
     /// default workspace of docs/contract.md §1.1 (`name` and `email` required, region
     /// US) and profile values known from an external system (`api`).
-    pub fn new(asks: &AsksSettings) -> Result<EvalEnv, regex::Error> {
+    pub fn new(asks: &AsksSettings) -> Result<EvalEnv, TriggerError> {
         Ok(EvalEnv {
             policy: asks.policy.clone(),
-            triggers: Triggers::new(&asks.triggers)?,
+            triggers: Triggers::new(&asks.triggers, &asks.lexicon)?,
             default_required: DEFAULT_REQUIRED.iter().map(|s| s.to_string()).collect(),
             default_region: DEFAULT_REGION.to_owned(),
             profile_source: Source::Api,
+            recent_turns: DEFAULT_RECENT_TURNS,
         })
     }
 }
@@ -250,6 +258,7 @@ pub async fn run_case(
         .collect();
     let mut asks = AskState::default();
     let mut history: Vec<HistoryTurn> = Vec::new();
+    let mut said: Vec<Turn> = Vec::new();
     let mut turns = Vec::new();
     for (turn_index, turn) in case.turns.iter().enumerate() {
         if turn.sender != Sender::Customer {
@@ -257,9 +266,16 @@ pub async fn run_case(
                 sender: turn.sender,
                 text: turn.text.clone(),
             });
+            said.push(Turn {
+                message_id: turn_index as i64,
+                sender: turn.sender,
+                text: turn.text.clone(),
+            });
             continue;
         }
         asks.customer_turn += 1;
+        // The worker sees the last `recent_turns` turns before a message.
+        let recent = &said[said.len().saturating_sub(env.recent_turns)..];
         let ctx = TurnContext {
             fields: &fields,
             default_region: Some(&region),
@@ -268,6 +284,7 @@ pub async fn run_case(
             asks: &asks,
             policy: &env.policy,
             triggers: &env.triggers,
+            recent,
         };
         let stage = decide::pattern_stage(&ctx);
         let mut usage = ProposerUse::default();
@@ -321,6 +338,11 @@ pub async fn run_case(
         };
         apply(&record.decision, &mut known, &mut asks, &env.policy);
         history.push(HistoryTurn {
+            sender: Sender::Customer,
+            text: turn.text.clone(),
+        });
+        said.push(Turn {
+            message_id: turn_index as i64,
             sender: Sender::Customer,
             text: turn.text.clone(),
         });
@@ -405,24 +427,28 @@ pub(crate) mod tests {
     pub(crate) fn env() -> EvalEnv {
         EvalEnv {
             policy: AskPolicy::default(),
-            triggers: Triggers::new(&[
-                TriggerConfig {
-                    name: "send".into(),
-                    reason: "wants something sent".into(),
-                    fields: vec!["email".into()],
-                    keywords: vec!["send me".into(), "brochure".into()],
-                },
-                TriggerConfig {
-                    name: "booking".into(),
-                    reason: "wants to book".into(),
-                    fields: vec!["name".into(), "phone".into()],
-                    keywords: vec!["book".into()],
-                },
-            ])
+            triggers: Triggers::new(
+                &[
+                    TriggerConfig {
+                        name: "send".into(),
+                        reason: "wants something sent".into(),
+                        fields: vec!["email".into()],
+                        keywords: vec!["send me".into(), "brochure".into()],
+                    },
+                    TriggerConfig {
+                        name: "booking".into(),
+                        reason: "wants to book".into(),
+                        fields: vec!["name".into(), "phone".into()],
+                        keywords: vec!["book".into()],
+                    },
+                ],
+                &Default::default(),
+            )
             .expect("triggers"),
             default_required: vec!["name".into(), "email".into()],
             default_region: DEFAULT_REGION.into(),
             profile_source: Source::Api,
+            recent_turns: DEFAULT_RECENT_TURNS,
         }
     }
 

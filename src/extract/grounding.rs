@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::spelled::spelled_emails;
 use crate::fields::{FieldFormat, FieldSet, collapse_whitespace, region_id};
 
 /// Shortest quote, in characters, accepted as evidence.
@@ -22,6 +23,9 @@ const MAX_PHONE_GROUPS: usize = 12;
 static NUMBER_RUN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\+?\(?[0-9](?:[0-9 \t\u{a0}().\-/]*[0-9])?").expect("valid regex")
 });
+
+static SPOKEN_PLUS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\bplus\s*$").expect("valid regex"));
 
 static EMAIL_IN_TEXT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?\.[a-z]{2,63}")
@@ -117,9 +121,14 @@ pub fn value_supported_by_quote(
                 .iter()
                 .any(|c| regions.iter().any(|region| same(c, *region)))
         }
-        FieldFormat::Email => EMAIL_IN_TEXT
-            .find_iter(quote)
-            .any(|m| same(m.as_str(), None)),
+        FieldFormat::Email => {
+            EMAIL_IN_TEXT
+                .find_iter(quote)
+                .any(|m| same(m.as_str(), None))
+                || spelled_emails(quote)
+                    .iter()
+                    .any(|spelled| same(&spelled.address, None))
+        }
         FieldFormat::Number => NUMBER_IN_TEXT
             .find_iter(quote)
             .any(|m| same(m.as_str(), None)),
@@ -132,15 +141,21 @@ pub fn value_supported_by_quote(
 
 /// Every way of reading a span of digit groups in `text` as one number:
 /// each run of digits and separators, and each stretch of its
-/// whitespace-separated groups.
-fn phone_candidates(text: &str) -> Vec<&str> {
+/// whitespace-separated groups; a run after a spoken "plus" is also read
+/// with a `+` ("plus 44 7911 …").
+fn phone_candidates(text: &str) -> Vec<String> {
     let mut candidates = Vec::new();
     for run in NUMBER_RUN.find_iter(text) {
         let run_text = run.as_str();
+        let spoken_plus = SPOKEN_PLUS.is_match(&text[..run.start()]);
         let groups: Vec<Range<usize>> = whitespace_tokens(run_text);
         for i in 0..groups.len() {
             for j in i..groups.len().min(i + MAX_PHONE_GROUPS) {
-                candidates.push(&run_text[groups[i].start..groups[j].end]);
+                let candidate = &run_text[groups[i].start..groups[j].end];
+                if spoken_plus && i == 0 && !candidate.starts_with('+') {
+                    candidates.push(format!("+{candidate}"));
+                }
+                candidates.push(candidate.to_owned());
             }
         }
     }

@@ -6,4 +6,7 @@
 pub mod declines;
 pub mod grounding;
 pub mod language;
+pub mod ownership;
 pub mod patterns;
+pub mod signatures;
+pub mod spelled;

@@ -16,6 +16,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::grounding::{option_mentions, whitespace_tokens};
+use super::spelled::spelled_emails;
 use crate::fields::{BUILTIN_FIELDS, FieldFormat, FieldSet};
 
 /// A fact found in a message.
@@ -130,6 +131,13 @@ static FIRST_PERSON: LazyLock<Regex> = LazyLock::new(|| {
     .expect("valid regex")
 });
 
+/// A verb right after ", my wife": a new clause about the relation ("I'm
+/// Ben, my wife is the account holder"), not an apposition to the name.
+static CLAUSE_VERB: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(?:is|was|has|had|will|would|can|does|did|['’]s|['’]ll|es|est|ist|é)\b")
+        .expect("valid regex")
+});
+
 /// A name followed by ", my wife": the name is someone else's.
 static RELATION_AFTER: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
@@ -147,6 +155,10 @@ static EMAIL_IN_TEXT: LazyLock<Regex> = LazyLock::new(|| {
     ))
     .expect("valid regex")
 });
+
+/// "plus" written out before a country code.
+static SPOKEN_PLUS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\bplus\s*$").expect("valid regex"));
 
 static PHONE_RUN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\+?\(?[0-9](?:[0-9 \t\u{a0}().\-/]*[0-9])?").expect("valid regex")
@@ -255,9 +267,12 @@ static NAME_STRONG: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Phrases after which a name follows only when it is capitalised.
 static NAME_WEAK: LazyLock<Regex> = LazyLock::new(|| {
-    name_regex(
-        r"(?i:\b(i['’]m|i\s+am|this\s+is|call\s+me|soy|sou(?:\s+(?:o|a))?|saya))[ \t]+({words})",
-    )
+    name_regex(concat!(
+        r"(?i:\b(i['’]m|i\s+am|this\s+is|call\s+me|soy|sou(?:\s+(?:o|a))?|saya|moi,?\s+c['’]est|sono|",
+        r"ik\s+ben|jag\s+heter|benim\s+ad[ıi]m|ad[ıi]m|ismim|nazywam\s+si[ęe]|mam\s+na\s+imi[ęe]|",
+        r"t[ôo]i\s+t[êe]n\s+l[àa]|t[êe]n\s+t[ôo]i\s+l[àa]|t[ôo]i\s+l[àa]|меня\s+зовут|мо[её]\s+имя|",
+        r"мене\s+звати|мо[єе]\s+ім'я|я|με\s+λένε|ονομάζομαι|λέγομαι))[ \t]+({words})"
+    ))
 });
 
 const GREETING: &str = concat!(
@@ -288,7 +303,7 @@ static FIRST_SENTENCE: LazyLock<Regex> =
 /// an optional "yes" and an optional "it's", "this is", "a nombre de" ….
 static NAME_ANSWER: LazyLock<Regex> = LazyLock::new(|| {
     name_regex(concat!(
-        r"^\s*(?i:(?:yes|yeah|yep|sure|ok|okay|s[ií]|sim|oui|ja)[\s,!.]*)?",
+        r"^\s*(?i:(?:yes|yeah|yep|sure|ok|okay|s[ií]|sim|oui|ja)\b[\s,!.]*)?",
         r"(?i:(?:it['’]?s|it\s+is|that['’]s|this\s+is|under|ask\s+for|name\s+is|a\s+nombre\s+de|en\s+nombre\s+de|",
         r"em\s+nome\s+de|atas\s+nama|c['’]est)[ \t]+)?",
         r"({words})[ \t]*[.!]?\s*$"
@@ -304,6 +319,109 @@ static NAME_UNSPACED: LazyLock<Regex> = LazyLock::new(|| {
         r"(ของ[ \t]*)?(?:ผม|ดิฉัน|ฉัน|หนู|เรา|กระผม)ชื่อ(?:ว่า)?[ \t]*(\p{Thai}{2,20}?)(?:นะ)?(?:ครับ|ค่ะ|คะ|จ้ะ|จ้า|[ \t,.!?]|$)|",
         r"(?:私|わたし|僕|ぼく|俺)の名前は[ \t]*([\p{Han}\p{Katakana}\p{Hiragana}ー]{1,10}?)(?:です|と申します|といいます|[。、！!]|$)|",
         r"([\p{Han}\p{Katakana}ー]{1,10}?)(?:と申します|といいます)"
+    ))
+    .expect("valid regex")
+});
+
+/// Self-introductions in scripts without capital letters, where the name is
+/// read up to the phrase's end or a break: Arabic "اسمي أحمد الخطيب", Hebrew
+/// "קוראים לי דנה", Hindi "मेरा नाम राहुल शर्मा है", Chinese "我叫王小明",
+/// Korean "제 이름은 김민준입니다" and "이지은이라고 합니다".
+static NAME_UNCASED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?:^|[^\p{Arabic}])(?:اسمي|إسمي)[ \t]+(\p{Arabic}{2,20}(?:[ \t]+\p{Arabic}{2,20})?)",
+        r"|(?:קוראים[ \t]+לי|שמי)[ \t]+(\p{Hebrew}{2,20}(?:[ \t]+\p{Hebrew}{2,20})?)",
+        r"|मेरा[ \t]+नाम[ \t]+([\p{Devanagari}]{2,30}(?:[ \t]+[\p{Devanagari}]{2,30})?)[ \t]+(?:है|हैं)",
+        r"|(?:我叫|我的名字是|我的名字叫|我姓)[ \t]*(\p{Han}{1,4}?)(?:[，,。.!！？?、\s]|$)",
+        r"|제[ \t]*이름은[ \t]*(\p{Hangul}{2,4}?)(?:입니다|이에요|예요|이고|[.,!?\s]|$)",
+        r"|(\p{Hangul}{2,4}?)(?:이라고|라고)[ \t]*(?:합니다|해요|하는데요)"
+    ))
+    .expect("valid regex")
+});
+
+/// "我是王芳", "저는 박서준입니다", "मैं प्रिया हूँ": read as a name only when the
+/// words are a plausible name (a common surname first, or not a common word),
+/// since the same phrases say "I'm a new customer".
+static NAME_UNCASED_WEAK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"我是(\p{Han}{2,3})(?:[，,。.!！？?、\s]|$)",
+        r"|저는[ \t]*(\p{Hangul}{2,4}?)(?:입니다|이에요|예요)",
+        r"|मैं[ \t]+([\p{Devanagari}]{2,30}(?:[ \t]+[\p{Devanagari}]{2,30})?)[ \t]+(?:हूँ|हूं)"
+    ))
+    .expect("valid regex")
+});
+
+/// The most common Chinese surnames.
+const CHINESE_SURNAMES: &str = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤欧";
+
+/// The most common Korean surnames.
+const KOREAN_SURNAMES: &str = "김이박최정강조윤장임한오서신권황안송류전홍고문양손배백허유남심노하곽성차주우구민진나지엄채원천방공현함변염여추도소석선설마길연위표명기반왕금옥육인맹탁국어은편용예경봉사부가복태목형피두감음빈동온호범좌팽승간상갈시";
+
+/// Common words of Arabic, Hebrew and Hindi that a short reply or "मैं … हूँ"
+/// holds without being a name.
+const NOT_UNCASED_NAMES: &[&str] = &[
+    "نعم",
+    "لا",
+    "لماذا",
+    "شكرا",
+    "شكراً",
+    "مرحبا",
+    "أهلا",
+    "حسنا",
+    "تمام",
+    "ممكن",
+    "لاحقا",
+    "כן",
+    "לא",
+    "למה",
+    "תודה",
+    "שלום",
+    "אוקיי",
+    "हाँ",
+    "हां",
+    "नहीं",
+    "क्यों",
+    "धन्यवाद",
+    "ठीक",
+    "बहुत",
+    "परेशान",
+    "खुश",
+    "नाराज़",
+    "नाराज",
+    "ग्राहक",
+    "नया",
+    "नई",
+    "यहाँ",
+    "तैयार",
+    "छात्र",
+    "बाद",
+    "में",
+    "भी",
+];
+
+/// Whether `name` (in a script without capitals) reads as a name: Chinese
+/// and Korean ones start with a common surname, others hold no common word.
+fn plausible_uncased_name(name: &str) -> bool {
+    let first = name.chars().next().unwrap_or_default();
+    if ('\u{AC00}'..='\u{D7AF}').contains(&first) {
+        return KOREAN_SURNAMES.contains(first);
+    }
+    if ('\u{4E00}'..='\u{9FFF}').contains(&first) {
+        return CHINESE_SURNAMES.contains(first);
+    }
+    !name
+        .split_whitespace()
+        .any(|w| NOT_UNCASED_NAMES.contains(&w))
+}
+
+/// A whole reply in a script without capitals that is only a name: one to
+/// three Arabic, Hebrew or Devanagari words, or two to four Chinese or Korean
+/// characters.
+static NAME_ANSWER_UNCASED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"^\s*(\p{Arabic}{2,20}(?:[ \t]+\p{Arabic}{2,20}){0,2}|\p{Hebrew}{2,20}(?:[ \t]+\p{Hebrew}{2,20}){0,2}|",
+        r"[\p{Devanagari}]{2,30}(?:[ \t]+[\p{Devanagari}]{2,30}){0,2}|\p{Han}{2,4}|\p{Hangul}{2,4})",
+        r"\s*[.!。！]?\s*$"
     ))
     .expect("valid regex")
 });
@@ -344,9 +462,29 @@ static NAME_BEFORE_ADDRESS: LazyLock<Regex> =
 /// Clark", "actually it's Jon"): read only when a name is already known.
 static NAME_CORRECTION: LazyLock<Regex> = LazyLock::new(|| {
     name_regex(concat!(
-        r"(?i:\b(?:sorry|autocorrect|auto-correct|typo|i\s+meant|correction|actually)\b",
-        r"[^.!?\n]{0,30}?\b(?:it['’]?s|it\s+is|that['’]s|i['’]m|i\s+am))[ \t]+({words})"
+        r"(?i:\b(?:sorry|autocorrect|auto-correct|typo|i\s+meant|correction|actually|pardon|d[ée]sol[ée]e?|",
+        r"perd[oó]n|perd[ãa]o|desculpa|disculpa|entschuldigung|scusa)\b",
+        r"[^.!?\n]{0,30}?\b(?:it['’]?s|it\s+is|that['’]s|i['’]m|i\s+am|c['’]est|es|soy|é|sou|ist|bin|sono|è))[ \t]+({words})"
     ))
+});
+
+/// "Not Jo, it's Joanne": the wrong name, then the right one.
+static NAME_CORRECTION_NOT: LazyLock<Regex> = LazyLock::new(|| {
+    name_regex(concat!(
+        r"(?i:\bnot)[ \t]+\p{Lu}[\p{L}'’\-]*[ \t]*[,;—–-][ \t]*",
+        r"(?i:it['’]?s|it\s+is|i['’]m)[ \t]+({words})"
+    ))
+});
+
+/// "It's Dana actually", "I'm Cate, not Kate": the name first, the
+/// correction after it.
+static NAME_CORRECTION_LEAD: LazyLock<Regex> = LazyLock::new(|| {
+    name_regex(r"^\s*(?i:(?:no|nope)[,.!]?\s*)?(?i:it['’]?s|it\s+is|i['’]m)[ \t]+({words})")
+});
+
+/// What follows a name that corrects an earlier one ("actually", ", not …").
+static CORRECTION_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*[,.!]?\s*(?:actually|not\b|with\s+an?\b)").expect("valid regex")
 });
 
 /// A name alone on the line after a sign-off ("Thanks,\nGrace Liu").
@@ -411,7 +549,7 @@ const NOT_NAME_WORDS: &str = concat!(
     "student teacher doctor engineer american canadian british english brazilian mexican spanish ",
     "french german indian thai japanese indonesian australian chinese italian portuguese korean ",
     "filipino vietnamese dutch irish scottish welsh usa uk us eu bot human real person ",
-    "speaking typing ",
+    "speaking typing later none nothing nevermind whatever skip pass why ",
     // Spanish
     "cliente nuevo nueva el la los las un una muy yo tu su aquí aqui interesado interesada ",
     "usuario usuaria mexicano mexicana español española colombiano colombiana argentino argentina ",
@@ -436,13 +574,19 @@ pub fn is_common_word(word: &str) -> bool {
 }
 
 /// A value found in the message, before "last mention wins" is applied.
-struct Found {
-    field: String,
-    value: String,
-    quote: Range<usize>,
-    /// Where the mention starts; the latest mention of a field wins.
-    at: usize,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mention {
+    /// Field name.
+    pub field: String,
+    /// The value as [`FieldSet::normalize`] stores it.
+    pub value: String,
+    /// The span of the message it was read from.
+    pub quote: Range<usize>,
+    /// Where the value itself starts; the latest mention of a field wins.
+    pub at: usize,
 }
+
+type Found = Mention;
 
 /// Facts the customer states about themselves in `text`: at most one per
 /// field (the last mention wins), only for fields in `fields`, each value
@@ -453,21 +597,15 @@ struct Found {
 /// without a country code; without it only numbers starting with `+` or `00`
 /// are recognised.
 pub fn extract_facts(text: &str, fields: &FieldSet, default_region: Option<&str>) -> Vec<Fact> {
-    let emails: Vec<Range<usize>> = EMAIL_IN_TEXT.find_iter(text).map(|m| m.range()).collect();
-    let mut found = Vec::new();
-    if fields.get("email").is_some() {
-        find_emails(text, fields, &emails, &mut found);
-    }
-    if fields.get("phone").is_some() {
-        find_phones(text, fields, default_region, &emails, &mut found);
-    }
-    if fields.get("name").is_some() {
-        find_names(text, fields, default_region, &mut found);
-    }
-    find_options(text, fields, default_region, &emails, &mut found);
+    let mentions = extract_mentions(text, fields, default_region, false);
+    latest_per_field(text, mentions)
+}
 
+/// The last mention of each field, as facts in the order their quotes
+/// appear in `text`.
+pub fn latest_per_field(text: &str, mentions: Vec<Mention>) -> Vec<Fact> {
     let mut latest: HashMap<String, Found> = HashMap::new();
-    for f in found {
+    for f in mentions {
         match latest.get(&f.field) {
             Some(existing) if existing.at > f.at => {}
             _ => {
@@ -487,6 +625,35 @@ pub fn extract_facts(text: &str, fields: &FieldSet, default_region: Option<&str>
         .collect()
 }
 
+/// Every value `text` states for a field in `fields`, in no particular
+/// order, except those it gives to a named third party. A spelled-out
+/// address ("ana at example dot com") counts only after a word for email or
+/// a request to send, when bracketed ("ana [at] example [dot] com"), or when
+/// `email_expected` (the customer was just asked for it).
+pub fn extract_mentions(
+    text: &str,
+    fields: &FieldSet,
+    default_region: Option<&str>,
+    email_expected: bool,
+) -> Vec<Mention> {
+    let mut emails: Vec<Range<usize>> = EMAIL_IN_TEXT.find_iter(text).map(|m| m.range()).collect();
+    let mut found = Vec::new();
+    if fields.get("email").is_some() {
+        find_emails(text, fields, &emails, &mut found);
+        find_spelled_emails(text, fields, &mut emails, email_expected, &mut found);
+    } else {
+        emails.extend(spelled_emails(text).into_iter().map(|s| s.span));
+    }
+    if fields.get("phone").is_some() {
+        find_phones(text, fields, default_region, &emails, &mut found);
+    }
+    if fields.get("name").is_some() {
+        find_names(text, fields, default_region, &mut found);
+    }
+    find_options(text, fields, default_region, &emails, &mut found);
+    found
+}
+
 /// The name in a message, or in its first sentence, that does nothing but
 /// answer a question for the customer's name ("It's Chloe", "Tariq Aziz",
 /// "A nombre de Pilar", "Jim. And the number ends in 0168"): one to three
@@ -501,6 +668,11 @@ pub fn answer_to_name_ask(
     fields.get("name")?;
     if let Some(name) = NAME_ANSWER_JAPANESE.captures(text).and_then(|c| c.get(1))
         && !NOT_JAPANESE_NAMES.contains(&name.as_str())
+    {
+        return name_fact(fields, name.as_str(), name.as_str(), default_region);
+    }
+    if let Some(name) = NAME_ANSWER_UNCASED.captures(text).and_then(|c| c.get(1))
+        && plausible_uncased_name(name.as_str())
     {
         return name_fact(fields, name.as_str(), name.as_str(), default_region);
     }
@@ -539,9 +711,18 @@ fn name_fact(
 /// one there is nothing to correct.
 pub fn corrected_name(text: &str, fields: &FieldSet, default_region: Option<&str>) -> Option<Fact> {
     fields.get("name")?;
-    let caps = NAME_CORRECTION.captures(text)?;
-    let words = caps.get(1)?.range();
-    let name = take_name(text, words, true)?;
+    let (caps, name) = [
+        &NAME_CORRECTION,
+        &NAME_CORRECTION_NOT,
+        &NAME_CORRECTION_LEAD,
+    ]
+    .into_iter()
+    .enumerate()
+    .find_map(|(kind, regex)| {
+        let caps = regex.captures(text)?;
+        let name = take_name(text, caps.get(1)?.range(), true)?;
+        (kind < 2 || CORRECTION_AFTER.is_match(&text[name.end..])).then_some((caps, name))
+    })?;
     if about_someone_else(text, name.start) || RELATION_AFTER.is_match(&text[name.end..]) {
         return None;
     }
@@ -552,7 +733,7 @@ pub fn corrected_name(text: &str, fields: &FieldSet, default_region: Option<&str
 /// Start of the sentence that contains byte `pos`: just after the last
 /// line break, or sentence punctuation followed by whitespace, before it, and
 /// never more than [`CLAUSE_LOOKBACK`] bytes back.
-fn clause_start(text: &str, pos: usize) -> usize {
+pub(crate) fn clause_start(text: &str, pos: usize) -> usize {
     let floor = tail(&text[..pos], CLAUSE_LOOKBACK);
     let floor_start = pos - floor.len();
     let mut next: Option<char> = None;
@@ -609,6 +790,49 @@ fn find_emails(text: &str, fields: &FieldSet, emails: &[Range<usize>], found: &m
     }
 }
 
+/// A word for email, or a request to send or write, before a spoken-out
+/// address: "at" and "dot" are ordinary words otherwise.
+static EMAIL_CUE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(concat!(
+        r"(?iu)\b(?:e-?mail\w*|mail|correo|courriel|adresse|address|endere[çc]o|indirizzo|adres|",
+        r"alamat|reach|contact|write|send|env[ií]\w*|manda\w*|почт\w*|e-?posta)\b|メール|邮箱|이메일"
+    ))
+    .expect("valid regex")
+});
+
+fn find_spelled_emails(
+    text: &str,
+    fields: &FieldSet,
+    emails: &mut Vec<Range<usize>>,
+    email_expected: bool,
+    found: &mut Vec<Found>,
+) {
+    for spelled in spelled_emails(text) {
+        let span = spelled.span;
+        if emails
+            .iter()
+            .any(|e| e.start < span.end && span.start < e.end)
+        {
+            continue;
+        }
+        emails.push(span.clone());
+        let cued = spelled.bracketed
+            || email_expected
+            || EMAIL_CUE.is_match(&text[clause_start(text, span.start)..span.start]);
+        if !cued || about_someone_else(text, span.start) {
+            continue;
+        }
+        if let Ok(value) = fields.normalize("email", &spelled.address, None) {
+            found.push(Found {
+                field: "email".to_owned(),
+                value,
+                at: span.start,
+                quote: span,
+            });
+        }
+    }
+}
+
 /// Up to `max` bytes of `s` ending at its end, cut on a character boundary.
 fn tail(s: &str, max: usize) -> &str {
     let mut start = s.len().saturating_sub(max);
@@ -649,7 +873,10 @@ fn find_phones(
             continue;
         }
         let run_digits = run.as_str().chars().filter(char::is_ascii_digit).count();
-        if !run.as_str().starts_with('+') && run_digits >= 13 && CARD_NUMBER.is_match(run.as_str())
+        // Card numbers never start with 0; "0044 7912 345678" is a phone.
+        if !run.as_str().starts_with(['+', '0'])
+            && run_digits >= 13
+            && CARD_NUMBER.is_match(run.as_str())
         {
             continue;
         }
@@ -657,21 +884,36 @@ fn find_phones(
             .into_iter()
             .map(|t| t.start + run_range.start..t.end + run_range.start)
             .collect();
+        // "plus 44 …" said aloud or typed out stands for "+44 …".
+        let spoken_plus = (!run.as_str().starts_with('+'))
+            .then(|| SPOKEN_PLUS.find(tail(before, 12)))
+            .flatten()
+            .map(|m| run_range.start - (tail(before, 12).len() - m.start()));
         let mut i = 0;
         while i < tokens.len() {
             let last = tokens.len().min(i + MAX_PHONE_GROUPS);
+            let plus_at = spoken_plus.filter(|_| i == 0);
             let accepted = (i..last).rev().find_map(|j| {
                 let window = trim_window(text, tokens[i].start..tokens[j].end);
                 let ends_run = j + 1 == tokens.len();
-                accept_phone(
-                    text,
-                    window.clone(),
-                    &tokens[i..=j],
-                    ends_run,
-                    fields,
-                    region,
-                )
-                .map(|value| (j, window, value))
+                let read = |plus| {
+                    accept_phone(
+                        text,
+                        window.clone(),
+                        &tokens[i..=j],
+                        ends_run,
+                        fields,
+                        region,
+                        plus,
+                    )
+                };
+                let quote = |plus: bool| match (plus, plus_at) {
+                    (true, Some(at)) => at..window.end,
+                    _ => window.clone(),
+                };
+                plus_at
+                    .and_then(|_| read(true).map(|value| (j, quote(true), value)))
+                    .or_else(|| read(false).map(|value| (j, quote(false), value)))
             });
             match accepted {
                 Some((j, window, value)) => {
@@ -716,10 +958,11 @@ fn accept_phone(
     ends_run: bool,
     fields: &FieldSet,
     region: Option<&str>,
+    spoken_plus: bool,
 ) -> Option<String> {
     let w = &text[window.clone()];
     let digits = w.chars().filter(char::is_ascii_digit).count();
-    let international = w.starts_with('+') || w.starts_with("00");
+    let international = spoken_plus || w.starts_with('+') || w.starts_with("00");
     let significant = if !w.starts_with('+') && w.starts_with("00") {
         digits - 2
     } else {
@@ -760,6 +1003,9 @@ fn accept_phone(
     if ends_run && UNIT_AFTER.is_match(head(after, 24)) {
         return None;
     }
+    if spoken_plus {
+        return fields.normalize("phone", &format!("+{w}"), region).ok();
+    }
     fields.normalize("phone", w, region).ok()
 }
 
@@ -798,7 +1044,10 @@ fn find_names(text: &str, fields: &FieldSet, region: Option<&str>, found: &mut V
         if seen.contains(&name) || about_someone_else(text, name.start) {
             return;
         }
-        if RELATION_AFTER.is_match(&text[name.end..]) {
+        if RELATION_AFTER
+            .find(&text[name.end..])
+            .is_some_and(|m| !CLAUSE_VERB.is_match(&text[name.end + m.end()..]))
+        {
             return;
         }
         if let Ok(value) = fields.normalize("name", &text[name.clone()], region) {
@@ -851,6 +1100,32 @@ fn find_names(text: &str, fields: &FieldSet, region: Option<&str>, found: &mut V
             push(whole.range(), name.range(), found);
         }
     }
+    for caps in NAME_UNCASED.captures_iter(text) {
+        let Some(whole) = caps.get(0) else {
+            continue;
+        };
+        if let Some(name) = caps.iter().skip(1).flatten().next() {
+            let name = name.range();
+            if plausible_uncased_name(&text[name.clone()]) {
+                push(
+                    whole.start()..name.end.max(whole.end().min(name.end)),
+                    name,
+                    found,
+                );
+            }
+        }
+    }
+    for caps in NAME_UNCASED_WEAK.captures_iter(text) {
+        let Some(whole) = caps.get(0) else {
+            continue;
+        };
+        if let Some(name) = caps.iter().skip(1).flatten().next() {
+            let name = name.range();
+            if plausible_uncased_name(&text[name.clone()]) {
+                push(whole.start()..name.end, name, found);
+            }
+        }
+    }
     if let Some(caps) = NAME_BEFORE_ADDRESS.captures(text)
         && let (Some(whole), Some(words)) = (caps.get(0), caps.get(1))
         && let Some(name) = take_name(text, words.range(), true)
@@ -892,7 +1167,20 @@ fn take_name(text: &str, words: Range<usize>, capitalised: bool) -> Option<Range
         if count > 0 && NAME_PARTICLES.contains(&lower.as_str()) {
             continue;
         }
-        if NOT_NAMES.contains(lower.as_str()) || count == MAX_NAME_WORDS {
+        // A short capitalised word closing the text may end a name even
+        // when it is a common word elsewhere (Vietnamese "Nguyễn Văn An").
+        let closes_name = count > 0
+            && word.chars().count() <= 3
+            && !matches!(
+                lower.as_str(),
+                "ok" | "yes" | "no" | "too" | "pls" | "thx" | "ta" | "hi" | "bye"
+            )
+            && word.chars().next().is_some_and(char::is_uppercase)
+            && text[range.end..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_alphanumeric() && c != ' ');
+        if (NOT_NAMES.contains(lower.as_str()) && !closes_name) || count == MAX_NAME_WORDS {
             break;
         }
         let starts_upper = word.chars().next().is_some_and(char::is_uppercase);
@@ -1065,6 +1353,72 @@ mod tests {
     }
 
     #[test]
+    fn names_in_scripts_without_capitals_and_in_more_languages() {
+        let fields = builtins_only();
+        let name = |text: &str| {
+            extract_facts(text, &fields, None)
+                .into_iter()
+                .find(|f| f.field == "name")
+                .map(|f| f.value)
+        };
+        for (text, expected) in [
+            ("Здравствуйте, меня зовут Анна Петрова", "Анна Петрова"),
+            ("مرحبا، اسمي أحمد الخطيب", "أحمد الخطيب"),
+            ("नमस्ते, मेरा नाम राहुल शर्मा है", "राहुल शर्मा"),
+            ("你好，我叫王小明", "王小明"),
+            ("안녕하세요, 제 이름은 김민준입니다", "김민준"),
+            ("저는 이지은이라고 합니다", "이지은"),
+            ("Merhaba, benim adım Elif Yılmaz", "Elif Yılmaz"),
+            (
+                "Dzień dobry, nazywam się Katarzyna Nowak",
+                "Katarzyna Nowak",
+            ),
+            ("Mein Name ist Hans-Peter von Stein", "Hans-Peter von Stein"),
+            ("Please call me Theo, everyone does", "Theo"),
+        ] {
+            assert_eq!(name(text).as_deref(), Some(expected), "{text}");
+        }
+        for text in [
+            "我是新客户，想了解一下价格",
+            "저는 학생입니다",
+            "मैं बहुत परेशान हूँ",
+            "Я хочу заказать",
+        ] {
+            assert_eq!(name(text), None, "{text}");
+        }
+        let answer = |text: &str| answer_to_name_ask(text, &fields, None).map(|f| f.value);
+        assert_eq!(answer("王芳").as_deref(), Some("王芳"));
+        assert_eq!(answer("박서준").as_deref(), Some("박서준"));
+        assert_eq!(answer("Okonkwo").as_deref(), Some("Okonkwo"));
+        assert_eq!(answer("Later"), None);
+    }
+
+    #[test]
+    fn spoken_plus_and_spelled_addresses() {
+        expect_values(
+            "phone",
+            Some("US"),
+            &[
+                ("my number is plus 44 7911 123456", Some("+447911123456")),
+                ("my mobile: 00 49 151 23456789", Some("+4915123456789")),
+                ("Meine Nummer: 0044 7912 345678", Some("+447912345678")),
+            ],
+        );
+        expect_values(
+            "email",
+            None,
+            &[
+                (
+                    "my email is john dot smith at gmail dot com",
+                    Some("john.smith@gmail.com"),
+                ),
+                ("write me: kim [at] proton [dot] me", Some("kim@proton.me")),
+                ("you can see our work at harmon dot design", None),
+            ],
+        );
+    }
+
+    #[test]
     fn a_correction_gives_the_corrected_name() {
         let fields = fields();
         let corrected = |text: &str| corrected_name(text, &fields, None).map(|f| f.value);
@@ -1076,11 +1430,18 @@ mod tests {
             corrected("Actually it's Jon, not John").as_deref(),
             Some("Jon")
         );
+        assert_eq!(corrected("Not Jo, it's Joanne").as_deref(), Some("Joanne"));
+        assert_eq!(corrected("It's Dana actually").as_deref(), Some("Dana"));
+        assert_eq!(
+            corrected("pardon, c'est Mathieu, pas Matthieu").as_deref(),
+            Some("Mathieu")
+        );
         for text in [
             "sorry, it's Tuesday I meant",
             "sorry, it's broken again",
             "Actually it's my wife Anna who called",
             "It's Stefan",
+            "sorry, it's broken again",
         ] {
             assert_eq!(corrected(text), None, "{text}");
         }

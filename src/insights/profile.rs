@@ -39,20 +39,44 @@ pub const MAX_ITEMS: usize = 8;
 const MAX_ITEM_CHARS: usize = 300;
 
 /// The customer's AI profile: what the model returns and what is stored.
+/// Read leniently: a malformed item (or list) is kept as an empty item,
+/// which [`validate`] drops and counts, and the other items stay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InsightsOutput {
     /// How the customer likes to be addressed and contacted.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_items")]
     pub communication_preferences: Vec<InsightItem>,
     /// Products, services and subjects they care about.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_items")]
     pub topics_of_interest: Vec<InsightItem>,
     /// What, when and how they buy or mean to buy.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_items")]
     pub purchase_patterns: Vec<InsightItem>,
     /// Lasting traits that help an agent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_items")]
     pub key_characteristics: Vec<InsightItem>,
+}
+
+/// A list of insight items in which each malformed item (or a list that is
+/// no list) becomes one empty item, so it is dropped and counted later
+/// instead of failing the whole answer.
+fn lenient_items<'de, D>(deserializer: D) -> Result<Vec<InsightItem>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = Value::deserialize(deserializer)?;
+    let empty = || InsightItem {
+        text: String::new(),
+        conversation_ids: Vec::new(),
+    };
+    Ok(match value {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| serde_json::from_value(item).unwrap_or_else(|_| empty()))
+            .collect(),
+        _ => vec![empty()],
+    })
 }
 
 /// One statement about the customer and the conversations it rests on.
@@ -102,7 +126,7 @@ pub fn tool() -> Tool {
 /// Items dropped by [`validate`], by reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dropped {
-    /// Items citing no conversation (or with no text).
+    /// Items citing no conversation, with no text, or malformed.
     pub uncited: u32,
     /// Items citing an id that is not a conversation of this customer.
     pub unknown_conversation: u32,
@@ -386,6 +410,26 @@ mod tests {
         for unsupported in ["$ref", "oneOf", "const", "minimum", "format"] {
             assert!(!text.contains(unsupported), "{unsupported} in {text}");
         }
+    }
+
+    #[test]
+    fn a_malformed_item_is_dropped_and_counted_and_the_rest_kept() {
+        let answer = serde_json::json!({
+            "communication_preferences": [{"text": "Prefers email.", "conversation_ids": ["c1"]},
+                                          {"text": 42}],
+            "topics_of_interest": "hosting",
+            "purchase_patterns": [],
+            "key_characteristics": null
+        });
+        let output: InsightsOutput = serde_json::from_value(answer).expect("lenient");
+        let known: HashSet<String> = ["c1".to_owned()].into_iter().collect();
+        let (kept, dropped) = validate(output, &known);
+        assert_eq!(
+            kept.communication_preferences,
+            vec![item("Prefers email.", &["c1"])]
+        );
+        assert!(kept.topics_of_interest.is_empty());
+        assert_eq!(dropped.uncited, 2);
     }
 
     #[test]

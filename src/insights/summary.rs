@@ -257,6 +257,8 @@ pub struct Summary {
     pub resolved_at: Option<DateTime<Utc>>,
     /// How, or what is open.
     pub detail: String,
+    /// Optional parts of the answer dropped as invalid, by code.
+    pub rejections: BTreeMap<String, u32>,
 }
 
 /// Checks and normalises the model's answer: a non-empty summary, a score
@@ -321,6 +323,7 @@ pub fn validate(
         resolved_by,
         resolved_at,
         detail: clip(resolution.detail.trim(), MAX_DETAIL_CHARS),
+        rejections: BTreeMap::new(),
     })
 }
 
@@ -331,17 +334,66 @@ pub async fn summarise(
     rows: &[TranscriptRow],
     omitted: usize,
 ) -> (Result<Summary, CallFailure>, Accounting) {
-    let Answer { output, accounting } = call::call::<SummaryOutput, _>(
+    let Answer { output, accounting } = call::call::<Value, _>(
         model,
         &model.summary_prompts,
         &context(claimed, rows, omitted),
         &tool(),
     )
     .await;
-    (
-        output.and_then(|output| validate(output, claimed, rows, omitted)),
-        accounting,
-    )
+    let checked = output
+        .and_then(parse_answer)
+        .and_then(|(output, rejections)| {
+            validate(output, claimed, rows, omitted).map(|summary| Summary {
+                rejections,
+                ..summary
+            })
+        });
+    (checked, accounting)
+}
+
+/// Reads the model's answer, keeping what is valid: an optional part that
+/// is not (`resolved_by` outside its values, a `resolved_at_message` that
+/// is no number, `topics` that are no list of strings) becomes null or
+/// empty and is counted, as the facts path drops one bad fact and keeps the
+/// rest. A required part that is invalid still fails the answer.
+pub fn parse_answer(
+    mut value: Value,
+) -> Result<(SummaryOutput, BTreeMap<String, u32>), CallFailure> {
+    let mut rejections = BTreeMap::new();
+    let mut reject = |code: &str| *rejections.entry(code.to_owned()).or_insert(0) += 1;
+    if let Some(resolved_by) = value.pointer_mut("/resolution/resolved_by")
+        && !resolved_by.is_null()
+        && serde_json::from_value::<Resolver>(resolved_by.clone()).is_err()
+    {
+        *resolved_by = Value::Null;
+        reject("summary:invalid_resolved_by");
+    }
+    if let Some(message) = value.pointer_mut("/resolution/resolved_at_message")
+        && !message.is_null()
+        && !message.is_i64()
+    {
+        *message = Value::Null;
+        reject("summary:invalid_resolved_at_message");
+    }
+    if let Some(topics) = value.get_mut("topics")
+        && !topics.is_null()
+    {
+        let kept: Vec<Value> = match topics {
+            Value::Array(items) => items.iter().filter(|t| t.is_string()).cloned().collect(),
+            _ => Vec::new(),
+        };
+        if topics
+            .as_array()
+            .is_none_or(|items| items.len() != kept.len())
+        {
+            reject("summary:invalid_topics");
+        }
+        *topics = Value::Array(kept);
+    }
+    let output = serde_json::from_value::<SummaryOutput>(value)
+        .map_err(|e| CallFailure::MalformedOutput(e.to_string()))?;
+    Ok((output, rejections))
 }
 
 /// What a stored summary changed.
@@ -393,7 +445,7 @@ pub async fn store(
             customer_id: written.customer_id,
             purpose: "summary",
             outcome: "ok",
-            rejections: BTreeMap::new(),
+            rejections: summary.rejections.clone(),
             timing: None,
         },
         accounting,
@@ -594,6 +646,35 @@ mod tests {
         let mut empty = output(ResolutionStatus::Resolved, None);
         empty.summary = "  ".into();
         assert!(validate(empty, &claimed(), &rows(), 0).is_err());
+    }
+
+    #[test]
+    fn an_invalid_optional_part_is_dropped_and_the_rest_kept() {
+        let answer = serde_json::json!({
+            "summary": "The customer asked for a refund and got it.",
+            "sentiment": "positive",
+            "sentiment_score": 0.6,
+            "topics": ["refund", 7],
+            "resolution": {"status": "resolved", "resolved_by": "manager",
+                           "resolved_at_message": "third", "detail": "Refunded."}
+        });
+        let (output, rejections) = parse_answer(answer).expect("kept");
+        assert_eq!(
+            output.summary,
+            "The customer asked for a refund and got it."
+        );
+        assert_eq!(output.topics, ["refund"]);
+        assert_eq!(output.resolution.resolved_by, None);
+        assert_eq!(output.resolution.resolved_at_message, None);
+        assert_eq!(output.resolution.status, ResolutionStatus::Resolved);
+        assert_eq!(rejections["summary:invalid_resolved_by"], 1);
+        assert_eq!(rejections["summary:invalid_resolved_at_message"], 1);
+        assert_eq!(rejections["summary:invalid_topics"], 1);
+        let summary = validate(output, &claimed(), &rows(), 0).expect("valid");
+        assert!(summary.resolved, "the summary keeps its valid parts");
+        let broken = serde_json::json!({"summary": "x", "sentiment": "ecstatic",
+            "sentiment_score": 1, "resolution": {"status": "resolved", "detail": ""}});
+        assert!(parse_answer(broken).is_err(), "a required part still fails");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct PromptField {
     pub options: Vec<String>,
     /// Whether the workspace requires it.
     pub required: bool,
+    /// A built-in field (name, email, phone …), whose meaning needs no
+    /// description.
+    pub builtin: bool,
 }
 
 /// The most recent ask, for the prompt.
@@ -102,8 +105,31 @@ pub struct EnrichContext {
     pub recent_turns: Vec<PromptTurn>,
     /// The new customer message.
     pub new_message: String,
-    /// How the customer wants to be addressed.
+    /// How the customer wants to be addressed (from an agent or an API,
+    /// cut to [`MAX_INSTRUCTION_CHARS`]).
     pub agent_instructions: Option<String>,
+    /// Values the patterns found in the new message whose owner the words
+    /// around them do not settle.
+    pub candidates: Vec<PromptCandidate>,
+    /// Everything above that changes from message to message, as one
+    /// compact JSON object: the shipped turn template sends only this, so a
+    /// customer's text is a JSON string and can never pass for a bot or
+    /// system line.
+    pub turn_json: String,
+}
+
+/// Longest `agent_instructions` the prompt carries, in characters.
+pub const MAX_INSTRUCTION_CHARS: usize = 300;
+
+/// A value of unclear ownership, offered to the model with its quote.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromptCandidate {
+    /// Field name.
+    pub field: String,
+    /// The value as it would be stored.
+    pub value: String,
+    /// The customer's words it was read from.
+    pub quote: String,
 }
 
 /// Rendered prompts with their version.
@@ -210,6 +236,7 @@ pub fn sample_context() -> EnrichContext {
                 format: "text".into(),
                 options: vec![],
                 required: true,
+                builtin: true,
             },
             PromptField {
                 name: "company_size".into(),
@@ -218,6 +245,7 @@ pub fn sample_context() -> EnrichContext {
                 format: "select".into(),
                 options: vec!["1-10".into(), "11-50".into()],
                 required: false,
+                builtin: false,
             },
         ],
         known_fields: vec!["name".into()],
@@ -235,6 +263,12 @@ pub fn sample_context() -> EnrichContext {
         }],
         new_message: "Can you send me the price list?".into(),
         agent_instructions: Some("formal".into()),
+        candidates: vec![PromptCandidate {
+            field: "email".into(),
+            value: "ana@example.com".into(),
+            quote: "ana@example.com".into(),
+        }],
+        turn_json: r#"{"new_message":"Can you send me the price list?"}"#.into(),
     }
 }
 
@@ -357,6 +391,10 @@ mod tests {
         let rendered = set.render(&sample_context()).expect("render");
         assert!(rendered.system.contains("company_size"));
         assert!(rendered.user.contains("Can you send me the price list?"));
+        assert!(
+            !rendered.system.contains("formal"),
+            "what changes per message stays out of the system prompt"
+        );
         assert_eq!(rendered.version.len(), 12);
     }
 

@@ -19,13 +19,13 @@ use crate::llm::request::Tool;
 /// What the model reports for one customer message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct EnrichmentOutput {
-    /// Facts the customer stated about themselves in their new message(s).
+    /// The customer's own facts in the new message.
     pub facts: Vec<FactOutput>,
-    /// At most one field to ask for now, or null when no ask fits this moment.
+    /// One field to ask now, or null.
     pub ask: Option<AskOutput>,
     /// Fields the customer refused to give.
     pub declined: Vec<String>,
-    /// The customer's language as an ISO 639-1 code, e.g. "en", "es".
+    /// ISO 639-1 code of the customer's language.
     pub language: Option<String>,
 }
 
@@ -34,20 +34,20 @@ pub struct EnrichmentOutput {
 pub struct FactOutput {
     /// The field name.
     pub field: String,
-    /// The value, as the customer gave it.
+    /// The value.
     pub value: String,
-    /// A verbatim span of the customer's message that states the value.
+    /// The customer's exact words stating it.
     pub quote: String,
 }
 
 /// One ask.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AskOutput {
-    /// The one missing field to ask for.
+    /// The field.
     pub field: String,
-    /// The question, in the customer's language and tone.
+    /// The question, in the customer's language.
     pub question: String,
-    /// Why this is a natural moment to ask.
+    /// Why now.
     pub reason: String,
 }
 
@@ -117,8 +117,40 @@ static STRICT_OUTPUT_SCHEMA: LazyLock<Value> = LazyLock::new(|| {
         root.remove("$defs");
         root.remove("definitions");
     }
+    keep_descriptions(&mut schema, &["quote"]);
     schema
 });
+
+/// Drops every description but those of the named properties: the system
+/// prompt explains the rest, and each description is paid for on every call.
+fn keep_descriptions(node: &mut Value, keep: &[&str]) {
+    match node {
+        Value::Object(map) => {
+            map.remove("description");
+            for (key, child) in map.iter_mut() {
+                if key == "properties"
+                    && let Value::Object(properties) = child
+                {
+                    for (name, property) in properties.iter_mut() {
+                        let description = property.get("description").cloned();
+                        keep_descriptions(property, keep);
+                        if let (Some(text), true, Value::Object(kept)) =
+                            (description, keep.contains(&name.as_str()), property)
+                        {
+                            kept.insert("description".to_owned(), text);
+                        }
+                    }
+                } else {
+                    keep_descriptions(child, keep);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| keep_descriptions(item, keep)),
+        _ => {}
+    }
+}
 
 /// The strict JSON schema of the tool's parameters for one call.
 pub fn parameters_schema(enums: &FieldEnums) -> Value {
@@ -150,7 +182,7 @@ pub fn parameters_schema(enums: &FieldEnums) -> Value {
 pub fn tool(enums: &FieldEnums) -> Tool {
     Tool {
         name: TOOL_NAME,
-        description: "Record what the customer said about themselves and at most one field to ask for now.",
+        description: "Record the customer's own facts and at most one ask.",
         parameters: parameters_schema(enums),
     }
 }

@@ -22,6 +22,7 @@ use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
 use crate::store::model_queue;
 use crate::store::outbox;
+use crate::turn::Turn;
 use crate::workspaces::Workspace;
 
 /// The region used to read phone numbers: the visitor's country, else the workspace's.
@@ -44,6 +45,7 @@ pub fn context<'a>(
     workspace: &'a Workspace<'_>,
     target: &'a ModelJob,
     state: &'a DecisionState,
+    recent: &'a [Turn],
 ) -> TurnContext<'a> {
     TurnContext {
         fields: workspace.fields,
@@ -53,6 +55,7 @@ pub fn context<'a>(
         asks: &state.asks,
         policy: workspace.policy,
         triggers: workspace.triggers,
+        recent,
     }
 }
 
@@ -85,11 +88,12 @@ pub async fn first_pass(
     workspace: &Workspace<'_>,
     target: &mut ModelJob,
     state: &DecisionState,
+    recent: &[Turn],
     with_model: bool,
     changes: &mut Vec<FieldChange>,
     effects: &mut Effects,
 ) -> Result<PassOutcome, HandleError> {
-    let ctx = context(workspace, target, state);
+    let ctx = context(workspace, target, state, recent);
     let stage = decide::pattern_stage(&ctx);
     let proposal = if with_model {
         Proposal::default()

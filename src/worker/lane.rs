@@ -147,9 +147,8 @@ impl LaneContext {
                 }
             }
         }
-        // Only the model is shown the turns.
-        let with_turns = self.model_stage.is_some();
-        BatchView::prefetch(&self.after_commit.cache, &wanted, with_turns).await
+        // The decision core reads the turns before a message, offline too.
+        BatchView::prefetch(&self.after_commit.cache, &wanted, true).await
     }
 
     async fn commit_with_retries(

@@ -371,7 +371,7 @@ impl ModelStage {
         let read_version = inputs.state_version;
         let spent = inputs.spent_tokens;
         let instructions = inputs.agent_instructions;
-        let ctx = decision::context(&workspace, job, &state);
+        let ctx = decision::context(&workspace, job, &state, &turns);
         let stage = decide::pattern_stage(&ctx);
         let budget_left = spent < i64::from(self.settings.conversation_token_budget);
         if let Gate::Skip(reason) = decide::gate(&ctx, &stage, true, budget_left) {
@@ -395,9 +395,10 @@ impl ModelStage {
             workspace.fields,
             &state,
             askable,
-            turns,
+            turns.clone(),
             &job.text,
             instructions,
+            &stage.candidates,
         );
         let Some(call) = self.call_once_committed(committed, &prompt, &enums).await else {
             self.drop_rolled_back();
@@ -655,7 +656,7 @@ impl ModelStage {
                     job.customer_turn,
                 )
                 .await?;
-                let ctx = decision::context(&workspace, job, &truth);
+                let ctx = decision::context(&workspace, job, &truth, &[]);
                 let stage = decide::pattern_stage(&ctx);
                 let proposal = call.proposal.clone().unwrap_or_default();
                 decide::decide(&ctx, &stage, &proposal)

@@ -59,16 +59,16 @@ impl FakeModel {
     }
 }
 
-/// The new customer message the prompt carries.
+/// The new customer message the prompt carries: the user message is one
+/// JSON object whose `new_message` holds it.
 pub fn new_message(request: &Value) -> String {
     let user = request["messages"][1]["content"]
         .as_str()
         .unwrap_or_default();
-    user.split("New customer message:\n")
-        .nth(1)
+    serde_json::from_str::<Value>(user)
+        .ok()
+        .and_then(|payload| payload["new_message"].as_str().map(str::to_owned))
         .unwrap_or_default()
-        .trim()
-        .to_owned()
 }
 
 /// A completion that calls the enrichment tool with `arguments`.

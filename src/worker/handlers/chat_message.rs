@@ -170,12 +170,31 @@ async fn decide_first_pass(
     };
     let decision_state =
         hot::decision_state(&state.profile, &state.conversation, target.customer_turn);
+    // The turns before the message: the decision core reads the bot's and
+    // agents' last words (a question just asked, a value of their own), and
+    // the model sees them.
+    let recent_turns = match model {
+        ModelHandoff::Pending { recent_turns } => recent_turns,
+        ModelHandoff::None => view.cache.recent_turns_kept(),
+    };
+    let turns = hot_profile::turns_for(
+        conn,
+        view,
+        workspace_id,
+        conversation,
+        stored,
+        turn,
+        recent_turns,
+        effects,
+    )
+    .await?;
     let with_model = model != ModelHandoff::None;
     let outcome = decision::first_pass(
         conn,
         workspace,
         &mut target,
         &decision_state,
+        &turns,
         with_model,
         changes,
         effects,
@@ -214,21 +233,6 @@ async fn decide_first_pass(
     if let Some(state) = &state {
         view.keep(workspace_id, conversation, state, effects);
     }
-    let recent_turns = match model {
-        ModelHandoff::Pending { recent_turns } => recent_turns,
-        ModelHandoff::None => 0,
-    };
-    let turns = hot_profile::turns_for(
-        conn,
-        view,
-        workspace_id,
-        conversation,
-        stored,
-        turn,
-        recent_turns,
-        effects,
-    )
-    .await?;
     if outcome.pass == FirstPass::NeedsModel {
         target.prior_turns = Some(turns);
         if let (Some(state), Some(spent_tokens)) = (state, stored.spent_tokens) {

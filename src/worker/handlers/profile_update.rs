@@ -136,8 +136,13 @@ pub(super) async fn handle(
         },
     )
     .await?;
+    // Instructions reach the model's prompt: only agents and APIs give them.
     if let Some(instructions) = &update.agent_instructions {
-        customers::set_agent_instructions(conn, customer_id, instructions).await?;
+        if matches!(source, Source::Agent | Source::Api) {
+            customers::set_agent_instructions(conn, customer_id, instructions).await?;
+        } else {
+            effects.rejections.push("instructions_source");
+        }
     }
     // Fields, tags or instructions may have changed; the next customer
     // message rebuilds the profile from Postgres.
