@@ -467,8 +467,6 @@ SELECT h.customer_id, h.field, h.old_value, h.new_value, h.source, h.actor, h.me
   FROM enrich.field_changes h
   LEFT JOIN enrich.messages m ON m.id = h.message_id;
 
--- One row per identity with its latest visitor metadata, by field, and the
--- raw metadata last (`visitor`, as the table held it before the rename).
 CREATE VIEW enrich.identities AS
 SELECT i.customer_id,
        i.workspace_id,
@@ -485,8 +483,7 @@ SELECT i.customer_id,
        i.visitor ->> 'locale'                                AS locale,
        i.visitor ->> 'page_url'                              AS page_url,
        i.visitor ->> 'referrer'                              AS referrer,
-       (i.visitor ->> 'session_started_at')::timestamptz     AS session_started_at,
-       i.visitor
+       (i.visitor ->> 'session_started_at')::timestamptz     AS session_started_at
   FROM enrich.customer_identities i;
 
 CREATE VIEW enrich.conversation_messages AS
@@ -523,33 +520,3 @@ SELECT n.id AS note_id,
        n.author,
        n.created_at
   FROM enrich.customer_notes n;
-
--- The customer list and its search (docs/dashboards-search.md): the columns
--- a list shows, from the customer's row and three key lookups, so a query
--- that joins it to identities or tags, or filters it by name, email or
--- phone, is planned as one join and starts from the selective index.
--- (customer_profiles has too many joins for the planner to reorder them
--- with the caller's.)
-CREATE VIEW enrich.customer_search AS
-SELECT c.id                                             AS customer_id,
-       c.workspace_id,
-       coalesce(fn.value, 'Guest User')                 AS display_name,
-       fn.value                                         AS name,
-       fe.value                                         AS email,
-       fp.value                                         AS phone,
-       c.platforms,
-       c.source,
-       c.created_at,
-       c.first_seen_at,
-       c.last_seen_at,
-       c.last_customer_message_at,
-       c.conversation_count,
-       c.customer_message_count                         AS message_count,
-       c.unresolved_queries,
-       c.last_message,
-       c.updated_at,
-       (fe.value IS NOT NULL)                           AS identified
-  FROM enrich.customers c
-  LEFT JOIN enrich.customer_fields fn ON fn.customer_id = c.id AND fn.field = 'name'
-  LEFT JOIN enrich.customer_fields fe ON fe.customer_id = c.id AND fe.field = 'email'
-  LEFT JOIN enrich.customer_fields fp ON fp.customer_id = c.id AND fp.field = 'phone';

@@ -764,8 +764,9 @@ fn in_order(columns: &[String], wanted: &[&str]) -> bool {
 #[tokio::test]
 async fn the_views_keep_the_contracts_columns_in_order() {
     let app = TestApp::new().await;
-    // SPEC §3 (each list is the view's first columns) and §5 (new views).
-    let contract: [(&str, &[&str]); 9] = [
+    // SPEC §3 (each list is the view's first columns), §5 (new views) and
+    // the customer list's view (docs/dashboards-search.md).
+    let contract: [(&str, &[&str]); 10] = [
         (
             "customer_profiles",
             &[
@@ -915,6 +916,30 @@ async fn the_views_keep_the_contracts_columns_in_order() {
                 "text",
                 "author",
                 "created_at",
+            ],
+        ),
+        (
+            "customer_search",
+            &[
+                "customer_id",
+                "workspace_id",
+                "display_name",
+                "name",
+                "email",
+                "phone",
+                "platforms",
+                "source",
+                "created_at",
+                "first_seen_at",
+                "last_seen_at",
+                "last_customer_message_at",
+                "last_active_at",
+                "conversation_count",
+                "message_count",
+                "unresolved_queries",
+                "last_message",
+                "updated_at",
+                "identified",
             ],
         ),
     ];
