@@ -977,3 +977,120 @@ async fn the_views_keep_the_contracts_columns_in_order() {
         );
     }
 }
+
+/// The query plan of `sql` (run with `$1` = `ws-search`), as text.
+async fn plan(app: &TestApp, sql: &str) -> String {
+    let mut conn = app.pool.acquire().await.expect("connection");
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .expect("set");
+    let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+        .bind("ws-search")
+        .fetch_all(&mut *conn)
+        .await
+        .expect(sql);
+    sqlx::query("RESET enable_seqscan")
+        .execute(&mut *conn)
+        .await
+        .expect("reset");
+    lines.join("\n")
+}
+
+#[tokio::test]
+async fn the_documented_searches_start_from_an_index() {
+    let app = TestApp::new().await;
+    // 3,000 customers in two workspaces, as docs/dashboards-search.md seeds them (smaller).
+    sqlx::raw_sql(
+        "INSERT INTO enrich.workspaces (id) VALUES ('ws-search'), ('ws-other');
+         CREATE TEMP TABLE seed AS
+         SELECT g, CASE WHEN g <= 2500 THEN 'ws-search' ELSE 'ws-other' END AS ws,
+                gen_random_uuid() AS id, now() - g * interval '1 minute' AS seen
+           FROM generate_series(1, 3000) g;
+         INSERT INTO enrich.customers (id, workspace_id, first_seen_at, last_seen_at)
+         SELECT id, ws, seen, seen FROM seed;
+         INSERT INTO enrich.customer_identities (workspace_id, platform, platform_user_id, customer_id)
+         SELECT ws, 'whatsapp', 'user-' || g, id FROM seed;
+         INSERT INTO enrich.customer_fields (customer_id, field, value, source, source_rank)
+         SELECT id, 'name',
+                CASE WHEN g = 42 THEN 'Marguerite Oyelaran-Whitfield'
+                     ELSE (ARRAY['Anna','Mike','Lena','Omar','Yuki'])[1 + g % 5] || ' ' ||
+                          (ARRAY['Tanaka','Schmidt','Garcia','Okafor','Nguyen'])[1 + (g / 5) % 5] END,
+                'customer', 2
+           FROM seed;
+         INSERT INTO enrich.customer_fields (customer_id, field, value, source, source_rank)
+         SELECT id, 'email', 'user' || g || '@example.com', 'customer', 2 FROM seed;
+         INSERT INTO enrich.customer_fields (customer_id, field, value, source, source_rank)
+         SELECT id, 'phone', '+4915' || lpad(g::text, 9, '0'), 'customer', 2 FROM seed;
+         INSERT INTO enrich.tags (customer_id, tag) SELECT id, 'tag-' || g FROM seed;
+         ANALYZE;",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("seed");
+    let by_key = "using customers_pkey on customers c";
+    let searches = [
+        (
+            "SELECT customer_id, display_name, email, phone, tags, last_customer_message_at
+               FROM enrich.customer_profiles
+              WHERE workspace_id = $1 AND email = lower('User42@Example.com')",
+            "customer_fields_email",
+        ),
+        (
+            "SELECT customer_id, display_name, email, phone FROM enrich.customer_search
+              WHERE workspace_id = $1 AND phone = '+4915000000042'",
+            "customer_fields_phone",
+        ),
+        (
+            "SELECT customer_id, display_name, email, phone, platforms, last_active_at
+               FROM enrich.customer_search
+              WHERE workspace_id = $1 AND name ILIKE '%' || 'oyelaran' || '%'
+              ORDER BY last_active_at DESC, customer_id DESC LIMIT 50",
+            "customer_fields_name_trgm",
+        ),
+        (
+            "SELECT customer_id, display_name FROM enrich.customer_search
+              WHERE workspace_id = $1
+                AND customer_id IN (SELECT customer_id FROM enrich.identities
+                                     WHERE workspace_id = $1 AND platform_user_id = 'user-42')",
+            "customer_identities_user",
+        ),
+        (
+            "SELECT customer_id, display_name, email, phone, platforms, last_active_at
+               FROM enrich.customer_search
+              WHERE workspace_id = $1
+                AND customer_id IN (
+                      SELECT customer_id FROM enrich.customer_fields WHERE field = 'name' AND value ILIKE '%user-42%'
+                      UNION SELECT customer_id FROM enrich.customer_fields WHERE field = 'email' AND value = 'user-42'
+                      UNION SELECT customer_id FROM enrich.identities WHERE workspace_id = $1 AND platform_user_id = 'user-42')
+              ORDER BY last_active_at DESC, customer_id DESC LIMIT 50",
+            "customer_identities_user",
+        ),
+        (
+            "SELECT customer_id, display_name FROM enrich.customer_search
+              WHERE workspace_id = $1
+                AND customer_id IN (SELECT customer_id FROM enrich.tags WHERE tag = 'tag-42')",
+            "tags_tag",
+        ),
+        // The full profile joined the same way.
+        (
+            "SELECT p.customer_id, p.display_name, p.tags, p.browser FROM enrich.customer_profiles p
+              WHERE p.workspace_id = $1
+                AND p.customer_id IN (SELECT customer_id FROM enrich.identities
+                                       WHERE workspace_id = $1 AND platform_user_id = 'user-42')",
+            "customer_identities_user",
+        ),
+    ];
+    for (sql, index) in searches {
+        let plan = plan(&app, sql).await;
+        assert!(plan.contains(index), "{sql}\ndoes not use {index}:\n{plan}");
+        let lines: Vec<&str> = plan.lines().collect();
+        let customers_by_key = lines.windows(2).any(|pair| {
+            pair[0].contains(by_key) && pair[1].trim_start().starts_with("Index Cond: (id =")
+        });
+        assert!(
+            customers_by_key && !plan.contains("Seq Scan"),
+            "{sql}\nreads customers other than by key:\n{plan}"
+        );
+    }
+}
