@@ -113,3 +113,36 @@ SELECT c.id                                             AS customer_id,
                             min((ci.visitor ->> 'session_started_at')::timestamptz)     AS first_session,
                             bool_or(ci.visitor IS NOT NULL)                             AS any_visitor
                        FROM enrich.customer_identities ci WHERE ci.customer_id = c.id) v ON true;
+
+-- Escalations recorded before 0015 were never resolved. Each is resolved
+-- now as 0015 resolves new ones: at the conversation's first later status
+-- other than `requesting` (handled by the agent of an `intervened` one), or
+-- else at the end of a closed conversation; and unresolved_queries counts
+-- the customer's escalations still open.
+WITH first_exit AS (
+    SELECT DISTINCT ON (e.id) e.id, s.occurred_at,
+           CASE WHEN s.status = 'intervened' THEN s.agent_id END AS agent_id
+      FROM enrich.escalation_requests e
+      JOIN enrich.conversation_statuses s
+        ON s.conversation_id = e.conversation_id AND s.occurred_at >= e.occurred_at
+       AND s.status <> 'requesting'
+     WHERE e.resolved_at IS NULL
+     ORDER BY e.id, s.occurred_at, s.id)
+UPDATE enrich.escalation_requests e
+   SET resolved = true, resolved_at = f.occurred_at, handled_by = f.agent_id
+  FROM first_exit f
+ WHERE f.id = e.id;
+UPDATE enrich.escalation_requests e
+   SET resolved = true, resolved_at = greatest(e.occurred_at, cv.ended_at)
+  FROM enrich.conversations cv
+ WHERE cv.id = e.conversation_id AND e.resolved_at IS NULL
+   AND cv.status = 'closed' AND cv.ended_at IS NOT NULL;
+UPDATE enrich.customers c
+   SET unresolved_queries = coalesce(o.open, 0)
+  FROM (SELECT c2.id, (SELECT count(*) FROM enrich.escalation_requests e
+                        WHERE e.customer_id = c2.id AND e.resolved_at IS NULL)::int AS open
+          FROM enrich.customers c2
+         WHERE c2.unresolved_queries <> 0
+            OR EXISTS (SELECT 1 FROM enrich.escalation_requests e
+                        WHERE e.customer_id = c2.id AND e.resolved_at IS NULL)) o
+ WHERE o.id = c.id AND c.unresolved_queries IS DISTINCT FROM o.open;
