@@ -695,9 +695,9 @@ CREATE VIEW enrich.customer_profiles AS
     fn.value AS name,
     fe.value AS email,
     fp.value AS phone,
-    fl.value AS language,
-    fc.value AS country,
-    fo.value AS location,
+    (f."values" ->> 'language'::text) AS language,
+    (f."values" ->> 'country'::text) AS country,
+    (f."values" ->> 'location'::text) AS location,
     c.profile_picture_url,
     c.platforms,
     c.source,
@@ -710,10 +710,14 @@ CREATE VIEW enrich.customer_profiles AS
     c.unresolved_queries,
     c.last_message,
     c.avg_sentiment,
-    COALESCE(a.attributes, '{}'::jsonb) AS attributes,
-    COALESCE(t.tags, '{}'::text[]) AS tags,
+    COALESCE((f."values" - ARRAY['language'::text, 'country'::text, 'location'::text]), '{}'::jsonb) AS attributes,
+    COALESCE(( SELECT array_agg(tg.tag ORDER BY tg.tag) AS array_agg
+           FROM enrich.tags tg
+          WHERE (tg.customer_id = c.id)), '{}'::text[]) AS tags,
     c.agent_instructions,
-    i.insights,
+    ( SELECT ci.insights
+           FROM enrich.customer_insights ci
+          WHERE (ci.customer_id = c.id)) AS insights,
     c.updated_at,
     c.bot_message_count,
     c.agent_message_count,
@@ -727,25 +731,45 @@ CREATE VIEW enrich.customer_profiles AS
             WHEN v.any_visitor THEN LEAST(v.first_session, c.first_seen_at)
             ELSE NULL::timestamp with time zone
         END AS first_visit_at
-   FROM ((((((((((enrich.customers c
+   FROM (((((enrich.customers c
      LEFT JOIN enrich.customer_fields fn ON (((fn.customer_id = c.id) AND (fn.field = 'name'::text))))
      LEFT JOIN enrich.customer_fields fe ON (((fe.customer_id = c.id) AND (fe.field = 'email'::text))))
      LEFT JOIN enrich.customer_fields fp ON (((fp.customer_id = c.id) AND (fp.field = 'phone'::text))))
-     LEFT JOIN enrich.customer_fields fl ON (((fl.customer_id = c.id) AND (fl.field = 'language'::text))))
-     LEFT JOIN enrich.customer_fields fc ON (((fc.customer_id = c.id) AND (fc.field = 'country'::text))))
-     LEFT JOIN enrich.customer_fields fo ON (((fo.customer_id = c.id) AND (fo.field = 'location'::text))))
-     LEFT JOIN LATERAL ( SELECT jsonb_object_agg(cf.field, cf.value) AS attributes
+     LEFT JOIN LATERAL ( SELECT jsonb_object_agg(cf.field, cf.value) AS "values"
            FROM enrich.customer_fields cf
-          WHERE ((cf.customer_id = c.id) AND (cf.field <> ALL (ARRAY['name'::text, 'email'::text, 'phone'::text, 'language'::text, 'country'::text, 'location'::text])))) a ON (true))
-     LEFT JOIN LATERAL ( SELECT array_agg(tg.tag ORDER BY tg.tag) AS tags
-           FROM enrich.tags tg
-          WHERE (tg.customer_id = c.id)) t ON (true))
-     LEFT JOIN enrich.customer_insights i ON ((i.customer_id = c.id)))
+          WHERE ((cf.customer_id = c.id) AND (cf.field <> ALL (ARRAY['name'::text, 'email'::text, 'phone'::text])))) f ON (true))
      LEFT JOIN LATERAL ( SELECT (array_agg(ci.visitor ORDER BY ci.last_seen_at DESC) FILTER (WHERE (ci.visitor IS NOT NULL)))[1] AS latest,
             min(((ci.visitor ->> 'session_started_at'::text))::timestamp with time zone) AS first_session,
             bool_or((ci.visitor IS NOT NULL)) AS any_visitor
            FROM enrich.customer_identities ci
           WHERE (ci.customer_id = c.id)) v ON (true));
+
+-- VIEW: customer_search
+
+CREATE VIEW enrich.customer_search AS
+ SELECT c.id AS customer_id,
+    c.workspace_id,
+    COALESCE(fn.value, 'Guest User'::text) AS display_name,
+    fn.value AS name,
+    fe.value AS email,
+    fp.value AS phone,
+    c.platforms,
+    c.source,
+    c.created_at,
+    c.first_seen_at,
+    c.last_seen_at,
+    c.last_customer_message_at,
+    COALESCE(c.last_seen_at, c.created_at) AS last_active_at,
+    c.conversation_count,
+    c.customer_message_count AS message_count,
+    c.unresolved_queries,
+    c.last_message,
+    c.updated_at,
+    (fe.value IS NOT NULL) AS identified
+   FROM (((enrich.customers c
+     LEFT JOIN enrich.customer_fields fn ON (((fn.customer_id = c.id) AND (fn.field = 'name'::text))))
+     LEFT JOIN enrich.customer_fields fe ON (((fe.customer_id = c.id) AND (fe.field = 'email'::text))))
+     LEFT JOIN enrich.customer_fields fp ON (((fp.customer_id = c.id) AND (fp.field = 'phone'::text))));
 
 -- TABLE: dead_letters
 
@@ -927,7 +951,8 @@ CREATE VIEW enrich.identities AS
     (i.visitor ->> 'locale'::text) AS locale,
     (i.visitor ->> 'page_url'::text) AS page_url,
     (i.visitor ->> 'referrer'::text) AS referrer,
-    ((i.visitor ->> 'session_started_at'::text))::timestamp with time zone AS session_started_at
+    ((i.visitor ->> 'session_started_at'::text))::timestamp with time zone AS session_started_at,
+    i.visitor
    FROM enrich.customer_identities i;
 
 -- TABLE: llm_calls

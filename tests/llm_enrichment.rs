@@ -969,7 +969,7 @@ async fn only_agents_and_apis_give_the_model_instructions() {
     };
     app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", "hello")])
         .await;
-    settle(&app, 1).await;
+    wait_for_model_stage(&app, 1).await;
     let stored = "SELECT count(*) FROM enrich.customers WHERE agent_instructions IS NOT NULL";
     app.publish(&[update(
         "p1",
@@ -990,7 +990,7 @@ async fn only_agents_and_apis_give_the_model_instructions() {
     assert_eq!(count, 0, "a form's instructions are not kept");
     app.publish(&[chat(&ws, "m2", "c1", "u1", "customer", "I need a quote")])
         .await;
-    settle(&app, 2).await;
+    wait_for_model_stage(&app, 2).await;
     let from_form = last_prompt(&seen);
     assert!(!from_form.contains("card number"), "{from_form}");
     app.publish(&[update("p2", "agent", "Formal, in Spanish")])
@@ -998,7 +998,7 @@ async fn only_agents_and_apis_give_the_model_instructions() {
     app.wait_for_count(stored, 1, WAIT).await;
     app.publish(&[chat(&ws, "m3", "c1", "u1", "customer", "and a brochure")])
         .await;
-    settle(&app, 3).await;
+    wait_for_model_stage(&app, 3).await;
     let from_agent = last_prompt(&seen);
     assert!(
         from_agent.contains(r#""tone":"Formal, in Spanish""#),

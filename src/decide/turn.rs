@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use super::triggers::Triggers;
 use crate::decide::policy::{AskPolicy, Source};
+use crate::event::Sender;
 use crate::extract::grounding::{find_quote, find_words_loose, value_supported_by_quote};
 use crate::extract::ownership::{self, Owner, Surroundings};
 use crate::extract::patterns::Fact;
 use crate::extract::{declines, language, patterns, signatures};
-use crate::event::Sender;
 use crate::fields::FieldSet;
 use crate::turn::Turn;
 

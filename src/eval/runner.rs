@@ -15,13 +15,13 @@ use super::case::{Case, DEFAULT_REQUIRED, Expect};
 use crate::config::AsksSettings;
 use crate::decide::policy::{AskPolicy, Source};
 use crate::decide::triggers::{TriggerError, Triggers};
-use crate::turn::Turn;
 use crate::decide::{
     self, AcceptedAsk, AskState, Decision, Gate, Known, PastAsk, PatternStage, Proposal,
     TurnContext,
 };
 use crate::event::Sender;
 use crate::fields::FieldSet;
+use crate::turn::Turn;
 
 /// Turns before a message the decision core sees unless configured.
 pub const DEFAULT_RECENT_TURNS: usize = 10;

@@ -186,7 +186,7 @@ fn turn_json(payload: &TurnPayload<'_>) -> String {
                     .iter()
                     .map(|turn| {
                         let mut one = Map::new();
-                        one.insert(turn.sender.clone(), json!(turn.text));
+                        one.insert(turn.sender.as_str().to_owned(), json!(turn.text));
                         Value::Object(one)
                     })
                     .collect(),
@@ -210,7 +210,8 @@ mod tests {
             &DecisionState::default(),
             vec!["name".into()],
             vec![PromptTurn {
-                sender: "bot".into(),
+                message_id: 1,
+                sender: crate::event::Sender::Bot,
                 text: "How can I help?".into(),
             }],
             forged,

@@ -15,6 +15,7 @@ use tiktoken_rs::CoreBPE;
 use super::context;
 use super::prompts::{PromptError, PromptSet, PromptTurn};
 use super::schema::{self, FieldEnums};
+use crate::event::Sender;
 use crate::fields::{FieldDef, FieldFormat, FieldSet};
 use crate::store::asks::DecisionState;
 
@@ -190,12 +191,13 @@ pub fn measure_conversation(set: &PromptSet) -> Result<Vec<PromptSize>, SizeErro
     let tool = count_tokens(&tokenizer, &schema::tool_definition(&enums).to_string());
     let mut turns = sample_turns();
     turns.push(PromptTurn {
-        sender: "customer".to_owned(),
+        message_id: turns.len() as i64 + 1,
+        sender: Sender::Customer,
         text: LAST_MESSAGE.to_owned(),
     });
     let mut sizes = Vec::new();
     for (at, turn) in turns.iter().enumerate() {
-        if turn.sender != "customer" {
+        if turn.sender != Sender::Customer {
             continue;
         }
         let before = turns[..at].to_vec();

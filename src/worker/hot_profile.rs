@@ -65,6 +65,11 @@ struct StalePair {
 }
 
 impl BatchView {
+    /// How many turns the cache keeps per conversation.
+    pub fn recent_turns_kept(&self) -> usize {
+        self.cache.recent_turns_kept()
+    }
+
     /// Reads what Redis holds about `conversations` (workspace, conversation)
     /// in one round trip, their turns only `with_turns`; a Redis failure
     /// leaves the view empty, so every state is read from Postgres.

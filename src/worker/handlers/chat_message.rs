@@ -175,7 +175,7 @@ async fn decide_first_pass(
     // the model sees them.
     let recent_turns = match model {
         ModelHandoff::Pending { recent_turns } => recent_turns,
-        ModelHandoff::None => view.cache.recent_turns_kept(),
+        ModelHandoff::None => view.recent_turns_kept(),
     };
     let turns = hot_profile::turns_for(
         conn,
