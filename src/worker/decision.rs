@@ -83,6 +83,7 @@ pub struct PassOutcome {
 /// (`with_model` false) that is everything, asks from keyword triggers
 /// included; with a model it is the pattern facts and declines, plus the
 /// gate that decides whether the model is worth a call.
+#[allow(clippy::too_many_arguments)]
 pub async fn first_pass(
     conn: &mut PgConnection,
     workspace: &Workspace<'_>,
