@@ -70,7 +70,11 @@ async fn show_prints_the_profile_card_by_email_or_id() {
         json!({"type": "profile.update", "version": 1, "id": "p1", "workspace_id": ws,
                "occurred_at": "2026-03-01T10:05:00Z", "platform": "web", "platform_user_id": "u-ann",
                "fields": {"name": "Ann Example", "email": "Ann@Example.com"}, "source": "form",
-               "actor": "signup-form", "tags_add": ["vip", "returning"],
+               "actor": "signup-form", "tags_add": ["vip", "returning"]}),
+        // Agent instructions reach the model's prompt: only an agent or an API gives them.
+        json!({"type": "profile.update", "version": 1, "id": "p1-agent", "workspace_id": ws,
+               "occurred_at": "2026-03-01T10:06:00Z", "platform": "web", "platform_user_id": "u-ann",
+               "fields": {}, "source": "agent", "actor": "agent-7",
                "agent_instructions": "Prefers short answers"}),
         // The same email in a second workspace makes the email ambiguous.
         json!({"type": "profile.update", "version": 1, "id": "p2", "workspace_id": other_ws,
