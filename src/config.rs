@@ -37,6 +37,24 @@ pub struct Settings {
     pub insights: InsightsSettings,
     /// How long anonymous profiles are kept.
     pub retention: RetentionSettings,
+    /// The HTTP API (`enricher serve`).
+    #[serde(default)]
+    pub api: ApiSettings,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSettings {
+    /// Address `enricher serve` listens on.
+    pub listen: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            listen: "127.0.0.1:8080".to_owned(),
+        }
+    }
 }
 
 /// Retention of profiles that never became identified.

@@ -8,3 +8,4 @@ pub mod fake_model;
 pub mod inspect;
 pub mod send;
 pub mod settle;
+pub mod tokens;

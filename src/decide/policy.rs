@@ -15,6 +15,8 @@ pub enum Source {
     Form,
     /// An external system's data update (also a logged-in user's identity hint).
     Api,
+    /// A bulk import of existing customers (`POST /v1/import`).
+    Import,
     /// Stated by the customer in chat (pattern extractor or AI).
     Customer,
     /// Metadata.
@@ -28,17 +30,18 @@ impl Source {
             Source::Agent => "agent",
             Source::Form => "form",
             Source::Api => "api",
+            Source::Import => "import",
             Source::Customer => "customer",
             Source::System => "system",
         }
     }
 
-    /// Rank: agent 4 > form = api 3 > customer 2 > system 1. Mirrors
+    /// Rank: agent 4 > form = api = import 3 > customer 2 > system 1. Mirrors
     /// `enrich.source_rank` in the migrations.
     pub fn rank(self) -> u8 {
         match self {
             Source::Agent => 4,
-            Source::Form | Source::Api => 3,
+            Source::Form | Source::Api | Source::Import => 3,
             Source::Customer => 2,
             Source::System => 1,
         }
@@ -56,6 +59,7 @@ impl From<UpdateSource> for Source {
             UpdateSource::Agent => Source::Agent,
             UpdateSource::Form => Source::Form,
             UpdateSource::Api => Source::Api,
+            UpdateSource::Import => Source::Import,
             UpdateSource::System => Source::System,
         }
     }
@@ -94,6 +98,10 @@ mod tests {
         assert!(Source::Agent.may_overwrite(Source::Form));
         assert!(Source::Form.may_overwrite(Source::Api));
         assert!(Source::Api.may_overwrite(Source::Form));
+        assert!(Source::Import.may_overwrite(Source::Api));
+        assert!(Source::Api.may_overwrite(Source::Import));
+        assert!(!Source::Import.may_overwrite(Source::Agent));
+        assert!(Source::Import.may_overwrite(Source::Customer));
         assert!(Source::Form.may_overwrite(Source::Customer));
         assert!(Source::Customer.may_overwrite(Source::Customer));
         assert!(!Source::Customer.may_overwrite(Source::Agent));

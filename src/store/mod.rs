@@ -5,14 +5,18 @@
 pub mod asks;
 pub mod chat;
 pub mod conversations;
+pub mod customer_card;
 pub mod customers;
 pub mod erasure;
 pub mod fields;
 pub mod llm_calls;
 pub mod merges;
+pub mod notes;
 pub mod outbox;
 pub mod profiles;
 pub mod retention;
+pub mod search;
+pub mod tokens;
 pub mod warm_up;
 pub mod workspaces;
 
