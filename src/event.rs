@@ -13,6 +13,8 @@ use uuid::Uuid;
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Longest `agent_instructions`, in characters.
 pub const MAX_AGENT_INSTRUCTIONS_CHARS: usize = 2000;
+/// Longest note text, in characters.
+pub const MAX_NOTE_CHARS: usize = 2000;
 const MAX_ID_CHARS: usize = 200;
 
 /// A decoded, validated inbound event.
@@ -50,6 +52,8 @@ pub enum EventBody {
     ProfileUpdate(ProfileUpdate),
     /// Erase a customer everywhere.
     CustomerForget(CustomerForget),
+    /// An agent's note about a customer.
+    NoteAdded(NoteAdded),
 }
 
 /// Where a conversation happens.
@@ -318,7 +322,7 @@ pub enum UpdateSource {
 pub struct ProfileUpdate {
     /// The customer concerned.
     pub customer: CustomerRef,
-    /// Field values by field name.
+    /// Field values by field name; `null` clears the field.
     pub fields: serde_json::Map<String, serde_json::Value>,
     /// Where the values come from.
     pub source: UpdateSource,
@@ -332,6 +336,17 @@ pub struct ProfileUpdate {
     pub tags_remove: Vec<String>,
     /// How the bot should address this customer.
     pub agent_instructions: Option<String>,
+}
+
+/// `note.added`: an agent's note about a customer (SPEC §5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoteAdded {
+    /// The customer concerned.
+    pub customer: CustomerRef,
+    /// The note, 1 to 2,000 characters.
+    pub text: String,
+    /// Who wrote it (agent id or name).
+    pub author: String,
 }
 
 /// `customer.forget`.
@@ -362,6 +377,12 @@ struct ProfileUpdateKeys {
     #[serde(default)]
     tags_remove: Vec<String>,
     agent_instructions: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NoteKeys {
+    text: String,
+    author: String,
 }
 
 #[derive(Deserialize)]
@@ -440,6 +461,7 @@ impl Event {
                     actor: keys.actor,
                 })
             }
+            "note.added" => EventBody::NoteAdded(decode_note(&value)?),
             other => return Err(invalid(format!("unknown type `{other}`"))),
         };
         Ok(Event { envelope, body })
@@ -453,6 +475,7 @@ impl Event {
             EventBody::ConversationStatus(_) => "conversation.status",
             EventBody::ProfileUpdate(_) => "profile.update",
             EventBody::CustomerForget(_) => "customer.forget",
+            EventBody::NoteAdded(_) => "note.added",
         }
     }
 
@@ -465,6 +488,7 @@ impl Event {
             EventBody::ConversationStatus(s) => format!("conversation:{}", s.conversation_id),
             EventBody::ProfileUpdate(u) => u.customer.routing_key(),
             EventBody::CustomerForget(f) => f.customer.routing_key(),
+            EventBody::NoteAdded(n) => n.customer.routing_key(),
         };
         format!("{}/{key}", self.envelope.workspace_id)
     }
@@ -541,6 +565,25 @@ fn decode_profile_update(value: &serde_json::Value) -> Result<ProfileUpdate, Inv
     })
 }
 
+fn decode_note(value: &serde_json::Value) -> Result<NoteAdded, InvalidEvent> {
+    let keys: NoteKeys = from_value(value, "note.added")?;
+    let text = keys.text.trim();
+    if text.is_empty() {
+        return Err(invalid("`text` must not be empty"));
+    }
+    if text.chars().count() > MAX_NOTE_CHARS {
+        return Err(invalid(format!(
+            "`text` is longer than {MAX_NOTE_CHARS} characters"
+        )));
+    }
+    check_id("author", &keys.author)?;
+    Ok(NoteAdded {
+        customer: decode_customer_ref(value)?,
+        text: text.to_owned(),
+        author: keys.author.trim().to_owned(),
+    })
+}
+
 fn decode_customer_ref(value: &serde_json::Value) -> Result<CustomerRef, InvalidEvent> {
     let keys: CustomerRefKeys = from_value(value, "customer reference")?;
     if let Some(id) = keys.customer_id {
@@ -597,8 +640,8 @@ pub struct FieldChange {
     pub field: String,
     /// Previous value.
     pub old: Option<String>,
-    /// New value.
-    pub new: String,
+    /// New value; `None` (JSON `null`) when the field was cleared.
+    pub new: Option<String>,
     /// Source of the new value.
     pub source: String,
 }
@@ -673,6 +716,23 @@ pub struct CustomerInsightsUpdated {
     pub insights: serde_json::Value,
 }
 
+/// `note.added` on the outbound exchange: a note was stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoteStored {
+    /// Tenant.
+    pub workspace_id: String,
+    /// enricher's customer id.
+    pub customer_id: Uuid,
+    /// The note's id (`enrich.notes.note_id`).
+    pub note_id: i64,
+    /// The note.
+    pub text: String,
+    /// Who wrote it.
+    pub author: String,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+}
+
 /// An event the worker publishes on the outbound exchange.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
@@ -686,6 +746,8 @@ pub enum Outbound {
     ConversationSummarized(ConversationSummarized),
     /// A customer's AI profile was updated.
     CustomerInsightsUpdated(CustomerInsightsUpdated),
+    /// A note was added to a customer.
+    NoteAdded(NoteStored),
 }
 
 impl Outbound {
@@ -697,6 +759,7 @@ impl Outbound {
             Outbound::CustomerMerged(_) => "customer.merged",
             Outbound::ConversationSummarized(_) => "conversation.summarized",
             Outbound::CustomerInsightsUpdated(_) => "customer.insights_updated",
+            Outbound::NoteAdded(_) => "note.added",
         }
     }
 
@@ -708,6 +771,7 @@ impl Outbound {
             Outbound::CustomerMerged(e) => serde_json::to_value(e),
             Outbound::ConversationSummarized(e) => serde_json::to_value(e),
             Outbound::CustomerInsightsUpdated(e) => serde_json::to_value(e),
+            Outbound::NoteAdded(e) => serde_json::to_value(e),
         };
         // Plain structs of strings and ids always serialise.
         value.unwrap_or(serde_json::Value::Null)
@@ -805,6 +869,66 @@ mod tests {
             CustomerRef::Email("ann@example.com".into())
         );
         assert_eq!(update.source, UpdateSource::Agent);
+    }
+
+    fn note(overrides: serde_json::Value) -> Vec<u8> {
+        let mut event = json!({"type": "note.added", "version": 1, "id": "n1", "workspace_id": "w",
+            "occurred_at": "2026-01-02T03:04:05Z", "platform": "whatsapp",
+            "platform_user_id": "u1", "text": "  Prefers calls after 5pm ", "author": "agent-7"});
+        if let (Some(event), Some(overrides)) = (event.as_object_mut(), overrides.as_object()) {
+            for (key, value) in overrides {
+                if value.is_null() {
+                    event.remove(key);
+                } else {
+                    event.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        serde_json::to_vec(&event).expect("json")
+    }
+
+    #[test]
+    fn decodes_a_note() {
+        let event = Event::decode(&note(json!({})), Limits::default()).expect("valid");
+        assert_eq!(event.type_name(), "note.added");
+        assert_eq!(event.ordering_key(), "w/customer:whatsapp:u1");
+        let EventBody::NoteAdded(note) = event.body else {
+            panic!("not a note");
+        };
+        assert_eq!(note.text, "Prefers calls after 5pm");
+        assert_eq!(note.author, "agent-7");
+        assert_eq!(
+            note.customer,
+            CustomerRef::Identity {
+                platform: Platform::Whatsapp,
+                platform_user_id: "u1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn notes_are_checked() {
+        assert!(reason(&note(json!({"text": "x".repeat(2001)}))).contains("longer than 2000"));
+        assert!(Event::decode(&note(json!({"text": "é".repeat(2000)})), Limits::default()).is_ok());
+        assert!(reason(&note(json!({"text": "   "}))).contains("`text` must not be empty"));
+        assert!(reason(&note(json!({"text": null}))).contains("text"));
+        assert!(reason(&note(json!({"author": null}))).contains("author"));
+        assert!(reason(&note(json!({"author": " "}))).contains("`author` must not be empty"));
+        let no_customer = note(json!({"platform": null, "platform_user_id": null}));
+        assert!(reason(&no_customer).contains("missing customer reference"));
+    }
+
+    #[test]
+    fn a_cleared_field_is_announced_as_null() {
+        let change = FieldChange {
+            field: "phone".into(),
+            old: Some("+14155550100".into()),
+            new: None,
+            source: "agent".into(),
+        };
+        let body = serde_json::to_value(&change).expect("json");
+        assert_eq!(body["new"], serde_json::Value::Null);
+        assert_eq!(body["old"], json!("+14155550100"));
     }
 
     #[test]

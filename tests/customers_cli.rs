@@ -156,7 +156,7 @@ async fn show_prints_the_profile_card_by_email_or_id() {
     .await
     .expect("summary");
     sqlx::query(
-        "INSERT INTO enrich.escalations (workspace_id, conversation_id, customer_id, status, occurred_at)
+        "INSERT INTO enrich.escalation_requests (workspace_id, conversation_id, customer_id, status, occurred_at)
          SELECT workspace_id, id, customer_id, 'requesting', now() FROM enrich.conversations
           WHERE customer_id = $1",
     )

@@ -63,8 +63,10 @@ pub struct CustomerSummary {
     pub last_message: Option<String>,
     /// First interaction.
     pub first_seen_at: Option<DateTime<Utc>>,
-    /// Latest message.
+    /// Latest message of anyone in the customer's conversations.
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// The customer's own latest message.
+    pub last_customer_message_at: Option<DateTime<Utc>>,
     /// Latest activity (the list's order).
     pub activity_at: DateTime<Utc>,
     /// Conversations.
@@ -166,6 +168,7 @@ pub async fn list(
             last_message: row.last_message,
             first_seen_at: row.first_seen_at,
             last_seen_at: row.last_seen_at,
+            last_customer_message_at: row.last_customer_message_at,
             activity_at: row.activity_at,
             conversation_count: row.conversation_count,
             unresolved_queries: row.unresolved_queries,
@@ -378,6 +381,8 @@ pub struct ConversationInfo {
     pub resolved_by: Option<String>,
     /// Escalations in it.
     pub escalations: i32,
+    /// When it was resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 impl From<ConversationDetail> for ConversationInfo {
@@ -397,6 +402,7 @@ impl From<ConversationDetail> for ConversationInfo {
             resolution: c.resolution,
             resolved_by: c.resolved_by,
             escalations: c.escalations,
+            resolved_at: c.resolved_at,
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod customers;
 pub mod export;
 pub mod import;
 pub mod instructions;
-// pub mod notes;
+pub mod notes;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
@@ -155,7 +155,7 @@ pub fn router(api: Api) -> Router {
             "/v1/customers/{id}/fields",
             axum::routing::patch(customers::update_fields),
         )
-        // .route("/v1/customers/{id}/notes", post(notes::add))
+        .route("/v1/customers/{id}/notes", post(notes::add))
         .route("/v1/customers/{id}/tags", put(tags::replace))
         .route(
             "/v1/customers/{id}/instructions",

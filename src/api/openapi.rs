@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{conversations, customers, export, import, instructions, problem, tags};
+use super::{conversations, customers, export, import, instructions, notes, problem, tags};
 
 /// The API's description.
 #[derive(OpenApi)]
@@ -22,7 +22,7 @@ use super::{conversations, customers, export, import, instructions, problem, tag
         customers::history,
         customers::update_fields,
         customers::forget,
-        // notes::add,
+        notes::add,
         tags::replace,
         instructions::replace,
         conversations::messages,

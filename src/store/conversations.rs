@@ -22,8 +22,11 @@ pub async fn find(
     .await?)
 }
 
-/// Records a status change; a `requesting` status is an escalation and counts
-/// as an unresolved query of the customer.
+/// Records a status change. A `requesting` status is an escalation and
+/// counts as an unresolved query of the customer (a repeated `requesting`
+/// while one is open is the same escalation); leaving `requesting` (for
+/// `active`, `intervened` or `closed`) resolves the open escalations,
+/// `intervened` naming the agent who handled them.
 pub async fn record_status(
     conn: &mut PgConnection,
     workspace_id: &str,
@@ -55,8 +58,17 @@ pub async fn record_status(
     .await?;
     if status.status == ConversationState::Requesting {
         sqlx::query(
-            "INSERT INTO enrich.escalations (workspace_id, conversation_id, customer_id, status, agent_id, reason, occurred_at)
-             VALUES ($1, $2, $3, 'requesting', $4, $5, $6)",
+            "WITH opened AS (
+                  INSERT INTO enrich.escalation_requests
+                         (workspace_id, conversation_id, customer_id, status, agent_id, reason, occurred_at)
+                  SELECT $1, $2, $3, 'requesting', $4, $5, $6
+                   WHERE NOT EXISTS (SELECT 1 FROM enrich.escalation_requests
+                                      WHERE conversation_id = $2 AND resolved_at IS NULL)
+                  RETURNING 1)
+             UPDATE enrich.customers
+                SET unresolved_queries = unresolved_queries + (SELECT count(*) FROM opened)::int,
+                    updated_at = now()
+              WHERE id = $3",
         )
         .bind(workspace_id)
         .bind(conversation_id)
@@ -66,23 +78,53 @@ pub async fn record_status(
         .bind(at)
         .execute(&mut *conn)
         .await?;
-        sqlx::query(
-            "UPDATE enrich.customers SET unresolved_queries = unresolved_queries + 1, updated_at = now() WHERE id = $1",
-        )
-        .bind(customer_id)
-        .execute(&mut *conn)
-        .await?;
+    } else {
+        let handled_by = match status.status {
+            ConversationState::Intervened => status.agent_id.as_deref(),
+            _ => None,
+        };
+        resolve_escalations(conn, conversation_id, customer_id, handled_by, at).await?;
     }
     Ok(())
 }
 
-/// Closes a conversation with its resolution.
-pub async fn close(
+/// Resolves the conversation's open escalations at `at` and takes them off
+/// the customer's unresolved queries.
+async fn resolve_escalations(
     conn: &mut PgConnection,
     conversation_id: i64,
+    customer_id: Uuid,
+    handled_by: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "WITH resolved AS (
+              UPDATE enrich.escalation_requests
+                 SET resolved = true, resolved_at = greatest(occurred_at, $3), handled_by = $4
+               WHERE conversation_id = $1 AND resolved_at IS NULL
+              RETURNING 1)
+         UPDATE enrich.customers
+            SET unresolved_queries = greatest(unresolved_queries - (SELECT count(*) FROM resolved)::int, 0),
+                updated_at = now()
+          WHERE id = $2 AND EXISTS (SELECT 1 FROM resolved)",
+    )
+    .bind(conversation_id)
+    .bind(customer_id)
+    .bind(at)
+    .bind(handled_by)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Closes a conversation with its resolution; open escalations resolve.
+pub async fn close(
+    conn: &mut PgConnection,
+    conversation: (i64, Uuid),
     closed: &ConversationClosed,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    let (conversation_id, customer_id) = conversation;
     sqlx::query(
         "UPDATE enrich.conversations
             SET status = 'closed', ended_at = $2, resolved_by = coalesce($3, resolved_by),
@@ -95,5 +137,5 @@ pub async fn close(
     .bind(&closed.resolution)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    resolve_escalations(conn, conversation_id, customer_id, None, at).await
 }

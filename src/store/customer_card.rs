@@ -83,7 +83,7 @@ pub async fn identities(
 ) -> Result<Vec<IdentityDetail>, StoreError> {
     Ok(sqlx::query_as(
         "SELECT platform, platform_user_id, first_seen_at, last_seen_at, visitor
-           FROM enrich.identities WHERE customer_id = $1
+           FROM enrich.customer_identities WHERE customer_id = $1
           ORDER BY last_seen_at DESC, platform, platform_user_id",
     )
     .bind(customer_id)
@@ -188,6 +188,8 @@ pub struct ConversationDetail {
     pub resolved_by: Option<String>,
     /// Escalations in it.
     pub escalations: i32,
+    /// When it was resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// A customer's conversations, most recent first, after `before` (a key).
@@ -201,8 +203,8 @@ pub async fn conversations(
         "SELECT cv.id AS key, cv.external_id AS conversation_id, cv.platform, cv.status,
                 cv.started_at, cv.last_message_at, cv.ended_at, cv.message_count, cv.summary,
                 cv.sentiment, cv.sentiment_score, cv.topics, cv.resolution, cv.resolved_by,
-                (SELECT count(*) FROM enrich.escalations e WHERE e.conversation_id = cv.id)::int
-                    AS escalations
+                (SELECT count(*) FROM enrich.escalation_requests e
+                  WHERE e.conversation_id = cv.id)::int AS escalations, cv.resolved_at
            FROM enrich.conversations cv
           WHERE cv.customer_id = $1 AND ($2::bigint IS NULL OR cv.id < $2)
           ORDER BY cv.id DESC LIMIT $3",
@@ -353,7 +355,7 @@ pub async fn attach_identity(
     customer_id: Uuid,
 ) -> Result<Uuid, StoreError> {
     sqlx::query(
-        "INSERT INTO enrich.identities (workspace_id, platform, platform_user_id, customer_id)
+        "INSERT INTO enrich.customer_identities (workspace_id, platform, platform_user_id, customer_id)
          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
     )
     .bind(workspace_id)
@@ -363,7 +365,7 @@ pub async fn attach_identity(
     .execute(&mut *conn)
     .await?;
     Ok(sqlx::query_scalar(
-        "SELECT customer_id FROM enrich.identities
+        "SELECT customer_id FROM enrich.customer_identities
           WHERE workspace_id = $1 AND platform = $2 AND platform_user_id = $3",
     )
     .bind(workspace_id)

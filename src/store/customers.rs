@@ -26,7 +26,7 @@ pub async fn resolve(
             platform_user_id,
         } => {
             sqlx::query_as(
-                "SELECT customer_id FROM enrich.identities
+                "SELECT customer_id FROM enrich.customer_identities
                   WHERE workspace_id = $1 AND platform = $2 AND platform_user_id = $3",
             )
             .bind(workspace_id)
@@ -81,33 +81,88 @@ pub async fn create_bare(conn: &mut PgConnection, workspace_id: &str) -> Result<
     Ok(id)
 }
 
-/// Adds and removes tags.
+/// Who changes a customer's tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagAuthor<'a> {
+    /// Tenant (recorded with the history).
+    pub workspace_id: &'a str,
+    /// Source of the change (`agent`, `form`, `api`, `system`).
+    pub source: &'a str,
+    /// Who made it (agent id, token name, system name).
+    pub actor: Option<&'a str>,
+}
+
+/// Tags that actually changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagChanges {
+    /// Tags the customer did not have before.
+    pub added: Vec<String>,
+    /// Tags the customer had and no longer has.
+    pub removed: Vec<String>,
+}
+
+impl TagChanges {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Adds, then removes tags. Each tag that actually changes is recorded in
+/// `enrich.tag_changes` with its source and actor, and any change moves
+/// the customer's `updated_at` (so `customers export --since` sees it).
 pub async fn update_tags(
     conn: &mut PgConnection,
     customer_id: Uuid,
     add: &[String],
     remove: &[String],
-    source: &str,
-) -> Result<(), StoreError> {
+    author: TagAuthor<'_>,
+) -> Result<TagChanges, StoreError> {
+    let mut changes = TagChanges::default();
     if !add.is_empty() {
-        sqlx::query(
-            "INSERT INTO enrich.tags (customer_id, tag, source)
-             SELECT $1, t, $3 FROM unnest($2::text[]) t ON CONFLICT DO NOTHING",
+        changes.added = sqlx::query_scalar(
+            "WITH added AS (
+                  INSERT INTO enrich.tags (customer_id, tag, source, actor)
+                  SELECT $1, t, $3, $4 FROM unnest($2::text[]) t ON CONFLICT DO NOTHING
+                  RETURNING tag),
+                  history AS (
+                  INSERT INTO enrich.tag_changes (workspace_id, customer_id, tag, change, source, actor)
+                  SELECT $5, $1, tag, 'added', $3, $4 FROM added)
+             SELECT tag FROM added ORDER BY tag",
         )
         .bind(customer_id)
         .bind(add)
-        .bind(source)
-        .execute(&mut *conn)
+        .bind(author.source)
+        .bind(author.actor)
+        .bind(author.workspace_id)
+        .fetch_all(&mut *conn)
         .await?;
     }
     if !remove.is_empty() {
-        sqlx::query("DELETE FROM enrich.tags WHERE customer_id = $1 AND tag = ANY($2)")
+        changes.removed = sqlx::query_scalar(
+            "WITH removed AS (
+                  DELETE FROM enrich.tags WHERE customer_id = $1 AND tag = ANY($2)
+                  RETURNING tag),
+                  history AS (
+                  INSERT INTO enrich.tag_changes (workspace_id, customer_id, tag, change, source, actor)
+                  SELECT $5, $1, tag, 'removed', $3, $4 FROM removed)
+             SELECT tag FROM removed ORDER BY tag",
+        )
+        .bind(customer_id)
+        .bind(remove)
+        .bind(author.source)
+        .bind(author.actor)
+        .bind(author.workspace_id)
+        .fetch_all(&mut *conn)
+        .await?;
+    }
+    if !changes.is_empty() {
+        sqlx::query("UPDATE enrich.customers SET updated_at = now() WHERE id = $1")
             .bind(customer_id)
-            .bind(remove)
             .execute(&mut *conn)
             .await?;
     }
-    Ok(())
+    Ok(changes)
 }
 
 /// Sets how the bot should address the customer.

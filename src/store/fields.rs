@@ -1,5 +1,6 @@
 //! Field values with their provenance: the source-rank rule (a lower rank never
-//! overwrites a higher one), the append-only history and declined fields.
+//! overwrites or clears a higher one), the append-only history and declined
+//! fields.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -71,6 +72,45 @@ pub async fn apply(
     .bind(write.confidence)
     .bind(write.model)
     .bind(write.prompt_version)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(match (changed, blocked_by) {
+        (true, _) => WriteOutcome::Changed { old },
+        (false, Some(by)) => WriteOutcome::Blocked { by },
+        (false, None) => WriteOutcome::Unchanged,
+    })
+}
+
+/// A field to clear (`null` in `profile.update`), with who clears it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldClear<'a> {
+    /// Tenant.
+    pub workspace_id: &'a str,
+    /// The customer.
+    pub customer_id: Uuid,
+    /// Field name.
+    pub field: &'a str,
+    /// Who clears it, by source.
+    pub source: Source,
+    /// Who clears it (agent id, form id, system name).
+    pub actor: Option<&'a str>,
+}
+
+/// Removes a field's value if the clearing source ranks at least as high as
+/// the value's; the history keeps the old value with the clearing source
+/// and actor (`new_value` NULL). `Unchanged` when the field had no value.
+pub async fn clear(
+    conn: &mut PgConnection,
+    clear: &FieldClear<'_>,
+) -> Result<WriteOutcome, StoreError> {
+    let (changed, old, blocked_by): (bool, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT changed, old_value, blocked_by FROM enrich.clear_field($1, $2, $3, $4, $5)",
+    )
+    .bind(clear.workspace_id)
+    .bind(clear.customer_id)
+    .bind(clear.field)
+    .bind(clear.source.as_str())
+    .bind(clear.actor)
     .fetch_one(&mut *conn)
     .await?;
     Ok(match (changed, blocked_by) {

@@ -199,7 +199,7 @@ pub async fn card(
     let identities = sqlx::query_as::<_, IdentityRow>(
         "SELECT platform, platform_user_id, first_seen_at, last_seen_at,
                 visitor ->> 'country' AS country, visitor ->> 'device' AS device
-           FROM enrich.identities WHERE customer_id = $1
+           FROM enrich.customer_identities WHERE customer_id = $1
           ORDER BY last_seen_at DESC, platform, platform_user_id",
     )
     .bind(customer_id)
@@ -222,11 +222,12 @@ pub async fn card(
     .bind(conversation_limit)
     .fetch_all(&mut *conn)
     .await?;
-    let escalations: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM enrich.escalations WHERE customer_id = $1")
-            .bind(customer_id)
-            .fetch_one(&mut *conn)
-            .await?;
+    let escalations: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM enrich.escalation_requests WHERE customer_id = $1",
+    )
+    .bind(customer_id)
+    .fetch_one(&mut *conn)
+    .await?;
     let history = sqlx::query_as::<_, HistoryRow>(
         "SELECT field, old_value, new_value, source, actor, changed_at
            FROM enrich.field_history WHERE customer_id = $1
@@ -280,7 +281,7 @@ pub async fn erasure_counts(
     customer_id: Uuid,
 ) -> Result<ErasureCounts, sqlx::Error> {
     sqlx::query_as(
-        "SELECT (SELECT count(*) FROM enrich.identities WHERE customer_id = $1)        AS identities,
+        "SELECT (SELECT count(*) FROM enrich.customer_identities WHERE customer_id = $1) AS identities,
                 (SELECT count(*) FROM enrich.customer_fields WHERE customer_id = $1)   AS fields,
                 (SELECT count(*) FROM enrich.field_changes WHERE customer_id = $1)     AS field_changes,
                 (SELECT count(*) FROM enrich.declined_fields WHERE customer_id = $1)   AS declined_fields,
@@ -288,7 +289,7 @@ pub async fn erasure_counts(
                 (SELECT count(*) FROM enrich.messages WHERE customer_id = $1)          AS messages,
                 (SELECT count(*) FROM enrich.asks WHERE customer_id = $1)              AS asks,
                 (SELECT count(*) FROM enrich.tags WHERE customer_id = $1)              AS tags,
-                (SELECT count(*) FROM enrich.escalations WHERE customer_id = $1)       AS escalations,
+                (SELECT count(*) FROM enrich.escalation_requests WHERE customer_id = $1) AS escalations,
                 (SELECT count(*) FROM enrich.customer_insights WHERE customer_id = $1) AS insights,
                 (SELECT count(*) FROM enrich.llm_calls WHERE customer_id = $1)         AS llm_calls",
     )

@@ -70,6 +70,8 @@ pub struct CustomerListRow {
     pub first_seen_at: Option<DateTime<Utc>>,
     /// Latest message.
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// The customer's own latest message.
+    pub last_customer_message_at: Option<DateTime<Utc>>,
     /// Latest message, or creation for customers who never wrote: the sort key.
     pub activity_at: DateTime<Utc>,
     /// Conversations started.
@@ -102,7 +104,7 @@ pub async fn customers(
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT c.id AS customer_id, coalesce(n.value, 'Guest User') AS display_name,
                 e.value AS email, p.value AS phone, c.platforms, c.last_message,
-                c.first_seen_at, c.last_seen_at,
+                c.first_seen_at, c.last_seen_at, c.last_customer_message_at,
                 coalesce(c.last_seen_at, c.created_at) AS activity_at,
                 c.conversation_count, c.unresolved_queries,
                 coalesce((SELECT array_agg(t.tag ORDER BY t.tag) FROM enrich.tags t
@@ -190,7 +192,7 @@ fn push_matchers(sql: &mut QueryBuilder<Postgres>, workspace_id: &str, matchers:
     }
     if let Some(user_id) = &matchers.platform_user_id {
         union(sql);
-        sql.push("SELECT customer_id FROM enrich.identities WHERE workspace_id = ");
+        sql.push("SELECT customer_id FROM enrich.customer_identities WHERE workspace_id = ");
         sql.push_bind(workspace_id.to_owned());
         sql.push(" AND platform_user_id = ");
         sql.push_bind(user_id.clone());

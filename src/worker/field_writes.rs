@@ -1,6 +1,6 @@
-//! Writing one field value with its history, and announcing a customer's
-//! changes: shared by the handlers, the decision writes and the model stage,
-//! so a value is written the same way whoever proposed it. A new email may
+//! Writing or clearing one field value with its history, and announcing a
+//! customer's changes: shared by the handlers, the decision writes and the
+//! model stage, so a value is written the same way whoever proposed it. A new email may
 //! merge the customer into an older one; the merge is announced here too.
 
 use sqlx::PgConnection;
@@ -10,7 +10,7 @@ use super::effects::Effects;
 use super::error::HandleError;
 use crate::event::{CustomerMerged, FieldChange, Outbound, ProfileUpdated};
 use crate::state::CacheUpdate;
-use crate::store::fields::{self as field_store, FieldWrite, WriteOutcome};
+use crate::store::fields::{self as field_store, FieldClear, FieldWrite, WriteOutcome};
 use crate::store::{merges, outbox};
 
 /// Writes one value and returns the customer it now belongs to: a new email
@@ -30,7 +30,7 @@ pub async fn record_write(
         WriteOutcome::Changed { old } => changes.push(FieldChange {
             field: write.field.to_owned(),
             old: old.clone(),
-            new: write.value.to_owned(),
+            new: Some(write.value.to_owned()),
             source: write.source.as_str().to_owned(),
         }),
         WriteOutcome::Unchanged => {}
@@ -61,6 +61,29 @@ pub async fn record_write(
     Ok(merged.into)
 }
 
+/// Clears one field (`null` in `profile.update`): the change is announced
+/// with `new: null`; a higher-ranked value stays and counts as `outranked`.
+pub async fn record_clear(
+    conn: &mut PgConnection,
+    clear: &FieldClear<'_>,
+    changes: &mut Vec<FieldChange>,
+    effects: &mut Effects,
+) -> Result<(), HandleError> {
+    match field_store::clear(conn, clear).await? {
+        WriteOutcome::Changed { old } => changes.push(FieldChange {
+            field: clear.field.to_owned(),
+            old,
+            new: None,
+            source: clear.source.as_str().to_owned(),
+        }),
+        WriteOutcome::Unchanged => {}
+        WriteOutcome::Blocked { .. } => effects.rejections.push("outranked"),
+    }
+    Ok(())
+}
+
+/// Announces a customer's field changes (`profile.updated`) and drops the
+/// cached profile, after the commit.
 pub async fn announce_changes(
     conn: &mut PgConnection,
     workspace_id: &str,

@@ -52,7 +52,7 @@ pub(super) async fn closed(
     if !claim(conn, workspace, envelope, "conversation.closed").await? {
         return Ok(());
     }
-    let (conversation_id, _) = known_conversation(conn, envelope, &closed.conversation_id).await?;
-    conversations::close(conn, conversation_id, closed, envelope.occurred_at).await?;
+    let conversation = known_conversation(conn, envelope, &closed.conversation_id).await?;
+    conversations::close(conn, conversation, closed, envelope.occurred_at).await?;
     Ok(())
 }

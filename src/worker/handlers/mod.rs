@@ -6,6 +6,7 @@ mod chat_message;
 mod conversation;
 mod event_claim;
 mod forget;
+mod note;
 mod profile_update;
 
 use sqlx::PgConnection;
@@ -54,6 +55,9 @@ pub async fn handle(
         }
         EventBody::CustomerForget(forget) => {
             forget::handle(conn, &workspace, &event.envelope, forget, &mut effects).await?
+        }
+        EventBody::NoteAdded(note) => {
+            note::handle(conn, &workspace, &event.envelope, note, &mut effects).await?
         }
     }
     Ok(effects)

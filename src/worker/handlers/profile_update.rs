@@ -1,16 +1,18 @@
 //! `profile.update`: agent edits, form submissions and API updates write
-//! configured fields at their source's rank, tags and agent instructions.
+//! configured fields at their source's rank (`null` clears a field), tags
+//! and agent instructions.
 
 use sqlx::PgConnection;
 
 use super::event_claim::claim;
 use crate::decide::policy::Source;
 use crate::event::{CustomerRef, Envelope, ProfileUpdate};
-use crate::store::customers;
-use crate::store::fields::FieldWrite;
+use crate::fields::Rejection;
+use crate::store::customers::{self, TagAuthor};
+use crate::store::fields::{FieldClear, FieldWrite};
 use crate::worker::effects::Effects;
 use crate::worker::error::HandleError;
-use crate::worker::field_writes::{announce_changes, record_write};
+use crate::worker::field_writes::{announce_changes, record_clear, record_write};
 use crate::workspaces::Workspace;
 
 pub(super) async fn handle(
@@ -48,6 +50,7 @@ pub(super) async fn handle(
     let source = Source::from(update.source);
     let region = workspace.settings.default_region.as_deref();
     let mut values: Vec<(String, String)> = Vec::new();
+    let mut clears: Vec<&str> = Vec::new();
     if let CustomerRef::Email(email) = &update.customer
         && !update.fields.contains_key("email")
     {
@@ -55,6 +58,15 @@ pub(super) async fn handle(
     }
     for (field, raw) in &update.fields {
         let raw = match raw {
+            serde_json::Value::Null => {
+                if workspace.fields.get(field).is_some() {
+                    clears.push(field);
+                } else {
+                    tracing::info!(field = %field, "profile.update clear of an unknown field rejected");
+                    effects.rejections.push(Rejection::UnknownField.as_str());
+                }
+                continue;
+            }
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::Array(items) => items
@@ -70,6 +82,16 @@ pub(super) async fn handle(
         values.push((field.clone(), raw));
     }
     let mut changes = Vec::new();
+    for field in clears {
+        let clear = FieldClear {
+            workspace_id,
+            customer_id,
+            field,
+            source,
+            actor: update.actor.as_deref(),
+        };
+        record_clear(conn, &clear, &mut changes, effects).await?;
+    }
     for (field, raw) in &values {
         let value = match workspace.fields.normalize(field, raw, region) {
             Ok(value) => value,
@@ -99,7 +121,11 @@ pub(super) async fn handle(
         customer_id,
         &update.tags_add,
         &update.tags_remove,
-        source.as_str(),
+        TagAuthor {
+            workspace_id,
+            source: source.as_str(),
+            actor: update.actor.as_deref(),
+        },
     )
     .await?;
     if let Some(instructions) = &update.agent_instructions {
