@@ -28,7 +28,7 @@ use axum::routing::{get, post, put};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::config::Settings;
+use crate::config::{PostgresSettings, Settings};
 use crate::queue::publisher::Publisher;
 use crate::state::Cache;
 use crate::store;
@@ -87,14 +87,22 @@ impl Server {
     /// Connects to Postgres, Redis and RabbitMQ, applies migrations and syncs
     /// workspaces.
     pub async fn build(settings: &Settings) -> Result<Server, ServeError> {
+        Server::build_on(settings, &settings.postgres).await
+    }
+
+    /// [`Server::build`] on another database than the configured one.
+    pub async fn build_on(
+        settings: &Settings,
+        postgres: &PostgresSettings,
+    ) -> Result<Server, ServeError> {
         // The API never hands messages to the model stage.
         let workspaces = Arc::new(Workspaces::new(
             settings.workspaces.clone(),
             &settings.asks,
             ModelHandoff::None,
         )?);
-        store::migrate_before_pools(&settings.postgres).await?;
-        let pool = store::connect(&settings.postgres).await?;
+        store::migrate_before_pools(postgres).await?;
+        let pool = store::connect(postgres).await?;
         store::workspaces::sync(&pool, &settings.workspaces).await?;
         let cache = Cache::connect(&settings.redis).await?;
         let amqp = crate::queue::connect(&settings.amqp, "enricher-api").await?;
@@ -172,5 +180,8 @@ pub fn router(api: Api) -> Router {
             post(import::import).layer(DefaultBodyLimit::max(MAX_IMPORT_BYTES)),
         )
         .fallback(problem::not_found)
+        .layer(axum::middleware::map_response(
+            problem::framework_errors_as_problems,
+        ))
         .with_state(api)
 }

@@ -3,6 +3,7 @@
 //! the customer tools (show, export, forget).
 
 pub mod bench;
+pub mod bench_search;
 pub mod customers;
 pub mod fake_model;
 pub mod inspect;
