@@ -535,24 +535,6 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|kib| kib.parse().ok())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let mut samples: Vec<f64> = (1..=100).map(f64::from).collect();
-        let p = percentiles(&mut samples).expect("samples");
-        assert_eq!((p.p50, p.p95, p.p99), (50.0, 95.0, 100.0 - 1.0));
-        assert!(percentiles(&mut []).is_none());
-    }
-
-    #[test]
-    fn reads_this_process_peak_rss() {
-        assert!(peak_rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
-    }
-}
-
 /// First names of the search benchmark's customers.
 const FIRST_NAMES: [&str; 40] = [
     "Ann", "Joanna", "Hannah", "Mark", "Luis", "Mei", "Ravi", "Olga", "Tom", "Sara", "Kenji",
@@ -661,4 +643,22 @@ pub async fn drop_database(pool: &PgPool, name: &str) -> anyhow::Result<()> {
     .execute(pool)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = percentiles(&mut samples).expect("samples");
+        assert_eq!((p.p50, p.p95, p.p99), (50.0, 95.0, 100.0 - 1.0));
+        assert!(percentiles(&mut []).is_none());
+    }
+
+    #[test]
+    fn reads_this_process_peak_rss() {
+        assert!(peak_rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+    }
 }
