@@ -552,8 +552,7 @@ const LAST_NAMES: [&str; 40] = [
 
 /// Loads `count` customers into `workspace` for the search benchmark, with
 /// SQL alone (one statement per table): customer `g` is named from the name
-/// lists, has email `user{g}@example.com`, phone `+1650` and `g` on seven
-/// digits, a web, WhatsApp or LINE identity `u{g}`, and every tenth the tag
+/// lists, has email `user{g}@example.com`, phone `+1650` and 2,000,000 + `g`, a web, WhatsApp or LINE identity `u{g}`, and every tenth the tag
 /// `vip`; activity spreads over the last 100 days.
 pub async fn load_search_customers(
     pool: &PgPool,
@@ -584,9 +583,9 @@ pub async fn load_search_customers(
         "INSERT INTO enrich.customer_fields (customer_id, field, value, source, source_rank, actor)
          SELECT md5($1 || g)::uuid, f.field,
                 CASE f.field
-                  WHEN 'name' THEN $3::text[][g % 40 + 1] || ' ' || $4::text[][(g / 40) % 40 + 1]
+                  WHEN 'name' THEN ($3::text[])[g % 40 + 1] || ' ' || ($4::text[])[(g / 40) % 40 + 1]
                   WHEN 'email' THEN 'user' || g || '@example.com'
-                  ELSE '+1650' || lpad(g::text, 7, '0') END,
+                  ELSE '+1650' || (2000000 + g) END,
                 'api', 3, 'bench'
            FROM generate_series(1, $2) g, (VALUES ('name'), ('email'), ('phone')) f(field)",
     )

@@ -27,7 +27,11 @@ fn queries(customers: u32) -> Vec<(&'static str, String)> {
         ("exact email", format!("q=USER{middle}%40example.com")),
         (
             "phone, national format",
-            format!("q=(650)%20{:03}-{:04}", middle / 10_000, middle % 10_000),
+            format!(
+                "q=(650)%20{}-{:04}",
+                (2_000_000 + middle) / 10_000,
+                (2_000_000 + middle) % 10_000
+            ),
         ),
         ("platform user id", format!("q=u{middle}")),
         ("platform filter", "platform=line".to_owned()),

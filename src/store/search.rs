@@ -101,21 +101,13 @@ pub async fn customers(
     conn: &mut PgConnection,
     search: &Search,
 ) -> Result<Vec<CustomerListRow>, StoreError> {
+    // The page is chosen first on `customers` alone; names, contacts, tags
+    // and the latest status are read for the page's rows only.
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT c.id AS customer_id, coalesce(n.value, 'Guest User') AS display_name,
-                e.value AS email, p.value AS phone, c.platforms, c.last_message,
-                c.first_seen_at, c.last_seen_at, c.last_customer_message_at,
-                coalesce(c.last_seen_at, c.created_at) AS activity_at,
-                c.conversation_count, c.unresolved_queries,
-                coalesce((SELECT array_agg(t.tag ORDER BY t.tag) FROM enrich.tags t
-                           WHERE t.customer_id = c.id), '{}') AS tags,
-                (SELECT cv.status FROM enrich.conversations cv WHERE cv.customer_id = c.id
-                  ORDER BY cv.started_at DESC, cv.id DESC LIMIT 1) AS status
-           FROM enrich.customers c
-           LEFT JOIN enrich.customer_fields n ON n.customer_id = c.id AND n.field = 'name'
-           LEFT JOIN enrich.customer_fields e ON e.customer_id = c.id AND e.field = 'email'
-           LEFT JOIN enrich.customer_fields p ON p.customer_id = c.id AND p.field = 'phone'
-          WHERE c.workspace_id = ",
+        "WITH page AS (
+           SELECT c.id, coalesce(c.last_seen_at, c.created_at) AS activity_at
+             FROM enrich.customers c
+            WHERE c.workspace_id = ",
     );
     sql.push_bind(search.workspace_id.clone());
     if let Some(matchers) = &search.matchers {
@@ -149,6 +141,23 @@ pub async fn customers(
     }
     sql.push(" ORDER BY coalesce(c.last_seen_at, c.created_at) DESC, c.id DESC LIMIT ");
     sql.push_bind(search.limit);
+    sql.push(
+        ")
+         SELECT c.id AS customer_id, coalesce(n.value, 'Guest User') AS display_name,
+                e.value AS email, p.value AS phone, c.platforms, c.last_message,
+                c.first_seen_at, c.last_seen_at, c.last_customer_message_at,
+                page.activity_at, c.conversation_count, c.unresolved_queries,
+                coalesce((SELECT array_agg(t.tag ORDER BY t.tag) FROM enrich.tags t
+                           WHERE t.customer_id = c.id), '{}') AS tags,
+                (SELECT cv.status FROM enrich.conversations cv WHERE cv.customer_id = c.id
+                  ORDER BY cv.started_at DESC, cv.id DESC LIMIT 1) AS status
+           FROM page
+           JOIN enrich.customers c ON c.id = page.id
+           LEFT JOIN enrich.customer_fields n ON n.customer_id = c.id AND n.field = 'name'
+           LEFT JOIN enrich.customer_fields e ON e.customer_id = c.id AND e.field = 'email'
+           LEFT JOIN enrich.customer_fields p ON p.customer_id = c.id AND p.field = 'phone'
+          ORDER BY page.activity_at DESC, page.id DESC",
+    );
     Ok(sql
         .build_query_as::<CustomerListRow>()
         .fetch_all(&mut *conn)
