@@ -579,7 +579,7 @@ async fn sequential_scans(conn: &mut sqlx::PgConnection) -> Vec<(String, i64)> {
     sqlx::query_as(
         "SELECT relname::text, coalesce(seq_scan, 0) FROM pg_stat_user_tables
           WHERE schemaname = 'enrich'
-            AND relname IN ('workspaces', 'processed_events', 'customers', 'identities', 'conversations',
+            AND relname IN ('workspaces', 'processed_events', 'customers', 'customer_identities', 'conversations',
                             'messages', 'customer_fields', 'declined_fields', 'asks')
           ORDER BY relname",
     )
@@ -592,7 +592,7 @@ async fn sequential_scans(conn: &mut sqlx::PgConnection) -> Vec<(String, i64)> {
 /// deployment after a quiet start or a database that was emptied.
 async fn analyze_empty_tables(conn: &mut sqlx::PgConnection) {
     sqlx::query(
-        "ANALYZE enrich.workspaces, enrich.processed_events, enrich.customers, enrich.identities,
+        "ANALYZE enrich.workspaces, enrich.processed_events, enrich.customers, enrich.customer_identities,
                  enrich.conversations, enrich.messages, enrich.customer_fields, enrich.declined_fields,
                  enrich.asks, enrich.llm_calls",
     )

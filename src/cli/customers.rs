@@ -620,11 +620,13 @@ async fn forget(
         counts.identities, counts.fields, counts.field_changes, counts.declined_fields
     );
     println!(
-        "            conversations {}, messages {}, asks {}, tags {}, escalations {}, insights {}, model calls {}",
+        "            conversations {}, messages {}, asks {}, tags {}, tag changes {}, notes {}, escalations {}, insights {}, model calls {}",
         counts.conversations,
         counts.messages,
         counts.asks,
         counts.tags,
+        counts.tag_changes,
+        counts.notes,
         counts.escalations,
         counts.insights,
         counts.llm_calls

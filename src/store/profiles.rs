@@ -250,7 +250,7 @@ pub async fn card(
 /// Rows that forgetting a customer removes, by table; no personal data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct ErasureCounts {
-    /// `enrich.identities`.
+    /// `enrich.customer_identities`.
     pub identities: i64,
     /// `enrich.customer_fields`.
     pub fields: i64,
@@ -266,7 +266,11 @@ pub struct ErasureCounts {
     pub asks: i64,
     /// `enrich.tags`.
     pub tags: i64,
-    /// `enrich.escalations`.
+    /// `enrich.tag_changes`.
+    pub tag_changes: i64,
+    /// `enrich.customer_notes`.
+    pub notes: i64,
+    /// `enrich.escalation_requests`.
     pub escalations: i64,
     /// `enrich.customer_insights`.
     pub insights: i64,
@@ -289,6 +293,8 @@ pub async fn erasure_counts(
                 (SELECT count(*) FROM enrich.messages WHERE customer_id = $1)          AS messages,
                 (SELECT count(*) FROM enrich.asks WHERE customer_id = $1)              AS asks,
                 (SELECT count(*) FROM enrich.tags WHERE customer_id = $1)              AS tags,
+                (SELECT count(*) FROM enrich.tag_changes WHERE customer_id = $1)       AS tag_changes,
+                (SELECT count(*) FROM enrich.customer_notes WHERE customer_id = $1)    AS notes,
                 (SELECT count(*) FROM enrich.escalation_requests WHERE customer_id = $1) AS escalations,
                 (SELECT count(*) FROM enrich.customer_insights WHERE customer_id = $1) AS insights,
                 (SELECT count(*) FROM enrich.llm_calls WHERE customer_id = $1)         AS llm_calls",

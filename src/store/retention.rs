@@ -1,8 +1,8 @@
 //! Retention of anonymous profiles: only a truly anonymous visitor expires,
-//! one whose profile has no email, no phone, no value an agent, a form or an
-//! external system (`api`) wrote, no note and no tag, and who has been
-//! inactive for the configured period; it is removed with everything hanging
-//! off it. Every other profile persists. Inactive means both: no message
+//! one whose profile has no email, no phone, no value from a source ranked
+//! like a form or higher (agent, form, api: source_rank >= 3), no note and
+//! no tag, and who has been inactive for the configured period; it is
+//! removed with everything hanging off it. Every other profile persists. Inactive means both: no message
 //! dated within the period, and no change recorded within it, so history
 //! imported with old timestamps is not swept away as it arrives.
 
@@ -25,8 +25,7 @@ pub async fn remove_inactive_anonymous(
                    AND coalesce(c.last_seen_at, c.created_at) < now() - make_interval(days => $1)
                    AND NOT EXISTS (SELECT 1 FROM enrich.customer_fields f
                                     WHERE f.customer_id = c.id
-                                      AND (f.field IN ('email', 'phone')
-                                           OR f.source IN ('agent', 'form', 'api')))
+                                      AND (f.field IN ('email', 'phone') OR f.source_rank >= 3))
                    AND NOT EXISTS (SELECT 1 FROM enrich.customer_notes n WHERE n.customer_id = c.id)
                    AND NOT EXISTS (SELECT 1 FROM enrich.tags t WHERE t.customer_id = c.id)
                  ORDER BY c.last_seen_at
