@@ -40,6 +40,9 @@ pub struct Settings {
     /// The metrics and health endpoint of `enricher run`.
     #[serde(default)]
     pub http: HttpSettings,
+    /// The HTTP API (`enricher serve`).
+    #[serde(default)]
+    pub api: ApiSettings,
 }
 
 /// The metrics and health endpoint (`GET /metrics`, `/healthz`, `/readyz`).
@@ -54,6 +57,21 @@ impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             listen: "127.0.0.1:9464".to_owned(),
+        }
+    }
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSettings {
+    /// Address `enricher serve` listens on.
+    pub listen: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            listen: "127.0.0.1:8080".to_owned(),
         }
     }
 }
