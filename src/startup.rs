@@ -1,10 +1,12 @@
 //! Start-up in one place: [`Application::build`] connects to Postgres, Redis
 //! and RabbitMQ, applies migrations, syncs workspaces and declares the
-//! topology; [`Application::run_until_stopped`] starts the consumer and its
-//! lanes, the model stage, the summary sweeper, the outbox relay and the
-//! retention sweep, and on a stop signal stops consuming, lets the lanes
-//! finish and ack what they hold, and closes the connections. Nothing that
-//! it starts imports it.
+//! topology; [`Application::run_until_stopped`] starts the lanes, the model
+//! stage, the summary sweeper, the outbox relay and the retention sweep,
+//! drains the single work queue of earlier versions if it still exists,
+//! consumes the shard queues, and on a stop signal stops taking deliveries,
+//! lets the lanes finish and ack what they hold, and closes the connections
+//! (which hands this replica's shards to the others). Nothing that it
+//! starts imports it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use crate::event::Limits;
 use crate::insights::Insights;
 use crate::llm::model_client::ModelClient;
 use crate::llm::prompts::Prompts;
-use crate::queue::outbox_relay;
+use crate::queue::{legacy, outbox_relay};
 use crate::queue::{publisher::Publisher, subscription::Subscription};
 use crate::state::Cache;
 use crate::store;
@@ -224,7 +226,6 @@ impl Application {
             publisher: self.publisher.clone(),
             workspaces: Arc::clone(&self.workspaces),
             worker: Arc::new(self.settings.worker.clone()),
-            amqp: Arc::new(self.settings.amqp.clone()),
             metrics: Arc::clone(&self.metrics),
             model_stage,
         });
@@ -240,9 +241,6 @@ impl Application {
         ));
         let counters = tokio::spawn(log_counters(Arc::clone(&self.metrics)));
 
-        self.link.start().await?;
-        tracing::info!(queue = %self.settings.amqp.work_queue, lanes, "consuming");
-
         let dispatcher = Dispatcher {
             workspaces: Arc::clone(&self.workspaces),
             publisher: self.publisher.clone(),
@@ -253,16 +251,30 @@ impl Application {
             lanes: senders,
         };
         tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                delivery = self.link.next_delivery() => {
-                    dispatcher.dispatch(delivery).await;
+        // Events still in the single work queue of earlier versions go
+        // first (see crate::queue::legacy); every replica waits for them.
+        let old_queues_gone = tokio::select! {
+            () = &mut shutdown => false,
+            () = legacy::drain(&self.settings.amqp, &dispatcher) => true,
+        };
+        if old_queues_gone {
+            self.link.start().await?;
+            tracing::info!(
+                shards = self.settings.amqp.shards,
+                exchange = %self.settings.amqp.shard_exchange,
+                lanes,
+                "consuming"
+            );
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    delivery = self.link.next_delivery() => {
+                        dispatcher.dispatch(delivery).await;
+                    }
                 }
             }
         }
         tracing::info!("stopping: no new deliveries, finishing in-flight work");
-        self.link.cancel().await;
         drop(dispatcher);
         let grace = Duration::from_secs(self.settings.worker.shutdown_grace_secs);
         let drained = tokio::time::timeout(grace, async {

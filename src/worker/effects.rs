@@ -5,6 +5,7 @@
 //! that rolls back.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 
@@ -27,6 +28,9 @@ pub struct Effects {
     /// Customer messages for the model stage.
     pub model_jobs: Vec<ModelJob>,
 }
+
+/// How long one cache write may take before it counts as failed.
+const CACHE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Applies effects once their transaction has committed: the cache changes,
 /// then the outbound events, counting what was rejected.
@@ -59,5 +63,71 @@ impl AfterCommit {
             tracing::error!(error = %error, "cache update failed after commit");
         }
         publish_pending(&self.publisher, &self.pool, pending).await;
+    }
+
+    /// Like [`AfterCommit::apply`], but a cache write that fails is tried
+    /// again, with backoff from `first` doubling up to `max`, until Redis
+    /// takes it: the caller (a lane) holds its conversations meanwhile, so
+    /// no later event of theirs is applied over a cache that missed an
+    /// update. The retries only delete keys (a conversation's turns instead
+    /// of appending to them), which is safe to repeat and leaves nothing
+    /// stale: a missing key is rebuilt from Postgres.
+    pub async fn apply_holding(
+        &self,
+        effects: impl IntoIterator<Item = Effects>,
+        first: Duration,
+        max: Duration,
+    ) {
+        let mut cache_updates = Vec::new();
+        let mut pending = Vec::new();
+        for effect in effects {
+            for reason in &effect.rejections {
+                self.metrics.rejection(reason);
+            }
+            cache_updates.extend(effect.cache);
+            pending.extend(effect.outbox);
+        }
+        let mut delay = first;
+        let mut failures: u32 = 0;
+        loop {
+            let written =
+                tokio::time::timeout(CACHE_WRITE_TIMEOUT, self.cache.apply(&cache_updates)).await;
+            let error = match written {
+                Ok(Ok(())) => break,
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {} s", CACHE_WRITE_TIMEOUT.as_secs()),
+            };
+            self.metrics.cache_errors.inc();
+            failures = failures.saturating_add(1);
+            if failures == 1 || failures.is_multiple_of(10) {
+                tracing::warn!(failures, retry_in = ?delay, error = %error,
+                    "cache update failed after commit; holding the batch and trying again");
+            }
+            if failures == 1 {
+                cache_updates = cache_updates.into_iter().map(as_invalidation).collect();
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(max);
+        }
+        if failures > 0 {
+            tracing::info!(failures, "held cache update written");
+        }
+        publish_pending(&self.publisher, &self.pool, pending).await;
+    }
+}
+
+/// The update that drops what `update` would have changed, so applying it
+/// again is harmless.
+fn as_invalidation(update: CacheUpdate) -> CacheUpdate {
+    match update {
+        CacheUpdate::AppendTurn {
+            workspace_id,
+            conversation,
+            ..
+        } => CacheUpdate::InvalidateConversation {
+            workspace_id,
+            conversation,
+        },
+        other => other,
     }
 }

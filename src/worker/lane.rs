@@ -3,6 +3,13 @@
 //! written goes into the next transaction together, so under load one commit
 //! covers many events; acks follow the commit. Messages for the model go to
 //! the model stage just before the commit, with a signal of its outcome.
+//!
+//! A transient failure (Postgres or Redis unavailable, a serialization
+//! failure, a lock timeout) holds the lane: the batch is tried again with
+//! capped exponential backoff for as long as the fault lasts, and the events
+//! behind it wait in the lane and in the broker (the prefetch bounds how
+//! many), so no later event of a conversation overtakes an earlier one.
+//! Only an event that is itself unusable is dead-lettered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +26,11 @@ use super::handlers;
 use super::metrics::Metrics;
 use super::model_job::{CommitNotice, CommitSignal};
 use super::model_stage::ModelStage;
-use crate::config::{AmqpSettings, WorkerSettings};
+use crate::config::WorkerSettings;
 use crate::event::Event;
 use crate::queue::acks;
-use crate::queue::publisher::{self, Publisher};
+use crate::queue::legacy::InFlightGuard;
+use crate::queue::publisher::Publisher;
 use crate::workspaces::Workspaces;
 
 /// One decoded event and the delivery to acknowledge once it is stored.
@@ -33,6 +41,9 @@ pub struct Job {
     pub delivery: Delivery,
     /// When the worker received it.
     pub received_at: DateTime<Utc>,
+    /// Tells the drain of the old work queue when the delivery is settled
+    /// (dropped with the job).
+    pub in_flight: Option<InFlightGuard>,
 }
 
 /// Everything a lane needs, shared by all lanes.
@@ -47,8 +58,6 @@ pub struct LaneContext {
     pub workspaces: Arc<Workspaces>,
     /// Batching and retry settings.
     pub worker: Arc<WorkerSettings>,
-    /// Retry queue names and delays.
-    pub amqp: Arc<AmqpSettings>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The model stage, when a model is configured.
@@ -95,9 +104,36 @@ pub async fn run(context: Arc<LaneContext>, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
+/// Capped exponential backoff between attempts of held work.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(settings: &WorkerSettings) -> Backoff {
+        Backoff {
+            next: Duration::from_millis(settings.store_backoff_ms),
+            max: Duration::from_millis(settings.store_max_backoff_ms),
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+}
+
+/// Whether the `attempt`th retry of held work is worth a warning: the
+/// first, then every tenth, so a long outage does not flood the log.
+fn worth_a_warning(attempt: u32) -> bool {
+    attempt == 1 || attempt.is_multiple_of(10)
+}
+
 impl LaneContext {
     async fn process(&self, batch: Vec<Job>) {
-        match self.commit_with_retries(&batch).await {
+        match self.commit_holding(&batch).await {
             Ok(effects) => self.finish(batch, effects).await,
             Err(_) if batch.len() > 1 => {
                 // Isolate the event that fails so the others are not held back.
@@ -107,32 +143,39 @@ impl LaneContext {
             }
             Err(error) => {
                 if let Some(job) = batch.into_iter().next() {
-                    self.give_up(job, error).await;
+                    self.dead_letter(job, error).await;
                 }
             }
         }
     }
 
-    async fn commit_with_retries(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
-        let mut backoff = Duration::from_millis(self.worker.store_backoff_ms);
-        let mut attempt = 1;
+    /// Commits the batch, trying again after each transient failure for as
+    /// long as the failures last; returns only a permanent failure.
+    async fn commit_holding(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
+        let mut backoff = Backoff::new(&self.worker);
+        let mut retries: u32 = 0;
         loop {
             match self.commit_once(batch).await {
-                Ok(effects) => return Ok(effects),
-                Err(HandleError::Store(error))
-                    if error.is_transient() && attempt < self.worker.store_attempts =>
-                {
-                    tracing::warn!(attempt, error = %error, "transient store error; retrying the batch");
+                Ok(effects) => {
+                    if retries > 0 {
+                        tracing::info!(retries, events = batch.len(), "held batch committed");
+                    }
+                    return Ok(effects);
+                }
+                Err(HandleError::Store(error)) if error.is_transient() => {
+                    retries = retries.saturating_add(1);
                     self.metrics.store_retries.inc();
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    attempt += 1;
+                    let delay = backoff.next_delay();
+                    if worth_a_warning(retries) {
+                        tracing::warn!(retries, retry_in = ?delay, events = batch.len(), error = %error,
+                            "transient store error; holding the batch and trying again");
+                    }
+                    tokio::time::sleep(delay).await;
                 }
                 Err(error) => return Err(error),
             }
         }
     }
-
     async fn commit_once(&self, batch: &[Job]) -> Result<Vec<Effects>, HandleError> {
         let mut tx = self
             .pool
@@ -174,60 +217,92 @@ impl LaneContext {
     }
 
     async fn finish(&self, batch: Vec<Job>, effects: Vec<Effects>) {
-        self.after_commit.apply(effects).await;
+        self.after_commit
+            .apply_holding(
+                effects,
+                Duration::from_millis(self.worker.store_backoff_ms),
+                Duration::from_millis(self.worker.store_max_backoff_ms),
+            )
+            .await;
         for _ in &batch {
             self.metrics.events_stored.inc();
         }
         futures::future::join_all(batch.iter().map(|job| acks::ack(&job.delivery))).await;
     }
 
-    async fn give_up(&self, job: Job, error: HandleError) {
+    /// Sends an event that cannot be handled to the dead-letter exchange
+    /// with the reason, then acks it. A failed publish is tried again while
+    /// the delivery can still be acked; once its channel is gone the broker
+    /// delivers it again anyway.
+    async fn dead_letter(&self, job: Job, error: HandleError) {
         let Job {
             event, delivery, ..
         } = job;
-        let retriable = matches!(&error, HandleError::Store(e) if e.is_transient());
-        let attempts = publisher::attempts_so_far(&delivery.properties);
-        let next_delay = self.amqp.retry_delays_ms.get(attempts as usize).copied();
-        let parked = match (retriable, next_delay) {
-            (true, Some(delay)) => {
-                tracing::warn!(event_id = %event.envelope.id, attempt = attempts + 1, delay_ms = delay, error = %error,
-                    "event failed; retrying later");
-                self.metrics.delayed_retries.inc();
-                self.publisher
-                    .retry_later(
-                        &self.amqp,
-                        &delivery.data,
-                        &delivery.properties,
-                        attempts + 1,
-                        delay,
-                    )
-                    .await
-            }
-            _ => {
-                let reason = if retriable {
-                    format!("gave up after {} delayed retries: {error}", attempts)
-                } else {
-                    error.to_string()
-                };
-                tracing::error!(event_id = %event.envelope.id, kind = event.type_name(), reason = %reason,
-                    "event dead-lettered");
-                self.metrics.dead_lettered.inc();
-                self.publisher
-                    .dead_letter(
-                        &delivery.data,
-                        &delivery.properties,
-                        delivery.routing_key.as_str(),
-                        &reason,
-                    )
-                    .await
-            }
-        };
-        match parked {
-            Ok(()) => acks::ack(&delivery).await,
-            Err(publish_error) => {
-                tracing::error!(error = %publish_error, "could not park a failed event; returning it to the queue");
-                acks::requeue(&delivery).await;
+        let reason = error.to_string();
+        tracing::error!(event_id = %event.envelope.id, kind = event.type_name(), reason = %reason,
+            "event dead-lettered");
+        self.metrics.dead_lettered.inc();
+        let mut backoff = Backoff::new(&self.worker);
+        let mut retries: u32 = 0;
+        loop {
+            let published = self
+                .publisher
+                .dead_letter(
+                    &delivery.data,
+                    &delivery.properties,
+                    delivery.routing_key.as_str(),
+                    &reason,
+                )
+                .await;
+            match published {
+                Ok(()) => return acks::ack(&delivery).await,
+                Err(publish_error) if !delivery.acker.usable() => {
+                    tracing::warn!(error = %publish_error,
+                        "could not dead-letter an event and its channel is gone; the broker delivers it again");
+                    return;
+                }
+                Err(publish_error) => {
+                    retries = retries.saturating_add(1);
+                    let delay = backoff.next_delay();
+                    if worth_a_warning(retries) {
+                        tracing::warn!(retries, retry_in = ?delay, error = %publish_error,
+                            "could not dead-letter an event; trying again");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(first_ms: u64, max_ms: u64) -> WorkerSettings {
+        WorkerSettings {
+            lanes: 1,
+            batch_max: 1,
+            batch_linger_ms: 0,
+            store_backoff_ms: first_ms,
+            store_max_backoff_ms: max_ms,
+            shutdown_grace_secs: 1,
+            max_text_bytes: 1,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let mut backoff = Backoff::new(&settings(50, 300));
+        let delays: Vec<u64> = (0..6)
+            .map(|_| backoff.next_delay().as_millis() as u64)
+            .collect();
+        assert_eq!(delays, vec![50, 100, 200, 300, 300, 300]);
+    }
+
+    #[test]
+    fn a_long_outage_warns_only_now_and_then() {
+        let warned: Vec<u32> = (1..=30).filter(|a| worth_a_warning(*a)).collect();
+        assert_eq!(warned, vec![1, 10, 20, 30]);
     }
 }

@@ -29,9 +29,7 @@ pub struct Metrics {
     pub events_stored: Counter,
     /// Events sent to the dead-letter queue.
     pub dead_lettered: Counter,
-    /// Events parked for a delayed retry.
-    pub delayed_retries: Counter,
-    /// Batches retried after a transient store error.
+    /// Batches retried after a transient error (Postgres, Redis).
     pub store_retries: Counter,
     /// Cache writes that failed after a commit.
     pub cache_errors: Counter,
@@ -62,7 +60,6 @@ impl Metrics {
         tracing::info!(
             events_stored = self.events_stored.get(),
             dead_lettered = self.dead_lettered.get(),
-            delayed_retries = self.delayed_retries.get(),
             store_retries = self.store_retries.get(),
             cache_errors = self.cache_errors.get(),
             model_jobs_rolled_back = self.model_jobs_rolled_back.get(),
