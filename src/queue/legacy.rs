@@ -7,11 +7,14 @@
 //! binds the shard exchange first, so no event published from then on is
 //! lost; [`drain`] then, before the worker consumes any shard:
 //!
-//! 1. looks for those queues (passive declares); if none exists, it is done;
-//! 2. unbinds the old work queue from the inbound exchange (an event that
-//!    arrived in between is in both places: the copy handled second is a
-//!    duplicate, which the event-id dedupe absorbs);
-//! 3. consumes every one of them with an exclusive consumer, so a single
+//! 1. declares those queues as earlier versions did (a passive declare of a
+//!    missing queue would cost a channel error), and unbinds the old work
+//!    queue from the inbound exchange (an event that arrived in between is
+//!    in both places: the copy handled second is a duplicate, which the
+//!    event-id dedupe absorbs);
+//! 2. if they hold no message and have no consumer (a fresh installation,
+//!    or an upgrade already done), deletes them and is done;
+//! 3. otherwise consumes every one of them with an exclusive consumer, so a single
 //!    replica drains them in queue order, and hands each delivery to the
 //!    lanes like any other; a replica that cannot get exclusive access
 //!    (another replica drains, or a worker of the old version still runs)
@@ -35,7 +38,7 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Connection, Consumer};
 use tokio::sync::Notify;
 
@@ -108,17 +111,42 @@ pub trait DrainTarget {
     ) -> impl std::future::Future<Output = ()> + Send;
 }
 
-/// The queues of the single-queue version: the work queue first, then the
-/// retry queues.
-pub fn old_queues(settings: &AmqpSettings) -> Vec<String> {
-    std::iter::once(settings.work_queue.clone())
-        .chain(
-            settings
-                .retry_delays_ms
-                .iter()
-                .map(|delay| topology::retry_queue(settings, *delay)),
-        )
+/// The queues of the single-queue version with the arguments it declared
+/// them with: the work queue first, then the retry queues.
+pub fn old_queues(settings: &AmqpSettings) -> Vec<(String, FieldTable)> {
+    let text = |value: &str| AMQPValue::LongString(LongString::from(value));
+    let mut work = FieldTable::default();
+    work.insert(ShortString::from("x-queue-type"), text("quorum"));
+    work.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        text(&settings.dead_letter_exchange),
+    );
+    work.insert(
+        ShortString::from("x-delivery-limit"),
+        AMQPValue::LongLongInt(i64::from(settings.delivery_limit)),
+    );
+    let retries = settings.retry_delays_ms.iter().map(|delay| {
+        let mut args = FieldTable::default();
+        args.insert(
+            ShortString::from("x-message-ttl"),
+            AMQPValue::LongLongInt(i64::try_from(*delay).unwrap_or(i64::MAX)),
+        );
+        args.insert(ShortString::from("x-dead-letter-exchange"), text(""));
+        args.insert(
+            ShortString::from("x-dead-letter-routing-key"),
+            text(&settings.work_queue),
+        );
+        (topology::retry_queue(settings, *delay), args)
+    });
+    std::iter::once((settings.work_queue.clone(), work))
+        .chain(retries)
         .collect()
+}
+
+/// What a declare tells about a queue.
+struct QueueState {
+    messages: u32,
+    consumers: u32,
 }
 
 enum Outcome {
@@ -181,24 +209,23 @@ async fn drain_on(
     target: &impl DrainTarget,
 ) -> Result<Outcome, lapin::Error> {
     let mut present = Vec::new();
-    for queue in old_queues(settings) {
-        if ready_messages(connection, &queue).await?.is_some() {
-            present.push(queue);
-        }
-    }
-    if present.is_empty() {
-        return Ok(Outcome::Done);
+    let mut idle = true;
+    for (queue, args) in old_queues(settings) {
+        let state = declare_old(connection, &queue, args).await?;
+        idle &= state.messages == 0 && state.consumers == 0;
+        present.push(queue);
     }
     let channel = connection.create_channel().await?;
-    if present.contains(&settings.work_queue) {
-        channel
-            .queue_unbind(
-                settings.work_queue.as_str().into(),
-                settings.inbound_exchange.as_str().into(),
-                "#".into(),
-                FieldTable::default(),
-            )
-            .await?;
+    channel
+        .queue_unbind(
+            settings.work_queue.as_str().into(),
+            settings.inbound_exchange.as_str().into(),
+            "#".into(),
+            FieldTable::default(),
+        )
+        .await?;
+    if idle {
+        return delete_all(connection, &present).await;
     }
     channel
         .basic_qos(settings.prefetch, BasicQosOptions::default())
@@ -276,8 +303,27 @@ async fn drain_on(
     if !all_empty(connection, &present).await? {
         return Ok(Outcome::Again);
     }
-    // The work queue last: a retry queue still leads to it until deleted.
-    for queue in present.iter().rev() {
+    let outcome = delete_all(connection, &present).await?;
+    if let Outcome::Done = outcome {
+        tracing::info!(
+            events = drained,
+            queues = ?present,
+            "drained and deleted the queues of the single-queue version"
+        );
+    }
+    Ok(outcome)
+}
+
+/// Deletes the old queues if they are empty: the retry queues first (with
+/// the broker's `if-empty` check), as each leads to the work queue until it
+/// is deleted; then the work queue, if it is still empty and unconsumed
+/// (quorum queues do not support `if-empty`; nothing is bound to it any
+/// more, so nothing can arrive between the look and the delete).
+async fn delete_all(connection: &Connection, queues: &[String]) -> Result<Outcome, lapin::Error> {
+    let Some((work_queue, retry_queues)) = queues.split_first() else {
+        return Ok(Outcome::Done);
+    };
+    for queue in retry_queues.iter().rev() {
         let deleted = connection
             .create_channel()
             .await?
@@ -289,23 +335,70 @@ async fn drain_on(
                 },
             )
             .await;
-        if let Err(error) = deleted {
-            tracing::info!(queue, error = %error, "an old queue is not empty after all; draining again");
-            return Ok(Outcome::Again);
+        match deleted {
+            Ok(_) => {}
+            Err(error) if connection.status().connected() => {
+                tracing::info!(queue, error = %error, "an old queue is not empty after all; draining again");
+                return Ok(Outcome::Again);
+            }
+            Err(error) => return Err(error),
         }
     }
-    tracing::info!(
-        events = drained,
-        queues = ?present,
-        "drained and deleted the queues of the single-queue version"
-    );
+    match queue_state(connection, work_queue).await? {
+        None => return Ok(Outcome::Done),
+        Some(state) if state.messages > 0 || state.consumers > 0 => return Ok(Outcome::Again),
+        Some(_) => {}
+    }
+    connection
+        .create_channel()
+        .await?
+        .queue_delete(work_queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
     Ok(Outcome::Done)
 }
 
-/// Messages ready in `queue`, or `None` when it does not exist. Each look
-/// uses a channel of its own: the broker closes the channel of a passive
-/// declare that finds nothing.
-async fn ready_messages(connection: &Connection, queue: &str) -> Result<Option<u32>, lapin::Error> {
+/// Declares an old queue as earlier versions did (creating it if it is
+/// missing, which [`delete_all`] undoes). Declared with other arguments
+/// (an older configuration), it is looked at passively instead.
+async fn declare_old(
+    connection: &Connection,
+    queue: &str,
+    args: FieldTable,
+) -> Result<QueueState, lapin::Error> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let channel = connection.create_channel().await?;
+    match channel.queue_declare(queue.into(), durable, args).await {
+        Ok(found) => {
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(QueueState {
+                messages: found.message_count(),
+                consumers: found.consumer_count(),
+            })
+        }
+        Err(_) if connection.status().connected() => {
+            let messages = queue_state(connection, queue)
+                .await?
+                .map_or(0, |state| state.messages);
+            // Its consumers are unknown: take the careful path and drain it.
+            Ok(QueueState {
+                messages,
+                consumers: 1,
+            })
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Messages ready in `queue` and its consumers, or `None` when it does not
+/// exist. Each look uses a channel of its own: the broker closes the
+/// channel of a passive declare that finds nothing.
+async fn queue_state(
+    connection: &Connection,
+    queue: &str,
+) -> Result<Option<QueueState>, lapin::Error> {
     let channel = connection.create_channel().await?;
     let declared = channel
         .queue_declare(
@@ -320,7 +413,10 @@ async fn ready_messages(connection: &Connection, queue: &str) -> Result<Option<u
     match declared {
         Ok(found) => {
             let _ = channel.close(200, "looked".into()).await;
-            Ok(Some(found.message_count()))
+            Ok(Some(QueueState {
+                messages: found.message_count(),
+                consumers: found.consumer_count(),
+            }))
         }
         // Not found closes the channel, not the connection.
         Err(_) if connection.status().connected() => Ok(None),
@@ -330,7 +426,10 @@ async fn ready_messages(connection: &Connection, queue: &str) -> Result<Option<u
 
 async fn all_empty(connection: &Connection, queues: &[String]) -> Result<bool, lapin::Error> {
     for queue in queues {
-        if ready_messages(connection, queue).await?.unwrap_or(0) > 0 {
+        if queue_state(connection, queue)
+            .await?
+            .is_some_and(|state| state.messages > 0)
+        {
             return Ok(false);
         }
     }

@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod fake_llm;
+pub mod ordered_stream;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -513,9 +514,10 @@ impl TestApp {
         (connection, consumer)
     }
 
-    /// How many consumers every shard queue of this test has (the fewest
-    /// of any shard: each replica consumes every shard); `None` while a
-    /// shard queue does not exist.
+    /// How many active consumers every shard queue of this test has (the
+    /// fewest of any shard; the broker reports only the single active
+    /// consumer of a shard, not the standbys); `None` while a shard queue
+    /// does not exist.
     pub async fn shard_consumers(&self) -> Option<u32> {
         let settings = self.settings();
         let connection = enricher::queue::connect(&settings.amqp, "test-inspect")
@@ -544,6 +546,42 @@ impl TestApp {
         }
         connection.close(200, "done".into()).await.ok();
         fewest
+    }
+
+    /// How many consumers, active and standby, every shard queue of this
+    /// test has (the fewest of any shard), as `rabbitmqctl` lists them.
+    pub fn registered_shard_consumers(&self) -> u32 {
+        let shard_queues = enricher::queue::topology::shard_queues(&self.settings().amqp);
+        let listed = rabbitmqctl(&["list_queues", "--no-table-headers", "name", "consumers"]);
+        shard_queues
+            .iter()
+            .map(|shard| {
+                listed
+                    .iter()
+                    .filter_map(|line| line.split_once('\t'))
+                    .find(|(queue, _)| queue == shard)
+                    .and_then(|(_, consumers)| consumers.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Waits until every shard queue has `wanted` consumers, active and
+    /// standby.
+    pub async fn wait_for_registered_shard_consumers(&self, wanted: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.registered_shard_consumers();
+            if now == wanted {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {wanted} consumers on every shard queue (now {now})"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits until the shard queues' consumer count satisfies `wanted`.
