@@ -57,6 +57,15 @@ pub(super) async fn handle(
         }
         Recorded::Stored(stored) => stored,
     };
+    if stored.new_conversation {
+        super::conversation::apply_early(
+            conn,
+            &envelope.workspace_id,
+            &message.conversation_id,
+            (stored.conversation_id, stored.customer_id),
+        )
+        .await?;
+    }
     effects.cache.push(CacheUpdate::AppendTurn {
         workspace_id: envelope.workspace_id.clone(),
         conversation: message.conversation_id.clone(),
