@@ -20,9 +20,8 @@
 //! topology, moves the [`Publisher`] there and subscribes again, backing off
 //! between attempts, until it succeeds or the caller stops asking.
 
-use std::time::{Duration, Instant};
-
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::{self, SelectAll, Stream};
@@ -118,17 +117,16 @@ impl Subscription {
                 continue;
             };
             tokio::select! {
-                next = consumers.next() => match next.map(|item| match item {
-                    ShardItem::Delivery(next) => Ok(*next),
-                    ShardItem::Ended(queue) => Err(queue),
-                }) {
-                    Some(Ok(Ok(delivery))) => return delivery,
-                    Some(Ok(Err(error))) => {
+                next = consumers.next() => match next {
+                    Some(ShardItem::Delivery(next)) => match *next {
+                        Ok(delivery) => return delivery,
                         // lapin recovers the channel and its consumers by
                         // itself; the health check catches it if it cannot.
-                        tracing::warn!(error = %error, "broker connection lost; waiting for recovery");
-                    }
-                    Some(Err(queue)) => {
+                        Err(error) => {
+                            tracing::warn!(error = %error, "broker connection lost; waiting for recovery")
+                        }
+                    },
+                    Some(ShardItem::Ended(queue)) => {
                         tracing::warn!(queue, "the broker ended the subscription of a shard; subscribing again");
                         self.resubscribe().await;
                     }

@@ -63,10 +63,11 @@ fn is_transient(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 40001 serialization failure, 40P01 deadlock, 08* connection, 53* resources,
-            // 57P0* shutdown / cannot connect now.
+            // 40001 serialization failure, 40P01 deadlock, 55P03 lock timeout,
+            // 08* connection, 53* resources, 57P0* shutdown / cannot connect now.
             code == "40001"
                 || code == "40P01"
+                || code == "55P03"
                 || code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P0")
