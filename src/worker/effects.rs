@@ -13,7 +13,7 @@ use super::metrics::Metrics;
 use super::model_job::ModelJob;
 use crate::queue::outbox_relay::publish_pending;
 use crate::queue::publisher::Publisher;
-use crate::state::{Cache, CacheUpdate};
+use crate::state::{Cache, CacheError, CacheUpdate};
 use crate::store::outbox::Pending;
 
 /// Work that must follow the commit.
@@ -65,13 +65,15 @@ impl AfterCommit {
         publish_pending(&self.publisher, &self.pool, pending).await;
     }
 
-    /// Like [`AfterCommit::apply`], but a cache write that fails is tried
-    /// again, with backoff from `first` doubling up to `max`, until Redis
-    /// takes it: the caller (a lane) holds its conversations meanwhile, so
-    /// no later event of theirs is applied over a cache that missed an
-    /// update. The retries only delete keys (a conversation's turns instead
-    /// of appending to them), which is safe to repeat and leaves nothing
-    /// stale: a missing key is rebuilt from Postgres.
+    /// Like [`AfterCommit::apply`], but a cache write that fails because
+    /// Redis is unavailable is tried again, with backoff from `first`
+    /// doubling up to `max`, until Redis takes it: the caller (a lane) holds
+    /// its conversations meanwhile, so no later event of theirs is applied
+    /// over a cache that missed an update. The retries only delete keys (a
+    /// conversation's turns instead of appending to them), which is safe to
+    /// repeat and leaves nothing stale: a missing key is rebuilt from
+    /// Postgres. A write Redis refuses (it answered) is logged and dropped,
+    /// as [`AfterCommit::apply`] does.
     pub async fn apply_holding(
         &self,
         effects: impl IntoIterator<Item = Effects>,
@@ -94,6 +96,13 @@ impl AfterCommit {
                 tokio::time::timeout(CACHE_WRITE_TIMEOUT, self.cache.apply(&cache_updates)).await;
             let error = match written {
                 Ok(Ok(())) => break,
+                Ok(Err(error)) if !worth_holding(&error) => {
+                    // Redis answered and refused (not an outage): holding
+                    // would stop the worker for good; the keys expire.
+                    self.metrics.cache_errors.inc();
+                    tracing::error!(error = %error, "cache update refused after commit");
+                    break;
+                }
                 Ok(Err(error)) => error.to_string(),
                 Err(_) => format!("no answer within {} s", CACHE_WRITE_TIMEOUT.as_secs()),
             };
@@ -113,6 +122,15 @@ impl AfterCommit {
             tracing::info!(failures, "held cache update written");
         }
         publish_pending(&self.publisher, &self.pool, pending).await;
+    }
+}
+
+/// Whether a failed cache write is worth holding the lane for: Redis is
+/// unreachable, restarting or busy, rather than refusing the command.
+fn worth_holding(error: &CacheError) -> bool {
+    match error {
+        CacheError::Redis(error) => !matches!(error.retry_method(), redis::RetryMethod::NoRetry),
+        CacheError::Store(_) => true,
     }
 }
 
