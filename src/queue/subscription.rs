@@ -291,3 +291,23 @@ async fn close_quietly(connection: &Connection, reason: &str) {
         Err(_) => tracing::debug!("connection close timed out"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    #[test]
+    fn the_prefetch_is_shared_out_over_the_shards() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut settings = Settings::load_from(&dir).expect("defaults load").amqp;
+        settings.prefetch = 2048;
+        settings.shards = 8;
+        assert_eq!(prefetch_per_shard(&settings), 256);
+        settings.shards = 3;
+        assert_eq!(prefetch_per_shard(&settings), 683, "rounded up");
+        settings.prefetch = 2;
+        settings.shards = 8;
+        assert_eq!(prefetch_per_shard(&settings), 1, "never zero");
+    }
+}

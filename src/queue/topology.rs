@@ -178,3 +178,38 @@ fn quorum_args() -> FieldTable {
     args.insert(ShortString::from("x-queue-type"), text("quorum"));
     args
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn amqp() -> AmqpSettings {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+        Settings::load_from(&dir).expect("defaults load").amqp
+    }
+
+    #[test]
+    fn every_shard_has_its_own_queue_in_order() {
+        let mut settings = amqp();
+        settings.shard_queue_prefix = "enrich.shard".to_owned();
+        settings.shards = 3;
+        assert_eq!(
+            shard_queues(&settings),
+            vec!["enrich.shard.0", "enrich.shard.1", "enrich.shard.2"]
+        );
+    }
+
+    #[test]
+    fn shard_queues_have_one_active_consumer_and_dead_letter() {
+        let args = shard_args(&amqp());
+        let inner = args.inner();
+        assert_eq!(
+            inner.get("x-single-active-consumer"),
+            Some(&AMQPValue::Boolean(true))
+        );
+        assert_eq!(inner.get("x-queue-type"), Some(&text("quorum")));
+        assert!(inner.contains_key("x-dead-letter-exchange"));
+        assert!(inner.contains_key("x-delivery-limit"));
+    }
+}
