@@ -40,6 +40,9 @@ pub struct Settings {
     /// The metrics and health endpoint of `enricher run`.
     #[serde(default)]
     pub http: HttpSettings,
+    /// The HTTP API (`enricher serve`).
+    #[serde(default)]
+    pub api: ApiSettings,
 }
 
 /// The metrics and health endpoint (`GET /metrics`, `/healthz`, `/readyz`).
@@ -54,6 +57,21 @@ impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             listen: "127.0.0.1:9464".to_owned(),
+        }
+    }
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiSettings {
+    /// Address `enricher serve` listens on.
+    pub listen: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            listen: "127.0.0.1:8080".to_owned(),
         }
     }
 }
@@ -191,7 +209,17 @@ pub struct AmqpSettings {
     pub url: SecretString,
     /// Durable exchange chat backends publish to.
     pub inbound_exchange: String,
-    /// Quorum queue the worker consumes.
+    /// Consistent-hash exchange bound from the inbound exchange: it spreads
+    /// events over the shard queues by routing key (the conversation id).
+    pub shard_exchange: String,
+    /// Shard queues are named `<prefix>.0` … `<prefix>.<shards - 1>`.
+    pub shard_queue_prefix: String,
+    /// Number of shard queues. Every replica consumes all of them and each
+    /// has one active consumer, so this bounds how many replicas share the
+    /// work. All replicas must use the same number.
+    pub shards: u16,
+    /// The single work queue of versions before sharding: drained at
+    /// start-up if it still exists, then deleted.
     pub work_queue: String,
     /// Exchange that receives events the worker cannot handle.
     pub dead_letter_exchange: String,
@@ -199,13 +227,15 @@ pub struct AmqpSettings {
     pub dead_letter_queue: String,
     /// Topic exchange for events the worker emits.
     pub outbound_exchange: String,
-    /// Prefix of the TTL queues used for delayed retries.
+    /// Prefix of the TTL retry queues of versions before sharding, drained
+    /// with the old work queue.
     pub retry_queue_prefix: String,
-    /// Unacknowledged deliveries held at once.
+    /// Unacknowledged deliveries held at once, over all shards.
     pub prefetch: u16,
-    /// Broker-side redelivery limit of the work queue.
+    /// Broker-side redelivery limit of each shard queue.
     pub delivery_limit: u32,
-    /// Delays before each retry of a failed event.
+    /// Delays of the old TTL retry queues (`<retry_queue_prefix>.<delay>ms`),
+    /// which name the queues to drain.
     pub retry_delays_ms: Vec<u64>,
 }
 
@@ -261,11 +291,13 @@ pub struct WorkerSettings {
     pub batch_max: usize,
     /// How long a lane waits for more events before committing a batch.
     pub batch_linger_ms: u64,
-    /// Attempts of a transaction that fails on a transient store error.
-    pub store_attempts: u32,
-    /// First backoff between those attempts; doubles each time up to a
-    /// second, each wait lengthened at random by up to a fifth.
+    /// First backoff before a batch that failed on a transient error
+    /// (Postgres or Redis unavailable, serialization failure, lock timeout)
+    /// is tried again; doubles each time. The batch is retried for as long
+    /// as the fault lasts, holding its conversations.
     pub store_backoff_ms: u64,
+    /// Longest backoff between those attempts.
+    pub store_max_backoff_ms: u64,
     /// Time allowed to finish in-flight work after a stop signal.
     pub shutdown_grace_secs: u64,
     /// Largest accepted message text, in bytes.
@@ -395,7 +427,17 @@ impl Settings {
         )?;
         check_positive("worker.lanes", self.worker.lanes)?;
         check_positive("worker.batch_max", self.worker.batch_max)?;
-        check_positive("worker.store_attempts", self.worker.store_attempts as usize)?;
+        check_positive(
+            "worker.store_backoff_ms",
+            self.worker.store_backoff_ms as usize,
+        )?;
+        if self.worker.store_max_backoff_ms < self.worker.store_backoff_ms {
+            return Err(invalid(
+                "worker.store_max_backoff_ms",
+                "must be at least worker.store_backoff_ms",
+            ));
+        }
+        check_positive("amqp.shards", usize::from(self.amqp.shards))?;
         check_positive("worker.max_text_bytes", self.worker.max_text_bytes)?;
         check_positive("amqp.prefetch", self.amqp.prefetch as usize)?;
         check_positive("llm.resume_after_secs", self.llm.resume_after_secs as usize)?;

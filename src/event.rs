@@ -322,6 +322,8 @@ pub enum UpdateSource {
     Form,
     /// An external system's data update.
     Api,
+    /// A bulk import of existing customers.
+    Import,
     /// Metadata.
     System,
 }

@@ -4,6 +4,7 @@
 //! dashboards read it. The crate is a library so tests, benchmarks and evals
 //! drive the same code the `enricher` binary runs.
 
+pub mod api;
 pub mod boundary;
 pub mod cli;
 pub mod config;

@@ -26,6 +26,17 @@ struct Cli {
 enum Command {
     /// Run the worker until SIGTERM or SIGINT.
     Run,
+    /// Serve the HTTP API (config `[api] listen`) until SIGTERM or SIGINT.
+    Serve {
+        /// Listen here instead of `api.listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Create, list and revoke the API's bearer tokens.
+    Tokens {
+        #[command(subcommand)]
+        command: cli::tokens::TokensCommand,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Publish events (one JSON per line) from a file or stdin to the inbound exchange.
@@ -127,6 +138,18 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
             worker.run_until_stopped(stop_signal()).await?;
             Ok(())
         }
+        Command::Serve { listen } => {
+            let listen = listen.unwrap_or_else(|| settings.api.listen.clone());
+            let server = enricher::api::Server::build(&settings)
+                .await
+                .context("starting the API")?;
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            server.run(listener, stop_signal()).await?;
+            Ok(())
+        }
+        Command::Tokens { command } => cli::tokens::run(&settings, command).await,
         Command::Migrate => {
             let pool = store::connect(&settings.postgres)
                 .await

@@ -1,13 +1,15 @@
 //! Start-up in one place: [`Application::build`] connects to Postgres, Redis
 //! and RabbitMQ, applies migrations, syncs workspaces and declares the
-//! topology; [`Application::run_until_stopped`] starts the consumer and its
-//! lanes, the model stage, the summary sweeper, the outbox relay, the
-//! dead-letter sink, the retention sweep and the metrics and health endpoint
-//! ([`crate::ops`]), and on a stop signal stops consuming, lets the lanes
-//! finish and ack what they hold, and closes the connections. What makes
-//! start-up impossible (a missing API key, an unreadable prompt, an
-//! unreachable dependency) is reported as one line naming what and where.
-//! Nothing that it starts imports it.
+//! topology; [`Application::run_until_stopped`] starts the lanes, the model
+//! stage, the summary sweeper, the outbox relay, the dead-letter sink, the
+//! retention sweep and the metrics and health endpoint ([`crate::ops`]),
+//! drains the single work queue of earlier versions if it still exists,
+//! consumes the shard queues, and on a stop signal stops taking deliveries,
+//! lets the lanes finish and ack what they hold, and closes the connections
+//! (which hands this replica's shards to the others). What makes start-up
+//! impossible (a missing API key, an unreadable prompt, an unreachable
+//! dependency) is reported as one line naming what and where. Nothing that
+//! it starts imports it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use crate::llm::model_client::ModelClient;
 use crate::llm::prompts::Prompts;
 use crate::ops::readiness::Readiness;
 use crate::ops::{self, OpsListener};
-use crate::queue::{dead_letter_sink, outbox_relay};
+use crate::queue::{dead_letter_sink, legacy, outbox_relay};
 use crate::queue::{publisher::Publisher, subscription::Subscription};
 use crate::state::Cache;
 use crate::store;
@@ -280,7 +282,6 @@ impl Application {
             publisher: self.publisher.clone(),
             workspaces: Arc::clone(&self.workspaces),
             worker: Arc::new(self.settings.worker.clone()),
-            amqp: Arc::new(self.settings.amqp.clone()),
             metrics: Arc::clone(&self.metrics),
             model_stage,
         });
@@ -316,10 +317,6 @@ impl Application {
             self.pool.clone(),
         ));
 
-        self.link.start().await?;
-        self.readiness.set_consuming(true);
-        tracing::info!(queue = %self.settings.amqp.work_queue, lanes, "consuming");
-
         let dispatcher = Dispatcher {
             workspaces: Arc::clone(&self.workspaces),
             publisher: self.publisher.clone(),
@@ -330,17 +327,32 @@ impl Application {
             lanes: senders,
         };
         tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                delivery = self.link.next_delivery() => {
-                    dispatcher.dispatch(delivery).await;
+        // Events still in the single work queue of earlier versions go
+        // first (see crate::queue::legacy); every replica waits for them.
+        let old_queues_gone = tokio::select! {
+            () = &mut shutdown => false,
+            () = legacy::drain(&self.settings.amqp, &dispatcher) => true,
+        };
+        if old_queues_gone {
+            self.link.start().await?;
+            self.readiness.set_consuming(true);
+            tracing::info!(
+                shards = self.settings.amqp.shards,
+                exchange = %self.settings.amqp.shard_exchange,
+                lanes,
+                "consuming"
+            );
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    delivery = self.link.next_delivery() => {
+                        dispatcher.dispatch(delivery).await;
+                    }
                 }
             }
         }
         self.readiness.set_consuming(false);
         tracing::info!("stopping: no new deliveries, finishing in-flight work");
-        self.link.cancel().await;
         drop(dispatcher);
         let grace = Duration::from_secs(self.settings.worker.shutdown_grace_secs);
         let drained = tokio::time::timeout(grace, async {

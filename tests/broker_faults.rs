@@ -26,13 +26,12 @@ async fn consuming() -> (TestApp, RunningWorker, String) {
 }
 
 /// After the first 20 events were stored and the fault is over: the worker
-/// is consuming its work queue again and stores the next 20.
+/// is consuming every shard queue again and stores the next 20.
 async fn consumes_again(app: &TestApp, mut worker: RunningWorker, ws: &str) {
     worker
-        .while_running(app.wait_for_work_queue_consumers(
-            |consumers| consumers == Some(1),
-            Duration::from_secs(30),
-        ))
+        .while_running(
+            app.wait_for_shard_consumers(|consumers| consumers == Some(1), Duration::from_secs(30)),
+        )
         .await;
     app.publish(&chat_batch(ws, 20..40, 5)).await;
     worker
@@ -45,15 +44,18 @@ async fn consumes_again(app: &TestApp, mut worker: RunningWorker, ws: &str) {
 async fn a_subscription_the_broker_cancels_is_taken_up_again() {
     let (app, worker, ws) = consuming().await;
 
-    // Deleting the work queue makes the broker cancel the worker's consumer.
+    // Deleting a shard queue makes the broker cancel the worker's consumer
+    // of it.
     let (connection, channel) = app.broker_channel().await;
     channel
         .queue_delete(
-            app.settings().amqp.work_queue.as_str().into(),
+            enricher::queue::topology::shard_queue(&app.settings().amqp, 0)
+                .as_str()
+                .into(),
             QueueDeleteOptions::default(),
         )
         .await
-        .expect("delete the work queue");
+        .expect("delete a shard queue");
     connection.close(200, "done".into()).await.ok();
 
     // The worker declares the queue again and consumes from it.
@@ -85,15 +87,15 @@ async fn a_connection_whose_recovery_fails_is_replaced() {
         )
         .await
         .expect("declare a conflicting outbound exchange");
-    assert_eq!(app.close_work_queue_consumer_connections(), 1);
+    assert_eq!(app.close_consumer_connections(), 1);
 
     // While the conflict lasts the worker cannot subscribe (not by lapin's
     // recovery, not by its own), and it keeps trying.
-    app.wait_for_work_queue_consumers(|consumers| consumers == Some(0), Duration::from_secs(10))
+    app.wait_for_shard_consumers(|consumers| consumers == Some(0), Duration::from_secs(10))
         .await;
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(app.work_queue_consumers().await, Some(0));
+        assert_eq!(app.shard_consumers().await, Some(0));
     }
 
     // Once the conflict is gone the worker's next attempt declares the

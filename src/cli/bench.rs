@@ -56,6 +56,17 @@ pub struct BenchArgs {
     /// quiet disk (see `settle`).
     #[arg(long)]
     pub no_settle: bool,
+    /// Benchmark the API's customer search instead (see `bench_search`): load
+    /// `--customers` customers into a fresh database and time the documented
+    /// queries through `GET /v1/customers`.
+    #[arg(long)]
+    pub search: bool,
+    /// Customers to load for `--search`.
+    #[arg(long, default_value_t = 100_000)]
+    pub customers: u32,
+    /// Requests per documented query for `--search`.
+    #[arg(long, default_value_t = 100)]
+    pub requests: u32,
 }
 
 /// Latency percentiles in milliseconds.
@@ -106,6 +117,9 @@ fn synthetic_event(
 
 /// Runs the benchmark and prints the report.
 pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
+    if args.search {
+        return super::bench_search::run(settings, &args).await;
+    }
     anyhow::ensure!(
         args.events > 0 && args.conversations > 0,
         "--events and --conversations must be above zero"
@@ -519,6 +533,115 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
+}
+
+/// First names of the search benchmark's customers.
+const FIRST_NAMES: [&str; 40] = [
+    "Ann", "Joanna", "Hannah", "Mark", "Luis", "Mei", "Ravi", "Olga", "Tom", "Sara", "Kenji",
+    "Fatima", "Pedro", "Lena", "Omar", "Grace", "Ivan", "Chloe", "Noah", "Aisha", "Liam", "Yuki",
+    "Carlos", "Emma", "Arjun", "Sofia", "David", "Nora", "Ali", "Julia", "Ben", "Priya", "Jonas",
+    "Maya", "Felix", "Zara", "Hugo", "Elif", "Sam", "Rosa",
+];
+/// Last names of the search benchmark's customers.
+const LAST_NAMES: [&str; 40] = [
+    "Lee", "Smith", "Garcia", "Tanaka", "Kumar", "Novak", "Okafor", "Silva", "Muller", "Rossi",
+    "Kim", "Nguyen", "Cohen", "Haddad", "Jensen", "Lopez", "Petrov", "Martin", "Brown", "Wang",
+    "Singh", "Dubois", "Costa", "Yilmaz", "Sato", "Ahmed", "Fischer", "Moreau", "Clark", "Ito",
+    "Hansen", "Park", "Reyes", "Walker", "Khan", "Bianchi", "Schmidt", "Ward", "Chen", "Lund",
+];
+
+/// Loads `count` customers into `workspace` for the search benchmark, with
+/// SQL alone (one statement per table): customer `g` is named from the name
+/// lists, has email `user{g}@example.com`, phone `+1650` and 2,000,000 + `g`, a web, WhatsApp or LINE identity `u{g}`, and every tenth the tag
+/// `vip`; activity spreads over the last 100 days.
+pub async fn load_search_customers(
+    pool: &PgPool,
+    workspace: &str,
+    count: u32,
+) -> anyhow::Result<()> {
+    let count = i32::try_from(count)?;
+    let first: Vec<&str> = FIRST_NAMES.to_vec();
+    let last: Vec<&str> = LAST_NAMES.to_vec();
+    sqlx::query("INSERT INTO enrich.workspaces (id, default_region) VALUES ($1, 'US') ON CONFLICT DO NOTHING")
+        .bind(workspace)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO enrich.customers (id, workspace_id, created_at, first_seen_at, last_seen_at,
+                                       conversation_count, customer_message_count, platforms, last_message)
+         SELECT md5($1 || g)::uuid, $1, now() - interval '200 days',
+                now() - (g * interval '86 seconds') - interval '1 day',
+                now() - (g * interval '86 seconds'), 1, 3,
+                ARRAY[(ARRAY['web','whatsapp','line'])[g % 3 + 1]], 'message ' || g
+           FROM generate_series(1, $2) g",
+    )
+    .bind(workspace)
+    .bind(count)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO enrich.customer_fields (customer_id, field, value, source, source_rank, actor)
+         SELECT md5($1 || g)::uuid, f.field,
+                CASE f.field
+                  WHEN 'name' THEN ($3::text[])[g % 40 + 1] || ' ' || ($4::text[])[(g / 40) % 40 + 1]
+                  WHEN 'email' THEN 'user' || g || '@example.com'
+                  ELSE '+1650' || (2000000 + g) END,
+                'api', 3, 'bench'
+           FROM generate_series(1, $2) g, (VALUES ('name'), ('email'), ('phone')) f(field)",
+    )
+    .bind(workspace)
+    .bind(count)
+    .bind(&first)
+    .bind(&last)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO enrich.customer_identities (workspace_id, platform, platform_user_id, customer_id,
+                                                 first_seen_at, last_seen_at)
+         SELECT $1, (ARRAY['web','whatsapp','line'])[g % 3 + 1], 'u' || g, md5($1 || g)::uuid,
+                now() - interval '100 days', now()
+           FROM generate_series(1, $2) g",
+    )
+    .bind(workspace)
+    .bind(count)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO enrich.tags (customer_id, tag, source)
+         SELECT md5($1 || g)::uuid, 'vip', 'api' FROM generate_series(10, $2, 10) g",
+    )
+    .bind(workspace)
+    .bind(count)
+    .execute(pool)
+    .await?;
+    sqlx::query("ANALYZE").execute(pool).await?;
+    Ok(())
+}
+
+/// Creates the database `name` next to the configured one.
+pub async fn create_database(pool: &PgPool, name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database names here are plain identifiers"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Drops the database `name` (the benchmark's own).
+pub async fn drop_database(pool: &PgPool, name: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database names here are plain identifiers"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

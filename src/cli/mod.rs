@@ -4,6 +4,7 @@
 //! replay, purge) and the operator's status screen.
 
 pub mod bench;
+pub mod bench_search;
 pub mod customers;
 pub mod dead_letters;
 pub mod fake_model;
@@ -11,3 +12,4 @@ pub mod inspect;
 pub mod send;
 pub mod settle;
 pub mod status;
+pub mod tokens;

@@ -15,6 +15,8 @@ pub enum Source {
     Form,
     /// An external system's data update (also a logged-in user's identity hint).
     Api,
+    /// A bulk import of existing customers (`POST /v1/import`).
+    Import,
     /// Stated by the customer in chat (pattern extractor or AI).
     Customer,
     /// Metadata.
@@ -37,18 +39,19 @@ impl Source {
             Source::Agent => "agent",
             Source::Form => "form",
             Source::Api => "api",
+            Source::Import => "import",
             Source::Customer => "customer",
             Source::System => "system",
         }
     }
 
-    /// Rank: agent 4 > form = api 3 > customer 2 > system 1. Postgres has
-    /// its own copy, `enrich.source_rank` (migration 0002), which the field
+    /// Rank: agent 4 > form = api = import 3 > customer 2 > system 1.
+    /// Postgres has its own copy, `enrich.source_rank`, which the field
     /// writes use; `tests/schema.rs` checks the two agree for every source.
     pub fn rank(self) -> u8 {
         match self {
             Source::Agent => 4,
-            Source::Form | Source::Api => 3,
+            Source::Form | Source::Api | Source::Import => 3,
             Source::Customer => 2,
             Source::System => 1,
         }
@@ -66,6 +69,7 @@ impl From<UpdateSource> for Source {
             UpdateSource::Agent => Source::Agent,
             UpdateSource::Form => Source::Form,
             UpdateSource::Api => Source::Api,
+            UpdateSource::Import => Source::Import,
             UpdateSource::System => Source::System,
         }
     }
@@ -118,6 +122,10 @@ mod tests {
         assert!(Source::Agent.may_overwrite(Source::Form));
         assert!(Source::Form.may_overwrite(Source::Api));
         assert!(Source::Api.may_overwrite(Source::Form));
+        assert!(Source::Import.may_overwrite(Source::Api));
+        assert!(Source::Api.may_overwrite(Source::Import));
+        assert!(!Source::Import.may_overwrite(Source::Agent));
+        assert!(Source::Import.may_overwrite(Source::Customer));
         assert!(Source::Form.may_overwrite(Source::Customer));
         assert!(Source::Customer.may_overwrite(Source::Customer));
         assert!(!Source::Customer.may_overwrite(Source::Agent));

@@ -1,10 +1,13 @@
-//! RabbitMQ: the topology the worker declares, the connection with automatic
-//! recovery, the subscription that outlives what that recovery cannot mend,
-//! publishing with publisher confirms (outbound events, dead letters and
-//! delayed retries), and the sink that moves dead letters into Postgres.
+//! RabbitMQ: the topology the worker declares (shard queues behind a
+//! consistent-hash exchange), the connection with automatic recovery, the
+//! subscription that outlives what that recovery cannot mend, the drain of
+//! the single work queue of earlier versions, publishing with publisher
+//! confirms (outbound events and dead letters), and the sink that moves dead
+//! letters into Postgres.
 
 pub mod acks;
 pub mod dead_letter_sink;
+pub mod legacy;
 pub mod outbox_relay;
 pub mod publisher;
 pub mod subscription;
@@ -17,8 +20,6 @@ use crate::config::AmqpSettings;
 
 /// Header that carries why an event was dead-lettered.
 pub const ERROR_HEADER: &str = "x-enrich-error";
-/// Header that counts delayed retries of an event.
-pub const ATTEMPT_HEADER: &str = "x-enrich-attempt";
 
 /// Opens a connection that reconnects and replays its topology by itself when
 /// the broker restarts.

@@ -1,6 +1,6 @@
 //! Publishing with publisher confirms: a publish counts only once the broker
-//! has taken responsibility for the message. Used for outbound events, dead
-//! letters (with the reason in `x-enrich-error`) and delayed retries.
+//! has taken responsibility for the message. Used for outbound events and
+//! dead letters (with the reason in `x-enrich-error`).
 //!
 //! Every clone shares one channel slot: when the worker replaces a broker
 //! connection that could not recover ([`super::subscription`]), it reopens
@@ -13,7 +13,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
-use super::{ATTEMPT_HEADER, ERROR_HEADER, topology};
+use super::ERROR_HEADER;
 use crate::config::AmqpSettings;
 
 /// Why a publish did not go through.
@@ -179,29 +179,6 @@ impl Publisher {
         self.publish(&self.dead_letter_exchange, routing_key, body, properties)
             .await
     }
-
-    /// Parks an event in the TTL queue for its next attempt; the queue returns
-    /// it to the work queue when the delay has passed.
-    pub async fn retry_later(
-        &self,
-        settings: &AmqpSettings,
-        body: &[u8],
-        original: &BasicProperties,
-        attempt: u32,
-        delay_ms: u64,
-    ) -> Result<(), PublishError> {
-        let mut headers = original.headers().clone().unwrap_or_default();
-        headers.insert(
-            ShortString::from(ATTEMPT_HEADER),
-            AMQPValue::LongUInt(attempt),
-        );
-        let properties = original
-            .clone()
-            .with_headers(headers)
-            .with_delivery_mode(PERSISTENT);
-        let queue = topology::retry_queue(settings, delay_ms);
-        self.publish("", &queue, body, properties).await
-    }
 }
 
 async fn confirm_channel(connection: &Connection) -> Result<Channel, lapin::Error> {
@@ -217,20 +194,4 @@ pub fn json_properties() -> BasicProperties {
     BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(PERSISTENT)
-}
-
-/// Retries an event has already had, from its headers.
-pub fn attempts_so_far(properties: &BasicProperties) -> u32 {
-    properties
-        .headers()
-        .as_ref()
-        .and_then(|headers| headers.inner().get(ATTEMPT_HEADER).cloned())
-        .and_then(|value| match value {
-            AMQPValue::LongUInt(n) => Some(n),
-            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
-            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
-            AMQPValue::ShortUInt(n) => Some(u32::from(n)),
-            _ => None,
-        })
-        .unwrap_or(0)
 }

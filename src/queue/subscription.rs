@@ -1,5 +1,12 @@
 //! The worker's link to the broker, kept consuming through broker trouble.
 //!
+//! The link consumes every shard queue (see [`topology`]) on one channel.
+//! Each shard queue has a single active consumer: the broker delivers a
+//! shard to one replica at a time and keeps the others' consumers as
+//! standbys, so when a replica's connection closes (it stopped, crashed or
+//! lost the network) the broker returns its unacked events to the queue and
+//! activates a standby at once.
+//!
 //! lapin's automatic recovery reconnects after a broker restart and replays
 //! channels, topology and consumers, but the replay can fail (a queue that is
 //! not available yet right after the broker boots leaves the connection
@@ -13,13 +20,15 @@
 //! topology, moves the [`Publisher`] there and subscribes again, backing off
 //! between attempts, until it succeeds or the caller stops asking.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use futures::stream::{self, SelectAll, Stream};
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
+use lapin::{Channel, Connection};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{connect, publisher::Publisher, topology};
@@ -34,19 +43,33 @@ pub const RECOVERY_PATIENCE: Duration = Duration::from_secs(30);
 /// Backoff between attempts to replace a broken link.
 const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(200);
 const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
-/// How long cancelling the consumer or closing a connection may take before
-/// the worker goes on without it.
+/// How long closing a connection may take before the worker goes on
+/// without it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What the merged consumers of the shard queues yield.
+enum ShardItem {
+    Delivery(Box<Result<Delivery, lapin::Error>>),
+    /// One shard's consumer ended (the broker cancelled it).
+    Ended(String),
+}
+
+/// One shard's consumer. `Sync` because the subscription is shared by
+/// reference across awaits.
+type ShardStream = Pin<Box<dyn Stream<Item = ShardItem> + Send + Sync>>;
+
+/// The consumers of every shard queue, merged into one stream.
+type ShardConsumers = SelectAll<ShardStream>;
+
 /// A connection with the topology declared, a confirming publisher and,
-/// once [`Subscription::start`] ran, a consumer on the work queue.
+/// once [`Subscription::start`] ran, a consumer on every shard queue.
 pub struct Subscription {
     settings: AmqpSettings,
     name: String,
     connection: Connection,
     channel: Channel,
     publisher: Publisher,
-    consumer: Option<Consumer>,
+    consumers: Option<ShardConsumers>,
     health_check: Interval,
     /// When the link was first seen recovering, while it still is.
     recovering_since: Option<Instant>,
@@ -66,7 +89,7 @@ impl Subscription {
             connection,
             channel,
             publisher,
-            consumer: None,
+            consumers: None,
             health_check,
             recovering_since: None,
         })
@@ -78,28 +101,34 @@ impl Subscription {
         &self.publisher
     }
 
-    /// Starts consuming the work queue.
+    /// Starts consuming every shard queue.
     pub async fn start(&mut self) -> Result<(), lapin::Error> {
-        self.consumer = Some(consume(&self.channel, &self.settings).await?);
+        self.consumers = Some(consume(&self.channel, &self.settings).await?);
         Ok(())
     }
 
-    /// The next delivery from the work queue. Never gives up: a broken link
-    /// is replaced, as often as it takes. Cancel-safe, so callers can race it
-    /// against a shutdown signal.
+    /// The next delivery from any shard queue. Never gives up: a broken
+    /// link is replaced, as often as it takes. Cancel-safe, so callers can
+    /// race it against a shutdown signal.
     pub async fn next_delivery(&mut self) -> Delivery {
         loop {
-            let Some(consumer) = self.consumer.as_mut() else {
+            let Some(consumers) = self.consumers.as_mut() else {
                 self.resubscribe().await;
                 continue;
             };
             tokio::select! {
-                next = consumer.next() => match next {
-                    Some(Ok(delivery)) => return delivery,
-                    Some(Err(error)) => {
-                        // lapin recovers the channel and its consumer by
+                next = consumers.next() => match next {
+                    Some(ShardItem::Delivery(next)) => match *next {
+                        Ok(delivery) => return delivery,
+                        // lapin recovers the channel and its consumers by
                         // itself; the health check catches it if it cannot.
-                        tracing::warn!(error = %error, "broker connection lost; waiting for recovery");
+                        Err(error) => {
+                            tracing::warn!(error = %error, "broker connection lost; waiting for recovery")
+                        }
+                    },
+                    Some(ShardItem::Ended(queue)) => {
+                        tracing::warn!(queue, "the broker ended the subscription of a shard; subscribing again");
+                        self.resubscribe().await;
                     }
                     None => {
                         tracing::warn!("the broker ended the subscription; subscribing again");
@@ -139,7 +168,7 @@ impl Subscription {
         loop {
             match self.replace_link().await {
                 Ok(()) => {
-                    tracing::info!(attempt, "subscribed to the work queue again");
+                    tracing::info!(attempt, "subscribed to the shard queues again");
                     return;
                 }
                 Err(error) => {
@@ -154,11 +183,11 @@ impl Subscription {
 
     async fn replace_link(&mut self) -> Result<(), lapin::Error> {
         let (connection, channel) = open_link(&self.settings, &self.name).await?;
-        let consumer = consume(&channel, &self.settings).await?;
+        let consumers = consume(&channel, &self.settings).await?;
         self.publisher.reopen(&connection).await?;
         let replaced = std::mem::replace(&mut self.connection, connection);
         self.channel = channel;
-        self.consumer = Some(consumer);
+        self.consumers = Some(consumers);
         self.recovering_since = None;
         // Deliveries still held from the old connection cannot be acked
         // any more; the broker redelivers them and dedupe absorbs the repeat.
@@ -166,29 +195,19 @@ impl Subscription {
         Ok(())
     }
 
-    /// Stops consuming (in-flight deliveries can still be acked).
-    pub async fn cancel(&self) {
-        let Some(consumer) = &self.consumer else {
-            return;
-        };
-        let cancel = self
-            .channel
-            .basic_cancel(consumer.tag(), BasicCancelOptions::default());
-        match tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::debug!(error = %error, "consumer cancel failed"),
-            Err(_) => tracing::debug!("consumer cancel timed out"),
-        }
-    }
-
-    /// Closes the connection.
+    /// Closes the connection: the broker returns what this replica has not
+    /// acked to the shard queues and hands each shard to a standby consumer.
+    /// The consumers are deliberately not cancelled before the in-flight
+    /// events are acked: a cancelled active consumer makes the broker
+    /// activate a standby while this replica may still be writing the same
+    /// conversations.
     pub async fn close(&self) {
         close_quietly(&self.connection, "shutdown").await;
     }
 }
 
 /// A connection whose consuming channel has the topology declared and the
-/// prefetch limit set.
+/// prefetch limit of each consumer set.
 async fn open_link(
     settings: &AmqpSettings,
     name: &str,
@@ -196,22 +215,43 @@ async fn open_link(
     let connection = connect(settings, name).await?;
     let channel = connection.create_channel().await?;
     topology::declare(&channel, settings).await?;
+    // Not global: each shard's consumer gets its share of the prefetch, so
+    // a replica active on every shard holds about `prefetch` in all.
     channel
-        .basic_qos(settings.prefetch, BasicQosOptions::default())
+        .basic_qos(prefetch_per_shard(settings), BasicQosOptions::default())
         .await?;
     Ok((connection, channel))
 }
 
-async fn consume(channel: &Channel, settings: &AmqpSettings) -> Result<Consumer, lapin::Error> {
-    let tag = format!("enricher-{}-{}", std::process::id(), uuid::Uuid::new_v4());
-    channel
-        .basic_consume(
-            settings.work_queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
+/// Each shard consumer's share of `amqp.prefetch`, rounded up.
+pub fn prefetch_per_shard(settings: &AmqpSettings) -> u16 {
+    settings.prefetch.div_ceil(settings.shards.max(1)).max(1)
+}
+
+/// Consumes every shard queue on `channel`; a consumer that ends yields
+/// [`ShardItem::Ended`].
+async fn consume(
+    channel: &Channel,
+    settings: &AmqpSettings,
+) -> Result<ShardConsumers, lapin::Error> {
+    let mut merged = SelectAll::new();
+    for queue in topology::shard_queues(settings) {
+        let tag = format!("enricher-{}-{}", std::process::id(), uuid::Uuid::new_v4());
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let deliveries = consumer
+            .map(|next| ShardItem::Delivery(Box::new(next)))
+            .chain(stream::once(async move { ShardItem::Ended(queue) }));
+        let deliveries: ShardStream = Box::pin(deliveries);
+        merged.push(deliveries);
+    }
+    Ok(merged)
 }
 
 enum LinkState {
@@ -249,5 +289,25 @@ async fn close_quietly(connection: &Connection, reason: &str) {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::debug!(error = %error, "connection close failed"),
         Err(_) => tracing::debug!("connection close timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    #[test]
+    fn the_prefetch_is_shared_out_over_the_shards() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut settings = Settings::load_from(&dir).expect("defaults load").amqp;
+        settings.prefetch = 2048;
+        settings.shards = 8;
+        assert_eq!(prefetch_per_shard(&settings), 256);
+        settings.shards = 3;
+        assert_eq!(prefetch_per_shard(&settings), 683, "rounded up");
+        settings.prefetch = 2;
+        settings.shards = 8;
+        assert_eq!(prefetch_per_shard(&settings), 1, "never zero");
     }
 }

@@ -152,3 +152,129 @@ pub async fn close(
     .await?;
     resolve_escalations(conn, conversation_id, customer_id, None, at).await
 }
+
+/// A status or close that arrived before its conversation's first message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EarlyEvent {
+    /// A `conversation.status`, with when it occurred.
+    Status(ConversationStatus, DateTime<Utc>),
+    /// A `conversation.closed`, with when it occurred.
+    Closed(ConversationClosed, DateTime<Utc>),
+}
+
+/// Keeps a status or close of a conversation that has no message yet, to
+/// apply when its first message creates it ([`take_early`]).
+pub async fn hold_early(
+    conn: &mut PgConnection,
+    workspace_id: &str,
+    event: &EarlyEvent,
+) -> Result<(), StoreError> {
+    let (event_type, external_id, status, agent_id, reason, resolved_by, resolution, at) =
+        match event {
+            EarlyEvent::Status(s, at) => (
+                "conversation.status",
+                &s.conversation_id,
+                Some(s.status.as_str()),
+                s.agent_id.as_deref(),
+                s.reason.as_deref(),
+                None,
+                None,
+                at,
+            ),
+            EarlyEvent::Closed(c, at) => (
+                "conversation.closed",
+                &c.conversation_id,
+                None,
+                None,
+                None,
+                c.resolved_by.as_deref(),
+                c.resolution.as_deref(),
+                at,
+            ),
+        };
+    sqlx::query(
+        "INSERT INTO enrich.early_conversation_events
+             (workspace_id, external_id, event_type, status, agent_id, reason, resolved_by, resolution, occurred_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(workspace_id)
+    .bind(external_id)
+    .bind(event_type)
+    .bind(status)
+    .bind(agent_id)
+    .bind(reason)
+    .bind(resolved_by)
+    .bind(resolution)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+type EarlyRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    DateTime<Utc>,
+);
+
+/// Removes and returns, in arrival order, the events held for a
+/// conversation by [`hold_early`].
+pub async fn take_early(
+    conn: &mut PgConnection,
+    workspace_id: &str,
+    external_id: &str,
+) -> Result<Vec<EarlyEvent>, StoreError> {
+    let mut rows: Vec<EarlyRow> = sqlx::query_as(
+        "DELETE FROM enrich.early_conversation_events WHERE workspace_id = $1 AND external_id = $2
+         RETURNING id, event_type, status, agent_id, reason, resolved_by, resolution, occurred_at",
+    )
+    .bind(workspace_id)
+    .bind(external_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.sort_by_key(|row| row.0);
+    Ok(rows
+        .into_iter()
+        .filter_map(
+            |(_, event_type, status, agent_id, reason, resolved_by, resolution, at)| {
+                if event_type == "conversation.closed" {
+                    return Some(EarlyEvent::Closed(
+                        ConversationClosed {
+                            conversation_id: external_id.to_owned(),
+                            resolved_by,
+                            resolution,
+                        },
+                        at,
+                    ));
+                }
+                let status = serde_json::from_value(serde_json::Value::String(status?)).ok()?;
+                Some(EarlyEvent::Status(
+                    ConversationStatus {
+                        conversation_id: external_id.to_owned(),
+                        status,
+                        agent_id,
+                        reason,
+                    },
+                    at,
+                ))
+            },
+        )
+        .collect())
+}
+
+/// Opens a closed conversation again, as a message after a close does.
+pub async fn reopen(conn: &mut PgConnection, conversation_id: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE enrich.conversations SET status = 'active', ended_at = NULL
+          WHERE id = $1 AND status = 'closed'",
+    )
+    .bind(conversation_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -8,6 +8,7 @@
 pub mod asks;
 pub mod chat;
 pub mod conversations;
+pub mod customer_card;
 pub mod customers;
 pub mod dead_letters;
 pub mod erasure;
@@ -20,8 +21,10 @@ pub mod notes;
 pub mod outbox;
 pub mod profiles;
 pub mod retention;
+pub mod search;
 pub mod status;
 pub mod summaries;
+pub mod tokens;
 pub mod warm_up;
 pub mod workspaces;
 

@@ -3,6 +3,13 @@
 //! written goes into the next transaction together, so under load one commit
 //! covers many events; acks follow the commit. Messages for the model go to
 //! the model stage just before the commit, with a signal of its outcome.
+//!
+//! A transient failure (Postgres or Redis unavailable, a serialization
+//! failure, a lock timeout) holds the lane: the batch is tried again with
+//! capped exponential backoff for as long as the fault lasts, and the events
+//! behind it wait in the lane and in the broker (the prefetch bounds how
+//! many), so no later event of a conversation overtakes an earlier one.
+//! Only an event that is itself unusable is dead-lettered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +27,11 @@ use super::hot_profile::BatchView;
 use super::metrics::{DeadLetterKind, Metrics};
 use super::model_job::{CommitNotice, CommitSignal};
 use super::model_stage::ModelStage;
-use crate::config::{AmqpSettings, WorkerSettings};
+use crate::config::WorkerSettings;
 use crate::event::{Event, EventBody, Sender};
 use crate::queue::acks;
-use crate::queue::publisher::{self, Publisher};
+use crate::queue::legacy::InFlightGuard;
+use crate::queue::publisher::Publisher;
 use crate::retry::{Backoff, retry};
 use crate::workspaces::Workspaces;
 
@@ -35,6 +43,9 @@ pub struct Job {
     pub delivery: Delivery,
     /// When the worker received it.
     pub received_at: DateTime<Utc>,
+    /// Tells the drain of the old work queue when the delivery is settled
+    /// (dropped with the job).
+    pub in_flight: Option<InFlightGuard>,
 }
 
 /// Everything a lane needs, shared by all lanes.
@@ -49,8 +60,6 @@ pub struct LaneContext {
     pub workspaces: Arc<Workspaces>,
     /// Batching and retry settings.
     pub worker: Arc<WorkerSettings>,
-    /// Retry queue names and delays.
-    pub amqp: Arc<AmqpSettings>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The model stage, when a model is configured.
@@ -97,24 +106,30 @@ pub async fn run(context: Arc<LaneContext>, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// How a batch's commit is retried on a transient store error:
-/// `worker.store_attempts` attempts, waits from `worker.store_backoff_ms`
-/// doubling up to a second, lengthened by up to a fifth at random so lanes
-/// that failed together do not retry together.
-fn commit_backoff(settings: &WorkerSettings) -> Backoff {
+/// How held work is tried again: waits from `worker.store_backoff_ms`
+/// doubling up to `worker.store_max_backoff_ms`, lengthened by up to a fifth
+/// at random so lanes that failed together do not retry together, for as
+/// long as the fault lasts.
+pub fn hold_backoff(settings: &WorkerSettings) -> Backoff {
     Backoff {
         first: Duration::from_millis(settings.store_backoff_ms),
         factor: 2.0,
-        cap: Duration::from_secs(1),
-        attempts: settings.store_attempts,
+        cap: Duration::from_millis(settings.store_max_backoff_ms),
+        attempts: u32::MAX,
         jitter: 0.2,
     }
+}
+
+/// Whether the `attempt`th retry of held work is worth a warning: the
+/// first, then every tenth, so a long outage does not flood the log.
+fn worth_a_warning(attempt: u32) -> bool {
+    attempt == 1 || attempt.is_multiple_of(10)
 }
 
 impl LaneContext {
     async fn process(&self, batch: Vec<Job>) {
         let view = self.read_hot_profile(&batch).await;
-        match self.commit_with_retries(&batch, &view).await {
+        match self.commit_holding(&batch, &view).await {
             Ok(effects) => self.finish(batch, effects).await,
             Err(_) if batch.len() > 1 => {
                 // Isolate the event that fails so the others are not held back.
@@ -124,7 +139,7 @@ impl LaneContext {
             }
             Err(error) => {
                 if let Some(job) = batch.into_iter().next() {
-                    self.give_up(job, error).await;
+                    self.dead_letter(job, error).await;
                 }
             }
         }
@@ -151,20 +166,31 @@ impl LaneContext {
         BatchView::prefetch(&self.after_commit.cache, &wanted, true).await
     }
 
-    async fn commit_with_retries(
+    /// Commits the batch, trying again after each transient failure for as
+    /// long as the failures last; returns only a permanent failure.
+    async fn commit_holding(
         &self,
         batch: &[Job],
         view: &BatchView,
     ) -> Result<Vec<Effects>, HandleError> {
-        retry(
-            &commit_backoff(&self.worker),
+        let mut held = 0u32;
+        let committed = retry(
+            &hold_backoff(&self.worker),
             || self.commit_once(batch, view),
             |error, attempt| {
-                tracing::warn!(attempt, error = %error, "transient store error; retrying the batch");
+                held = attempt;
                 self.metrics.store_retry();
+                if worth_a_warning(attempt) {
+                    tracing::warn!(retries = attempt, events = batch.len(), error = %error,
+                        "transient store error; holding the batch and trying again");
+                }
             },
         )
-        .await
+        .await;
+        if held > 0 && committed.is_ok() {
+            tracing::info!(retries = held, events = batch.len(), "held batch committed");
+        }
+        committed
     }
 
     async fn commit_once(
@@ -219,59 +245,54 @@ impl LaneContext {
     }
 
     async fn finish(&self, batch: Vec<Job>, effects: Vec<Effects>) {
-        self.after_commit.apply(effects).await;
+        self.after_commit
+            .apply_holding(effects, &hold_backoff(&self.worker))
+            .await;
         self.metrics
             .batch_committed(batch.iter().map(|job| job.event.envelope.occurred_at));
         futures::future::join_all(batch.iter().map(|job| acks::ack(&job.delivery))).await;
     }
 
-    async fn give_up(&self, job: Job, error: HandleError) {
+    /// Sends an event that cannot be handled to the dead-letter exchange
+    /// with the reason, then acks it. A failed publish is tried again while
+    /// the delivery can still be acked; once its channel is gone the broker
+    /// delivers it again anyway.
+    async fn dead_letter(&self, job: Job, error: HandleError) {
         let Job {
             event, delivery, ..
         } = job;
-        let retriable = matches!(&error, HandleError::Store(e) if e.is_transient());
-        let attempts = publisher::attempts_so_far(&delivery.properties);
-        let next_delay = self.amqp.retry_delays_ms.get(attempts as usize).copied();
-        let parked = match (retriable, next_delay) {
-            (true, Some(delay)) => {
-                tracing::warn!(event_id = %event.envelope.id, attempt = attempts + 1, delay_ms = delay, error = %error,
-                    "event failed; retrying later");
-                self.metrics.delayed_retries.inc();
-                self.publisher
-                    .retry_later(
-                        &self.amqp,
-                        &delivery.data,
-                        &delivery.properties,
-                        attempts + 1,
-                        delay,
-                    )
-                    .await
-            }
-            _ => {
-                let reason = if retriable {
-                    format!("gave up after {} delayed retries: {error}", attempts)
-                } else {
-                    error.to_string()
-                };
-                tracing::error!(event_id = %event.envelope.id, kind = event.type_name(), reason = %reason,
-                    "event dead-lettered");
-                self.metrics
-                    .dead_letter(DeadLetterKind::of(retriable, &error));
-                self.publisher
-                    .dead_letter(
-                        &delivery.data,
-                        &delivery.properties,
-                        delivery.routing_key.as_str(),
-                        &reason,
-                    )
-                    .await
-            }
-        };
-        match parked {
-            Ok(()) => acks::ack(&delivery).await,
-            Err(publish_error) => {
-                tracing::error!(error = %publish_error, "could not park a failed event; returning it to the queue");
-                acks::requeue(&delivery).await;
+        let reason = error.to_string();
+        tracing::error!(event_id = %event.envelope.id, kind = event.type_name(), reason = %reason,
+            "event dead-lettered");
+        self.metrics.dead_letter(DeadLetterKind::of(false, &error));
+        let backoff = hold_backoff(&self.worker);
+        let mut retries: u32 = 0;
+        loop {
+            let published = self
+                .publisher
+                .dead_letter(
+                    &delivery.data,
+                    &delivery.properties,
+                    delivery.routing_key.as_str(),
+                    &reason,
+                )
+                .await;
+            match published {
+                Ok(()) => return acks::ack(&delivery).await,
+                Err(publish_error) if !delivery.acker.usable() => {
+                    tracing::warn!(error = %publish_error,
+                        "could not dead-letter an event and its channel is gone; the broker delivers it again");
+                    return;
+                }
+                Err(publish_error) => {
+                    retries = retries.saturating_add(1);
+                    let delay = backoff.delay_after(retries).unwrap_or(backoff.cap);
+                    if worth_a_warning(retries) {
+                        tracing::warn!(retries, retry_in = ?delay, error = %publish_error,
+                            "could not dead-letter an event; trying again");
+                    }
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
     }
@@ -281,20 +302,32 @@ impl LaneContext {
 mod tests {
     use super::*;
 
-    #[test]
-    fn commit_retries_follow_the_worker_settings() {
-        let settings = WorkerSettings {
+    fn settings(first_ms: u64, max_ms: u64) -> WorkerSettings {
+        WorkerSettings {
             lanes: 1,
             batch_max: 1,
             batch_linger_ms: 0,
-            store_attempts: 6,
-            store_backoff_ms: 200,
+            store_backoff_ms: first_ms,
+            store_max_backoff_ms: max_ms,
             shutdown_grace_secs: 1,
             max_text_bytes: 1,
-        };
-        let policy = commit_backoff(&settings);
-        let waits: Vec<u128> = policy.delays().map(|wait| wait.as_millis()).collect();
-        // Doubling from the configured first wait, capped at a second.
-        assert_eq!(waits, vec![200, 400, 800, 1000, 1000]);
+        }
+    }
+
+    #[test]
+    fn held_work_waits_double_up_to_the_cap_and_never_give_up() {
+        let backoff = hold_backoff(&settings(50, 300));
+        let delays: Vec<u64> = (1..=6)
+            .filter_map(|failed| backoff.delay_after(failed))
+            .map(|delay| delay.as_millis() as u64)
+            .collect();
+        assert_eq!(delays, vec![50, 100, 200, 300, 300, 300]);
+        assert!(backoff.delay_after(1_000_000).is_some());
+    }
+
+    #[test]
+    fn a_long_outage_warns_only_now_and_then() {
+        let warned: Vec<u32> = (1..=30).filter(|a| worth_a_warning(*a)).collect();
+        assert_eq!(warned, vec![1, 10, 20, 30]);
     }
 }

@@ -110,9 +110,7 @@ pub struct Metrics {
     pub events_deduplicated: Counter,
     /// Events sent to the dead-letter queue (all reasons).
     pub dead_lettered: Counter,
-    /// Events parked for a delayed retry.
-    pub delayed_retries: Counter,
-    /// Batches retried after a transient store error.
+    /// Batches retried after a transient error (Postgres, Redis).
     pub store_retries: Counter,
     /// Cache (Redis) operations that failed.
     pub cache_errors: Counter,
@@ -497,7 +495,6 @@ impl Metrics {
             events_stored = self.events_stored.get(),
             events_deduplicated = self.events_deduplicated.get(),
             dead_lettered = self.dead_lettered.get(),
-            delayed_retries = self.delayed_retries.get(),
             store_retries = self.store_retries.get(),
             cache_errors = self.cache_errors.get(),
             postgres_errors = self.postgres_errors.get(),

@@ -1,5 +1,7 @@
 //! The worker: routes each delivery to the lane of its conversation (order
-//! within a conversation, concurrency across them), where the event
+//! within a conversation, concurrency across them; across replicas the
+//! broker's shard queues keep each conversation with one replica at a
+//! time, see [`crate::queue::topology`]), where the event
 //! handlers store it in batches; applies the effects after each commit; and
 //! runs the model stage for messages the decision core left for the model.
 //! What cannot be decoded is dead-lettered here. [`crate::startup`] builds
@@ -26,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::event::{Event, Limits};
 use crate::queue::acks;
+use crate::queue::legacy::{DrainTarget, InFlightGuard};
 use crate::queue::publisher::Publisher;
 use crate::workspaces::Workspaces;
 use lane::Job;
@@ -46,7 +49,14 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Hands a delivery to its lane (or dead-letters it).
     pub async fn dispatch(&self, delivery: Delivery) {
+        self.dispatch_tracked(delivery, None).await;
+    }
+
+    /// Like [`Dispatcher::dispatch`], with a guard dropped once the delivery
+    /// is settled.
+    pub async fn dispatch_tracked(&self, delivery: Delivery, in_flight: Option<InFlightGuard>) {
         let received_at = chrono::Utc::now();
         self.metrics.consumed();
         let event = match Event::decode(&delivery.data, self.limits) {
@@ -69,6 +79,7 @@ impl Dispatcher {
                 event,
                 delivery,
                 received_at,
+                in_flight,
             })
             .await
             .is_err()
@@ -97,6 +108,12 @@ impl Dispatcher {
                 tracing::error!(error = %error, "could not dead-letter an invalid event");
             }
         }
+    }
+}
+
+impl DrainTarget for Dispatcher {
+    async fn take(&self, delivery: Delivery, in_flight: InFlightGuard) {
+        self.dispatch_tracked(delivery, Some(in_flight)).await;
     }
 }
 

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod fake_llm;
+pub mod ordered_stream;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -152,12 +153,14 @@ async fn delete_topology(amqp: &enricher::config::AmqpSettings) {
             .iter()
             .map(|delay| enricher::queue::topology::retry_queue(amqp, *delay));
         let queues = [amqp.work_queue.clone(), amqp.dead_letter_queue.clone()];
-        for queue in queues.into_iter().chain(retry_queues) {
+        let shard_queues = enricher::queue::topology::shard_queues(amqp);
+        for queue in queues.into_iter().chain(retry_queues).chain(shard_queues) {
             let _ = channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
         for exchange in [
+            &amqp.shard_exchange,
             &amqp.inbound_exchange,
             &amqp.dead_letter_exchange,
             &amqp.outbound_exchange,
@@ -205,6 +208,14 @@ impl TestApp {
             (
                 "ENRICHER__AMQP__INBOUND_EXCHANGE".to_owned(),
                 format!("{ns}.in"),
+            ),
+            (
+                "ENRICHER__AMQP__SHARD_EXCHANGE".to_owned(),
+                format!("{ns}.shards"),
+            ),
+            (
+                "ENRICHER__AMQP__SHARD_QUEUE_PREFIX".to_owned(),
+                format!("{ns}.shard"),
             ),
             (
                 "ENRICHER__AMQP__WORK_QUEUE".to_owned(),
@@ -260,6 +271,11 @@ impl TestApp {
                 "ENRICHER__AMQP__INBOUND_EXCHANGE" => {
                     settings.amqp.inbound_exchange = value.clone()
                 }
+                "ENRICHER__AMQP__SHARD_EXCHANGE" => settings.amqp.shard_exchange = value.clone(),
+                "ENRICHER__AMQP__SHARD_QUEUE_PREFIX" => {
+                    settings.amqp.shard_queue_prefix = value.clone()
+                }
+                "ENRICHER__AMQP__SHARDS" => settings.amqp.shards = value.parse().expect("number"),
                 "ENRICHER__AMQP__WORK_QUEUE" => settings.amqp.work_queue = value.clone(),
                 "ENRICHER__AMQP__DEAD_LETTER_EXCHANGE" => {
                     settings.amqp.dead_letter_exchange = value.clone()
@@ -512,44 +528,91 @@ impl TestApp {
         (connection, consumer)
     }
 
-    /// How many consumers this test's work queue has; `None` while the queue
+    /// How many active consumers every shard queue of this test has (the
+    /// fewest of any shard; the broker reports only the single active
+    /// consumer of a shard, not the standbys); `None` while a shard queue
     /// does not exist.
-    pub async fn work_queue_consumers(&self) -> Option<u32> {
+    pub async fn shard_consumers(&self) -> Option<u32> {
         let settings = self.settings();
         let connection = enricher::queue::connect(&settings.amqp, "test-inspect")
             .await
             .expect("amqp");
-        let channel = connection.create_channel().await.expect("channel");
-        let queue = channel
-            .queue_declare(
-                settings.amqp.work_queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .ok();
+        let mut fewest: Option<u32> = None;
+        for queue in enricher::queue::topology::shard_queues(&settings.amqp) {
+            let channel = connection.create_channel().await.expect("channel");
+            let declared = channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            let Ok(declared) = declared else {
+                connection.close(200, "done".into()).await.ok();
+                return None;
+            };
+            let consumers = declared.consumer_count();
+            fewest = Some(fewest.map_or(consumers, |f| f.min(consumers)));
+            channel.close(200, "done".into()).await.ok();
+        }
         connection.close(200, "done".into()).await.ok();
-        queue.map(|queue| queue.consumer_count())
+        fewest
     }
 
-    /// Waits until the work queue's consumer count satisfies `wanted`.
-    pub async fn wait_for_work_queue_consumers(
+    /// How many consumers, active and standby, every shard queue of this
+    /// test has (the fewest of any shard), as `rabbitmqctl` lists them.
+    pub fn registered_shard_consumers(&self) -> u32 {
+        let shard_queues = enricher::queue::topology::shard_queues(&self.settings().amqp);
+        let listed = rabbitmqctl(&["list_queues", "--no-table-headers", "name", "consumers"]);
+        shard_queues
+            .iter()
+            .map(|shard| {
+                listed
+                    .iter()
+                    .filter_map(|line| line.split_once('\t'))
+                    .find(|(queue, _)| queue == shard)
+                    .and_then(|(_, consumers)| consumers.trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Waits until every shard queue has `wanted` consumers, active and
+    /// standby.
+    pub async fn wait_for_registered_shard_consumers(&self, wanted: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.registered_shard_consumers();
+            if now == wanted {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {wanted} consumers on every shard queue (now {now})"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the shard queues' consumer count satisfies `wanted`.
+    pub async fn wait_for_shard_consumers(
         &self,
         wanted: impl Fn(Option<u32>) -> bool,
         timeout: Duration,
     ) {
         let deadline = Instant::now() + timeout;
         loop {
-            let now = self.work_queue_consumers().await;
+            let now = self.shard_consumers().await;
             if wanted(now) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting on the work queue's consumers (now {now:?})"
+                "timed out waiting on the shard queues' consumers (now {now:?})"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -567,10 +630,10 @@ impl TestApp {
     }
 
     /// Has the broker close every connection that consumes this test's
-    /// work queue (as an operator's `rabbitmqctl close_connection` would);
+    /// shard queues (as an operator's `rabbitmqctl close_connection` would);
     /// returns how many it closed.
-    pub fn close_work_queue_consumer_connections(&self) -> usize {
-        let work_queue = self.settings().amqp.work_queue;
+    pub fn close_consumer_connections(&self) -> usize {
+        let shard_queues = enricher::queue::topology::shard_queues(&self.settings().amqp);
         let channels: Vec<String> = rabbitmqctl(&[
             "list_consumers",
             "--no-table-headers",
@@ -579,7 +642,7 @@ impl TestApp {
         ])
         .iter()
         .filter_map(|line| line.split_once('\t'))
-        .filter(|(queue, _)| *queue == work_queue)
+        .filter(|(queue, _)| shard_queues.iter().any(|shard| shard == queue))
         .map(|(_, channel)| channel.to_owned())
         .collect();
         let mut connections: Vec<String> =

@@ -74,6 +74,15 @@ pub(super) async fn handle(
         tracing::info!("message from an erased customer dropped");
         return Ok(());
     }
+    if stored.new_conversation {
+        super::conversation::apply_early(
+            conn,
+            &envelope.workspace_id,
+            &message.conversation_id,
+            (stored.conversation_id, stored.customer_id),
+        )
+        .await?;
+    }
     let turn = Turn {
         message_id: stored.message_id,
         sender: message.sender,

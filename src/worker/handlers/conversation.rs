@@ -1,26 +1,17 @@
 //! `conversation.status` and `conversation.closed`: escalations, status
 //! counters and the close that lets the summary sweeper take the conversation.
+//! One that arrives before the conversation's first message is held in
+//! Postgres and applied when that message creates the conversation
+//! ([`apply_early`]), instead of being dead-lettered.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::event_claim::claim;
 use crate::event::{ConversationClosed, ConversationStatus, Envelope};
-use crate::store::conversations;
+use crate::store::conversations::{self, EarlyEvent};
 use crate::worker::error::HandleError;
 use crate::workspaces::Workspace;
-
-async fn known_conversation(
-    conn: &mut PgConnection,
-    envelope: &Envelope,
-    conversation_id: &str,
-) -> Result<(i64, Uuid), HandleError> {
-    conversations::find(conn, &envelope.workspace_id, conversation_id)
-        .await?
-        .ok_or_else(|| {
-            HandleError::Unprocessable(format!("unknown conversation `{conversation_id}`"))
-        })
-}
 
 pub(super) async fn status(
     conn: &mut PgConnection,
@@ -31,15 +22,22 @@ pub(super) async fn status(
     if !claim(conn, workspace, envelope, "conversation.status").await? {
         return Ok(());
     }
-    let conversation = known_conversation(conn, envelope, &status.conversation_id).await?;
-    conversations::record_status(
-        conn,
-        &envelope.workspace_id,
-        conversation,
-        status,
-        envelope.occurred_at,
-    )
-    .await?;
+    match conversations::find(conn, &envelope.workspace_id, &status.conversation_id).await? {
+        Some(conversation) => {
+            conversations::record_status(
+                conn,
+                &envelope.workspace_id,
+                conversation,
+                status,
+                envelope.occurred_at,
+            )
+            .await?
+        }
+        None => {
+            let early = EarlyEvent::Status(status.clone(), envelope.occurred_at);
+            conversations::hold_early(conn, &envelope.workspace_id, &early).await?
+        }
+    }
     Ok(())
 }
 
@@ -52,7 +50,42 @@ pub(super) async fn closed(
     if !claim(conn, workspace, envelope, "conversation.closed").await? {
         return Ok(());
     }
-    let conversation = known_conversation(conn, envelope, &closed.conversation_id).await?;
-    conversations::close(conn, conversation, closed, envelope.occurred_at).await?;
+    match conversations::find(conn, &envelope.workspace_id, &closed.conversation_id).await? {
+        Some((conversation_id, _)) => {
+            conversations::close(conn, conversation_id, closed, envelope.occurred_at).await?
+        }
+        None => {
+            let early = EarlyEvent::Closed(closed.clone(), envelope.occurred_at);
+            conversations::hold_early(conn, &envelope.workspace_id, &early).await?
+        }
+    }
+    Ok(())
+}
+
+/// Applies, in arrival order, the statuses and closes held for a
+/// conversation its first message just created, as if they had come right
+/// before that message: a held close leaves it open again, as a message
+/// after a close always does.
+pub(super) async fn apply_early(
+    conn: &mut PgConnection,
+    workspace_id: &str,
+    external_id: &str,
+    conversation: (i64, Uuid),
+) -> Result<(), HandleError> {
+    let held = conversations::take_early(conn, workspace_id, external_id).await?;
+    if held.is_empty() {
+        return Ok(());
+    }
+    for event in &held {
+        match event {
+            EarlyEvent::Status(status, at) => {
+                conversations::record_status(conn, workspace_id, conversation, status, *at).await?
+            }
+            EarlyEvent::Closed(closed, at) => {
+                conversations::close(conn, conversation.0, closed, *at).await?
+            }
+        }
+    }
+    conversations::reopen(conn, conversation.0).await?;
     Ok(())
 }
