@@ -383,8 +383,22 @@ CREATE FUNCTION enrich.source_rank(p_source text) RETURNS smallint
     LANGUAGE sql IMMUTABLE
     AS $$
     SELECT CASE p_source WHEN 'agent' THEN 4 WHEN 'form' THEN 3 WHEN 'api' THEN 3
-                         WHEN 'customer' THEN 2 ELSE 1 END::smallint
+                         WHEN 'import' THEN 3 WHEN 'customer' THEN 2 ELSE 1 END::smallint
 $$;
+
+-- TABLE: api_tokens
+
+CREATE TABLE enrich.api_tokens (
+    id uuid NOT NULL,
+    workspace_id text NOT NULL,
+    name text NOT NULL,
+    scopes text[] NOT NULL,
+    token_sha256 bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_used_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    CONSTRAINT api_tokens_name_check CHECK (((char_length(name) >= 1) AND (char_length(name) <= 100)))
+);
 
 -- TABLE: asks
 
@@ -597,7 +611,7 @@ CREATE TABLE enrich.customer_fields (
     model text,
     prompt_version text,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT customer_fields_source_check CHECK ((source = ANY (ARRAY['agent'::text, 'form'::text, 'api'::text, 'customer'::text, 'system'::text])))
+    CONSTRAINT customer_fields_source_check CHECK ((source = ANY (ARRAY['agent'::text, 'form'::text, 'api'::text, 'import'::text, 'customer'::text, 'system'::text])))
 );
 
 -- TABLE: customer_identities
@@ -811,6 +825,35 @@ CREATE TABLE enrich.declined_fields (
     message_id bigint,
     declined_at timestamp with time zone DEFAULT now() NOT NULL
 );
+
+-- TABLE: early_conversation_events
+
+CREATE TABLE enrich.early_conversation_events (
+    id bigint NOT NULL,
+    workspace_id text NOT NULL,
+    external_id text NOT NULL,
+    event_type text NOT NULL,
+    status text,
+    agent_id text,
+    reason text,
+    resolved_by text,
+    resolution text,
+    occurred_at timestamp with time zone NOT NULL,
+    CONSTRAINT early_conversation_events_event_type_check CHECK ((event_type = ANY (ARRAY['conversation.status'::text, 'conversation.closed'::text])))
+);
+
+-- SEQUENCE: early_conversation_events_id_seq
+
+CREATE SEQUENCE enrich.early_conversation_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+-- SEQUENCE OWNED BY: early_conversation_events_id_seq
+
+ALTER SEQUENCE enrich.early_conversation_events_id_seq OWNED BY enrich.early_conversation_events.id;
 
 -- TABLE: erasures
 
@@ -1143,6 +1186,10 @@ ALTER TABLE ONLY enrich.customer_notes ALTER COLUMN id SET DEFAULT nextval('enri
 
 ALTER TABLE ONLY enrich.dead_letters ALTER COLUMN id SET DEFAULT nextval('enrich.dead_letters_id_seq'::regclass);
 
+-- DEFAULT: early_conversation_events id
+
+ALTER TABLE ONLY enrich.early_conversation_events ALTER COLUMN id SET DEFAULT nextval('enrich.early_conversation_events_id_seq'::regclass);
+
 -- DEFAULT: erasures id
 
 ALTER TABLE ONLY enrich.erasures ALTER COLUMN id SET DEFAULT nextval('enrich.erasures_id_seq'::regclass);
@@ -1174,6 +1221,16 @@ ALTER TABLE ONLY enrich.outbox ALTER COLUMN id SET DEFAULT nextval('enrich.outbo
 -- DEFAULT: tag_changes id
 
 ALTER TABLE ONLY enrich.tag_changes ALTER COLUMN id SET DEFAULT nextval('enrich.tag_changes_id_seq'::regclass);
+
+-- CONSTRAINT: api_tokens api_tokens_pkey
+
+ALTER TABLE ONLY enrich.api_tokens
+    ADD CONSTRAINT api_tokens_pkey PRIMARY KEY (id);
+
+-- CONSTRAINT: api_tokens api_tokens_token_sha256_key
+
+ALTER TABLE ONLY enrich.api_tokens
+    ADD CONSTRAINT api_tokens_token_sha256_key UNIQUE (token_sha256);
 
 -- CONSTRAINT: asks asks_pkey
 
@@ -1224,6 +1281,11 @@ ALTER TABLE ONLY enrich.dead_letters
 
 ALTER TABLE ONLY enrich.declined_fields
     ADD CONSTRAINT declined_fields_pkey PRIMARY KEY (customer_id, field);
+
+-- CONSTRAINT: early_conversation_events early_conversation_events_pkey
+
+ALTER TABLE ONLY enrich.early_conversation_events
+    ADD CONSTRAINT early_conversation_events_pkey PRIMARY KEY (id);
 
 -- CONSTRAINT: erasures erasures_pkey
 
@@ -1295,6 +1357,10 @@ ALTER TABLE ONLY enrich.tags
 ALTER TABLE ONLY enrich.workspaces
     ADD CONSTRAINT workspaces_pkey PRIMARY KEY (id);
 
+-- INDEX: api_tokens_active_name
+
+CREATE UNIQUE INDEX api_tokens_active_name ON enrich.api_tokens USING btree (workspace_id, name) WHERE (revoked_at IS NULL);
+
 -- INDEX: asks_conversation
 
 CREATE INDEX asks_conversation ON enrich.asks USING btree (conversation_id);
@@ -1339,9 +1405,17 @@ CREATE INDEX customer_notes_customer ON enrich.customer_notes USING btree (custo
 
 CREATE INDEX customers_workspace ON enrich.customers USING btree (workspace_id);
 
+-- INDEX: customers_workspace_activity
+
+CREATE INDEX customers_workspace_activity ON enrich.customers USING btree (workspace_id, COALESCE(last_seen_at, created_at) DESC, id DESC);
+
 -- INDEX: dead_letters_workspace
 
 CREATE INDEX dead_letters_workspace ON enrich.dead_letters USING btree (workspace_id, id);
+
+-- INDEX: early_conversation_events_conversation
+
+CREATE INDEX early_conversation_events_conversation ON enrich.early_conversation_events USING btree (workspace_id, external_id, id);
 
 -- INDEX: erasures_subjects
 

@@ -173,6 +173,7 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
             eprintln!("enricher: sent {sent} events");
             Ok(())
         }
+        Command::Bench(args) if args.search => cli::bench_search::run(&settings, &args).await,
         Command::Bench(args) => cli::bench::run(&settings, args).await,
         Command::Eval(args) => enricher::eval::run(&settings, args).await,
         Command::Schema {

@@ -104,7 +104,7 @@ async fn no_marked_personal_value_reaches_the_log_or_a_stored_reason() {
         command.env(key, value);
     }
     let mut worker = common::WorkerProcess(command.spawn().expect("enricher run starts"));
-    app.wait_for_work_queue_consumers(|n| n == Some(1), Duration::from_secs(60))
+    app.wait_for_shard_consumers(|n| n == Some(1), Duration::from_secs(60))
         .await;
 
     let ws = unique("ws");

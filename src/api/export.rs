@@ -210,7 +210,7 @@ pub async fn all(
     let since = query
         .since
         .as_deref()
-        .map(crate::cli::customers::parse_since)
+        .map(crate::store::profiles::parse_since)
         .transpose()
         .map_err(Problem::bad_request)?;
     let export = Arc::new(ProfileExport::prepare(&api.pool).await?);

@@ -22,6 +22,7 @@ use super::writes;
 use crate::event::{CustomerRef, Event, EventBody, Platform, ProfileUpdate, UpdateSource};
 use crate::store::customer_card;
 use crate::worker::handlers;
+use crate::worker::hot_profile::BatchView;
 
 /// Rows committed in one transaction.
 const ROWS_PER_TRANSACTION: usize = 500;
@@ -338,7 +339,8 @@ async fn import_row(
     event: &Event,
     extra_identities: &[(Platform, String)],
 ) -> Result<(crate::worker::effects::Effects, Option<String>), String> {
-    let effects = handlers::handle(conn, &api.workspaces, event)
+    let mut view = BatchView::empty(&api.after_commit.cache);
+    let effects = handlers::handle(conn, &api.workspaces, event, &mut view)
         .await
         .map_err(|error| match error {
             crate::worker::error::HandleError::Unprocessable(reason) => reason,

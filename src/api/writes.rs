@@ -11,6 +11,7 @@ use super::auth::Caller;
 use super::problem::Problem;
 use crate::event::{Envelope, Event, EventBody};
 use crate::worker::handlers;
+use crate::worker::hot_profile::BatchView;
 
 /// A fresh envelope for an event the API makes on the caller's behalf.
 pub fn envelope(caller: &Caller) -> Envelope {
@@ -30,7 +31,8 @@ pub async fn run(api: &Api, caller: &Caller, body: EventBody) -> Result<Vec<Stri
         body,
     };
     let mut tx = api.pool.begin().await?;
-    let effects = handlers::handle(&mut tx, &api.workspaces, &event).await?;
+    let mut view = BatchView::empty(&api.after_commit.cache);
+    let effects = handlers::handle(&mut tx, &api.workspaces, &event, &mut view).await?;
     tx.commit().await?;
     let rejected = effects
         .rejections

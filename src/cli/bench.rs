@@ -117,9 +117,6 @@ fn synthetic_event(
 
 /// Runs the benchmark and prints the report.
 pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
-    if args.search {
-        return super::bench_search::run(settings, &args).await;
-    }
     anyhow::ensure!(
         args.events > 0 && args.conversations > 0,
         "--events and --conversations must be above zero"

@@ -77,6 +77,8 @@ async fn measure(settings: &Settings, args: &BenchArgs, database: &str) -> anyho
         url: SecretString::from(format!("{base}/{database}")),
         max_connections: settings.postgres.max_connections,
         model_stage_connections: settings.postgres.model_stage_connections,
+        statement_timeout_ms: settings.postgres.statement_timeout_ms,
+        lock_timeout_ms: settings.postgres.lock_timeout_ms,
     };
     store::migrate_before_pools(&postgres).await?;
     let pool = store::connect(&postgres).await?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use secrecy::ExposeSecret;
@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::config::Settings;
 use crate::event::CustomerRef;
 use crate::state::{Cache, CacheUpdate};
+use crate::store::profiles::parse_since;
 use crate::store::profiles::{self, ExportFilter, ExportValue, ProfileCard, ProfileExport};
 use crate::store::{customers, erasure};
 
@@ -80,20 +81,6 @@ pub struct ExportArgs {
     /// Write here instead of stdout (replaced only once the export is complete).
     #[arg(long)]
     pub output: Option<PathBuf>,
-}
-
-/// Reads `--since`: an RFC 3339 timestamp or a date (midnight UTC).
-pub fn parse_since(value: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
-        return Ok(at.with_timezone(&Utc));
-    }
-    NaiveDate::parse_from_str(value, "%Y-%m-%d")
-        .ok()
-        .and_then(|day| day.and_hms_opt(0, 0, 0))
-        .map(|midnight| midnight.and_utc())
-        .ok_or_else(|| {
-            format!("`{value}` is neither an RFC 3339 time (2026-03-01T10:00:00Z) nor a date (2026-03-01)")
-        })
 }
 
 /// Runs one `customers` subcommand.

@@ -117,10 +117,10 @@ async fn broker_status(
     let connection = queue::connect(amqp, "enricher-status")
         .await
         .context("connecting to rabbitmq")?;
-    let mut names = vec![("work", amqp.work_queue.clone())];
-    for delay in &amqp.retry_delays_ms {
-        names.push(("retry", topology::retry_queue(amqp, *delay)));
-    }
+    let mut names: Vec<(&str, String)> = topology::shard_queues(amqp)
+        .into_iter()
+        .map(|shard| ("shard", shard))
+        .collect();
     names.push(("dead", amqp.dead_letter_queue.clone()));
     let mut queues = Vec::new();
     for (role, name) in names {

@@ -25,10 +25,11 @@ pub enum Source {
 
 impl Source {
     /// Every source, strongest first.
-    pub const ALL: [Source; 5] = [
+    pub const ALL: [Source; 6] = [
         Source::Agent,
         Source::Form,
         Source::Api,
+        Source::Import,
         Source::Customer,
         Source::System,
     ];
@@ -110,11 +111,12 @@ mod tests {
             Source::Agent => 0,
             Source::Form => 1,
             Source::Api => 2,
-            Source::Customer => 3,
-            Source::System => 4,
+            Source::Import => 3,
+            Source::Customer => 4,
+            Source::System => 5,
         };
         let positions: Vec<usize> = Source::ALL.into_iter().map(position).collect();
-        assert_eq!(positions, (0..5).collect::<Vec<_>>());
+        assert_eq!(positions, (0..6).collect::<Vec<_>>());
     }
 
     #[test]

@@ -554,6 +554,21 @@ impl ProfileExport {
     }
 }
 
+/// Reads an export's `since` (the CLI's `--since`, the API's `?since=`):
+/// an RFC 3339 timestamp or a date (midnight UTC).
+pub fn parse_since(value: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map(|midnight| midnight.and_utc())
+        .ok_or_else(|| {
+            format!("`{value}` is neither an RFC 3339 time (2026-03-01T10:00:00Z) nor a date (2026-03-01)")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,7 +62,10 @@ impl AfterCommit {
 
     /// The cache updates and outbound events of `effects`, counting what
     /// they rejected, deduplicated and announced.
-    fn gather(&self, effects: impl IntoIterator<Item = Effects>) -> (Vec<CacheUpdate>, Vec<Pending>) {
+    fn gather(
+        &self,
+        effects: impl IntoIterator<Item = Effects>,
+    ) -> (Vec<CacheUpdate>, Vec<Pending>) {
         let mut cache_updates = Vec::new();
         let mut pending = Vec::new();
         let mut duplicates = 0;
@@ -92,7 +95,11 @@ impl AfterCommit {
     /// repeat and leaves nothing stale: a missing key is rebuilt from
     /// Postgres. A write Redis refuses (it answered) is logged and dropped,
     /// as [`AfterCommit::apply`] does.
-    pub async fn apply_holding(&self, effects: impl IntoIterator<Item = Effects>, backoff: &Backoff) {
+    pub async fn apply_holding(
+        &self,
+        effects: impl IntoIterator<Item = Effects>,
+        backoff: &Backoff,
+    ) {
         let (mut cache_updates, pending) = self.gather(effects);
         let mut failures: u32 = 0;
         loop {

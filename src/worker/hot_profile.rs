@@ -70,6 +70,18 @@ impl BatchView {
         self.cache.recent_turns_kept()
     }
 
+    /// A view with nothing read yet, for writes that store no chat message
+    /// (the API's edits, notes and imports): every state they need is read
+    /// from Postgres.
+    pub fn empty(cache: &Cache) -> BatchView {
+        BatchView {
+            cache: cache.clone(),
+            conversations: HashMap::new(),
+            profiles: HashMap::new(),
+            stale: Vec::new(),
+        }
+    }
+
     /// Reads what Redis holds about `conversations` (workspace, conversation)
     /// in one round trip, their turns only `with_turns`; a Redis failure
     /// leaves the view empty, so every state is read from Postgres.
@@ -78,12 +90,7 @@ impl BatchView {
         conversations: &[(&str, &str)],
         with_turns: bool,
     ) -> BatchView {
-        let mut view = BatchView {
-            cache: cache.clone(),
-            conversations: HashMap::new(),
-            profiles: HashMap::new(),
-            stale: Vec::new(),
-        };
+        let mut view = BatchView::empty(cache);
         match cache.prefetch(conversations, with_turns).await {
             Ok(cached) => {
                 for ((workspace_id, conversation), mut entry) in conversations.iter().zip(cached) {

@@ -272,16 +272,6 @@ impl Metrics {
                 count: AtomicU64::new(0),
                 exported: metrics::Counter::noop(),
             },
-            delayed_retries: Counter {
-                count: AtomicU64::new(0),
-                exported: recorder.register_counter(
-                    &Key::from_parts(
-                        "enricher_events_retried_total",
-                        vec![label("kind", "delayed")],
-                    ),
-                    &METADATA,
-                ),
-            },
             store_retries: Counter {
                 count: AtomicU64::new(0),
                 exported: recorder.register_counter(

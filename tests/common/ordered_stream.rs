@@ -54,7 +54,7 @@ pub fn publish_at_rate(
                     .await
                     .expect("publish");
             }
-            sender.settle().await.expect("confirms");
+            sender.await_confirms().await.expect("confirms");
             let due = started + tick * (index as u32 + 1);
             tokio::time::sleep_until(due.into()).await;
         }

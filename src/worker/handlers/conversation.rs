@@ -51,8 +51,8 @@ pub(super) async fn closed(
         return Ok(());
     }
     match conversations::find(conn, &envelope.workspace_id, &closed.conversation_id).await? {
-        Some((conversation_id, _)) => {
-            conversations::close(conn, conversation_id, closed, envelope.occurred_at).await?
+        Some(conversation) => {
+            conversations::close(conn, conversation, closed, envelope.occurred_at).await?
         }
         None => {
             let early = EarlyEvent::Closed(closed.clone(), envelope.occurred_at);
@@ -82,7 +82,7 @@ pub(super) async fn apply_early(
                 conversations::record_status(conn, workspace_id, conversation, status, *at).await?
             }
             EarlyEvent::Closed(closed, at) => {
-                conversations::close(conn, conversation.0, closed, *at).await?
+                conversations::close(conn, conversation, closed, *at).await?
             }
         }
     }
