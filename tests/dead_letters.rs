@@ -29,11 +29,12 @@ async fn dead_letters_are_listed_replayed_and_purged() {
     let app = TestApp::new().await;
     let mut worker = app.start_worker().await;
     let ws = unique("ws");
-    // A close for a conversation the worker has not seen yet, and garbage.
+    // An update of a customer enricher does not know, and garbage.
     app.publish(&[
-        json!({"type": "conversation.closed", "version": 1, "id": "close-1",
-        "workspace_id": ws, "occurred_at": "2026-03-01T10:05:00Z", "conversation_id": "c1",
-        "resolution": "refund sent"}),
+        json!({"type": "profile.update", "version": 1, "id": "close-1",
+        "workspace_id": ws, "occurred_at": "2026-03-01T10:05:00Z",
+        "customer_id": "0b6c2a4e-8d1f-4c3a-9e7b-5f2d1a0c9e88",
+        "fields": {"location": "refund sent"}, "source": "agent"}),
     ])
     .await;
     app.publish_raw(b"not json at all").await;
@@ -50,7 +51,7 @@ async fn dead_letters_are_listed_replayed_and_purged() {
         .iter()
         .find(|line| line.contains("close-1"))
         .expect("the close is listed");
-    assert!(close_line.contains("conversation.closed"), "{close_line}");
+    assert!(close_line.contains("profile.update"), "{close_line}");
     assert!(close_line.contains(&ws), "{close_line}");
     assert!(!listed.contains("refund sent"), "bodies only with --body");
     let id_of = |line: &str| line.split('\t').next().expect("id").to_owned();
@@ -68,33 +69,39 @@ async fn dead_letters_are_listed_replayed_and_purged() {
     let refused = enricher(&app, &["dead-letters", "replay"]).await;
     assert!(!refused.status.success());
 
-    // Once the conversation exists, replaying the close succeeds.
-    app.publish(&[chat(&ws, "m1", "c1", "u1", "customer", "hello")])
-        .await;
-    worker
-        .while_running(app.wait_for_count("SELECT count(*) FROM enrich.messages", 1, WAIT))
-        .await;
+    // Replaying republishes the event and removes its row; the customer is
+    // still unknown, so the worker dead-letters it again, as a new row.
     let replayed = enricher(&app, &["dead-letters", "replay", &close_id]).await;
     assert!(replayed.status.success(), "{replayed:?}");
     assert!(String::from_utf8_lossy(&replayed.stdout).contains("replayed 1"));
+    let close_id_number: i64 = close_id.trim().parse().expect("numeric id");
     worker
         .while_running(app.wait_for_count(
-            "SELECT count(*) FROM enrich.conversations WHERE status = 'closed' AND resolution = 'refund sent'",
+            &format!("SELECT count(*) FROM enrich.dead_letters WHERE id > {close_id_number}"),
             1,
             WAIT,
         ))
         .await;
     assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM enrich.dead_letters WHERE id = {close_id_number}"
+        ))
+        .await,
+        0,
+        "the replayed row is gone"
+    );
+    assert_eq!(
         app.count("SELECT count(*) FROM enrich.dead_letters").await,
-        1,
-        "the replayed row is gone, the garbage stays"
+        2,
+        "the replayed event came back, the garbage stays"
     );
 
     let purged = enricher(&app, &["dead-letters", "purge", &garbage_id]).await;
     assert!(purged.status.success(), "{purged:?}");
     assert_eq!(
         app.count("SELECT count(*) FROM enrich.dead_letters").await,
-        0
+        1,
+        "the purged row is gone"
     );
     worker.stop().await;
 }
@@ -209,11 +216,11 @@ async fn a_forget_racing_the_customers_late_events_leaves_no_personal_data() {
     worker
         .while_running(async {
             let deadline = std::time::Instant::now() + WAIT;
-            // Two handled by the lanes (and dropped there), two
-            // dead-lettered (one refused at the boundary, the status for a
-            // conversation that no longer exists).
-            while metrics.events_stored.get() < stored_before + 2
-                || metrics.dead_lettered.get() < dead_before + 2
+            // Three handled by the lanes and dropped there (the message, the
+            // update, the status for the erased conversation), one
+            // dead-lettered (refused at the boundary).
+            while metrics.events_stored.get() < stored_before + 3
+                || metrics.dead_lettered.get() < dead_before + 1
             {
                 assert!(
                     std::time::Instant::now() < deadline,

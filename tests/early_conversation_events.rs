@@ -53,7 +53,7 @@ async fn a_status_and_a_close_before_the_first_message_are_applied_when_it_arriv
         "held events are used up"
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM enrich.escalations WHERE status = 'requesting'")
+        app.count("SELECT count(*) FROM enrich.escalation_requests WHERE status = 'requesting'")
             .await,
         1,
         "the held escalation is recorded against the conversation's customer"

@@ -299,21 +299,23 @@ async fn a_value_an_agent_sets_during_the_model_call_cancels_the_ask() {
             .await,
         0
     );
+    // The ask is cancelled by whichever check sees the agent's email first:
+    // the stage's re-check under the customer's lock (the hot profile's
+    // version moved: `ask:stale` on the call), or the commit-time check.
     let rejections: serde_json::Value =
         sqlx::query_scalar("SELECT rejections FROM enrich.llm_calls")
             .fetch_one(&app.pool)
             .await
             .expect("call row");
-    assert_eq!(
-        rejections,
-        json!({}),
-        "the decision itself accepted the ask (it saw no email)"
-    );
-    assert_eq!(
-        worker.metrics.rejections().get("known_at_commit"),
-        Some(&1),
-        "the ask was cancelled at commit time: {:?}",
-        worker.metrics.rejections()
+    let at_commit = worker
+        .metrics
+        .rejections()
+        .get("known_at_commit")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        rejections == json!({"ask:stale": 1}) || (rejections == json!({}) && at_commit == 1),
+        "the ask was cancelled once: call {rejections}, at commit {at_commit}"
     );
     worker.stop().await;
 }

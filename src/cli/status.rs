@@ -90,8 +90,14 @@ pub async fn gather(settings: &Settings) -> anyhow::Result<Status> {
         .context("connecting to postgres")?;
     let backlogs = status::backlogs(&pool).await?;
     let usage = status::model_usage(&pool).await?;
+    // The dead-letter sink moves what reaches the dead-letter queue into
+    // Postgres; the queue holds only what it has not taken yet.
+    let stored_reasons = store::dead_letters::newest_reasons(&pool, REASONS_SHOWN as i64).await?;
     pool.close().await;
-    let (queues, reasons, peeked) = broker_status(settings).await?;
+    let (queues, peeked_reasons, peeked) = broker_status(settings).await?;
+    let mut reasons = stored_reasons;
+    reasons.extend(peeked_reasons);
+    let reasons = reasons.split_off(reasons.len().saturating_sub(REASONS_SHOWN));
     let prompt_version_configured = Prompts::load(&settings.llm.prompts_dir)
         .ok()
         .map(|prompts| prompts.current().version().to_owned());

@@ -93,6 +93,17 @@ pub struct Filter<'a> {
     pub limit: i64,
 }
 
+/// The reasons of the newest `limit` dead letters, oldest of them first.
+pub async fn newest_reasons(pool: &PgPool, limit: i64) -> Result<Vec<String>, StoreError> {
+    let mut reasons: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM enrich.dead_letters ORDER BY id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+    reasons.reverse();
+    Ok(reasons)
+}
+
 /// Stores one dead letter.
 pub async fn insert(
     pool: &PgPool,

@@ -2,7 +2,8 @@
 //! counters and the close that lets the summary sweeper take the conversation.
 //! One that arrives before the conversation's first message is held in
 //! Postgres and applied when that message creates the conversation
-//! ([`apply_early`]), instead of being dead-lettered.
+//! ([`apply_early`]), instead of being dead-lettered; a late one about a
+//! conversation whose customer was forgotten since is dropped.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -10,8 +11,26 @@ use uuid::Uuid;
 use super::event_claim::claim;
 use crate::event::{ConversationClosed, ConversationStatus, Envelope};
 use crate::store::conversations::{self, EarlyEvent};
+use crate::store::erasure::{self, Subject};
 use crate::worker::error::HandleError;
 use crate::workspaces::Workspace;
+
+/// Whether the conversation was erased (its customer forgotten) after the
+/// event occurred: a late copy of such an event is dropped, not held for a
+/// first message that will never come.
+async fn erased_since(
+    conn: &mut PgConnection,
+    envelope: &Envelope,
+    conversation: &str,
+) -> Result<bool, HandleError> {
+    Ok(erasure::erased_after(
+        &mut *conn,
+        &envelope.workspace_id,
+        &[Subject::Conversation(conversation)],
+        envelope.occurred_at,
+    )
+    .await?)
+}
 
 pub(super) async fn status(
     conn: &mut PgConnection,
@@ -33,6 +52,7 @@ pub(super) async fn status(
             )
             .await?
         }
+        None if erased_since(conn, envelope, &status.conversation_id).await? => {}
         None => {
             let early = EarlyEvent::Status(status.clone(), envelope.occurred_at);
             conversations::hold_early(conn, &envelope.workspace_id, &early).await?
@@ -54,6 +74,7 @@ pub(super) async fn closed(
         Some(conversation) => {
             conversations::close(conn, conversation, closed, envelope.occurred_at).await?
         }
+        None if erased_since(conn, envelope, &closed.conversation_id).await? => {}
         None => {
             let early = EarlyEvent::Closed(closed.clone(), envelope.occurred_at);
             conversations::hold_early(conn, &envelope.workspace_id, &early).await?
