@@ -32,7 +32,7 @@ pub const MAX_METADATA_CHARS: usize = 2048;
 /// Longest customer `email` reference, in characters.
 pub const MAX_EMAIL_CHARS: usize = 320;
 /// Characters an id may hold besides ASCII letters and digits.
-pub const ID_PUNCTUATION: &str = "._-@+=~|#";
+pub const ID_PUNCTUATION: &str = "._-@+=~|#:";
 /// How far in the future `occurred_at` may be (clocks drift).
 pub const MAX_FUTURE_SKEW: chrono::Duration = chrono::Duration::days(1);
 
@@ -297,6 +297,7 @@ mod tests {
             "+6681234567",
             "auth0|abc",
             "a.b_c=d~e#f",
+            "whatsapp:6681234567",
         ] {
             assert!(
                 enforce(&mut with("conversation_id", json!(good)), now()).is_ok(),
@@ -304,7 +305,7 @@ mod tests {
             );
         }
         for (key, bad) in [
-            ("conversation_id", "c:1"),
+            ("conversation_id", "c/1"),
             ("workspace_id", "w/1"),
             ("id", "e 1"),
             ("platform_user_id", "ü"),

@@ -88,7 +88,7 @@ async fn web_line_and_whatsapp_with_one_email_become_one_profile() {
                 "wa-c",
                 "wa-u",
                 "customer",
-                "it's lena.k@example.org btw",
+                "my email's lena.k@example.org btw",
             ),
         ),
     ])
