@@ -119,7 +119,7 @@ fn cases(ws: &str) -> Vec<Case> {
         chat(
             ws,
             "bad-9",
-            &format!("c-9:{SECRET}"),
+            &format!("c-9/{SECRET}"),
             "u-9",
             "customer",
             "hi",
@@ -154,7 +154,7 @@ fn cases(ws: &str) -> Vec<Case> {
         12,
         chat(
             ws,
-            &format!("bad:12:{SECRET}"),
+            &format!("bad 12 {SECRET}"),
             "c-12",
             "u-12",
             "customer",
