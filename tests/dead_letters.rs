@@ -75,9 +75,11 @@ async fn dead_letters_are_listed_replayed_and_purged() {
     assert!(replayed.status.success(), "{replayed:?}");
     assert!(String::from_utf8_lossy(&replayed.stdout).contains("replayed 1"));
     let close_id_number: i64 = close_id.trim().parse().expect("numeric id");
+    let garbage_id_number: i64 = garbage_id.trim().parse().expect("numeric id");
+    let newest_before = close_id_number.max(garbage_id_number);
     worker
         .while_running(app.wait_for_count(
-            &format!("SELECT count(*) FROM enrich.dead_letters WHERE id > {close_id_number}"),
+            &format!("SELECT count(*) FROM enrich.dead_letters WHERE id > {newest_before}"),
             1,
             WAIT,
         ))
