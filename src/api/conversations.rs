@@ -67,11 +67,7 @@ pub async fn messages(
     Query(page): Query<PageQuery>,
 ) -> Result<Json<MessagePage>, Problem> {
     let limit = pagination::limit(page.limit)?;
-    let after = page
-        .cursor
-        .as_deref()
-        .map(pagination::decode_key)
-        .transpose()?;
+    let after = pagination::key_after(page.cursor.as_deref())?;
     let mut conn = api.pool.acquire().await?;
     let key = customer_card::conversation_key(&mut conn, &caller.workspace_id, &id)
         .await?

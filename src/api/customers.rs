@@ -675,11 +675,7 @@ pub async fn conversations(
     Query(page): Query<PageQuery>,
 ) -> Result<Json<ConversationPage>, Problem> {
     let limit = pagination::limit(page.limit)?;
-    let before = page
-        .cursor
-        .as_deref()
-        .map(pagination::decode_key)
-        .transpose()?;
+    let before = pagination::key_after(page.cursor.as_deref())?;
     require_customer(&api, &caller, id).await?;
     let mut conn = api.pool.acquire().await?;
     let rows = customer_card::conversations(&mut conn, id, before, limit).await?;
@@ -714,11 +710,7 @@ pub async fn history(
     Query(page): Query<PageQuery>,
 ) -> Result<Json<HistoryPage>, Problem> {
     let limit = pagination::limit(page.limit)?;
-    let before = page
-        .cursor
-        .as_deref()
-        .map(pagination::decode_key)
-        .transpose()?;
+    let before = pagination::key_after(page.cursor.as_deref())?;
     require_customer(&api, &caller, id).await?;
     let mut conn = api.pool.acquire().await?;
     let rows = customer_card::history(&mut conn, id, before, limit).await?;

@@ -44,6 +44,11 @@ pub fn encode_key(key: i64) -> String {
     hex::encode(format!("k:{key}"))
 }
 
+/// The key a page continues after: none for the first page.
+pub fn key_after(cursor: Option<&str>) -> Result<Option<i64>, Problem> {
+    cursor.map(decode_key).transpose()
+}
+
 /// Reads a key cursor.
 pub fn decode_key(cursor: &str) -> Result<i64, Problem> {
     decoded(cursor)?
