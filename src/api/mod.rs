@@ -29,6 +29,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::config::{PostgresSettings, Settings};
+use crate::queue::outbox_relay;
 use crate::queue::publisher::Publisher;
 use crate::state::Cache;
 use crate::store;
@@ -36,6 +37,9 @@ use crate::store::chat::ModelHandoff;
 use crate::worker::effects::AfterCommit;
 use crate::worker::metrics::Metrics;
 use crate::workspaces::Workspaces;
+
+/// The name the API's broker connection shows in the broker's management.
+pub const CONNECTION_NAME: &str = "enricher-api";
 
 /// Largest import body, in bytes.
 pub const MAX_IMPORT_BYTES: usize = 256 * 1024 * 1024;
@@ -105,7 +109,7 @@ impl Server {
         let pool = store::connect(postgres).await?;
         store::workspaces::sync(&pool, &settings.workspaces).await?;
         let cache = Cache::connect(&settings.redis).await?;
-        let amqp = crate::queue::connect(&settings.amqp, "enricher-api").await?;
+        let amqp = crate::queue::connect(&settings.amqp, CONNECTION_NAME).await?;
         let channel = amqp.create_channel().await?;
         crate::queue::topology::declare(&channel, &settings.amqp).await?;
         let publisher = Publisher::open(&amqp, &settings.amqp).await?;
@@ -132,6 +136,11 @@ impl Server {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let pool = self.api.pool.clone();
+        let publisher = self.api.after_commit.publisher.clone();
+        // Outbound events whose publish failed (the broker was away) wait
+        // in the outbox; this process sends them itself once it can, so the
+        // API does not depend on a worker running to deliver its events.
+        let relay = tokio::spawn(outbox_relay::relay(publisher, pool.clone()));
         let app = router(self.api);
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "API listening");
@@ -139,6 +148,7 @@ impl Server {
         axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await?;
+        relay.abort();
         pool.close().await;
         let _ = self.amqp.close(200, "stopping".into()).await;
         Ok(())

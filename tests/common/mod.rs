@@ -23,6 +23,7 @@ use sqlx::{Connection, PgPool};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod api_server;
 pub mod fake_llm;
 pub mod ordered_stream;
 
