@@ -685,6 +685,7 @@ CREATE TABLE enrich.customers (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     last_customer_message_at timestamp with time zone,
     state_version bigint DEFAULT 0 NOT NULL,
+    activity_hour timestamp without time zone GENERATED ALWAYS AS (date_trunc('hour'::text, (COALESCE(last_seen_at, created_at) AT TIME ZONE 'UTC'::text))) STORED,
     CONSTRAINT customers_agent_instructions_check CHECK ((char_length(agent_instructions) <= 2000)),
     CONSTRAINT customers_source_check CHECK ((source = ANY (ARRAY['organic'::text, 'api'::text, 'campaign'::text, 'import'::text])))
 )
@@ -1405,9 +1406,9 @@ CREATE INDEX customer_notes_customer ON enrich.customer_notes USING btree (custo
 
 CREATE INDEX customers_workspace ON enrich.customers USING btree (workspace_id);
 
--- INDEX: customers_workspace_activity
+-- INDEX: customers_workspace_activity_hour
 
-CREATE INDEX customers_workspace_activity ON enrich.customers USING btree (workspace_id, COALESCE(last_seen_at, created_at) DESC, id DESC);
+CREATE INDEX customers_workspace_activity_hour ON enrich.customers USING btree (workspace_id, activity_hour DESC);
 
 -- INDEX: dead_letters_workspace
 

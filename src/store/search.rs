@@ -2,7 +2,10 @@
 //! index), exact email, phone in E.164, or platform user id, with platform,
 //! tag and conversation-status filters, newest activity first, a page at a
 //! time. The statement is built from the filters present, so each shape of
-//! query gets a plan that uses its index instead of one generic plan.
+//! query gets a plan that uses its index instead of one generic plan. The
+//! newest-first order walks the index on the hour of the last activity
+//! (migration 0022), which a message moves at most once an hour, so the
+//! message path keeps updating customers in place.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
@@ -133,13 +136,22 @@ pub async fn customers(
         sql.push(")");
     }
     if let Some((at, id)) = search.after {
-        sql.push(" AND (coalesce(c.last_seen_at, c.created_at), c.id) < (");
+        // The hour bound lets the index skip the hours already listed; the
+        // exact bound continues inside the cursor's hour.
+        sql.push(" AND c.activity_hour <= date_trunc('hour', ");
+        sql.push_bind(at);
+        sql.push(" AT TIME ZONE 'UTC') AND (coalesce(c.last_seen_at, c.created_at), c.id) < (");
         sql.push_bind(at);
         sql.push(", ");
         sql.push_bind(id);
         sql.push(")");
     }
-    sql.push(" ORDER BY coalesce(c.last_seen_at, c.created_at) DESC, c.id DESC LIMIT ");
+    // `activity_hour` is the hour of the activity time, so this is the
+    // order of (activity time, id) read off the hour index, sorted exactly
+    // only within each hour.
+    sql.push(
+        " ORDER BY c.activity_hour DESC, coalesce(c.last_seen_at, c.created_at) DESC, c.id DESC LIMIT ",
+    );
     sql.push_bind(search.limit);
     sql.push(
         ")
