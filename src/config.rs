@@ -186,6 +186,14 @@ pub struct LlmSettings {
     /// (checked as often). A call outcome lost in a database crash is redone
     /// this way without restarting the worker.
     pub resume_after_secs: u64,
+    /// Model jobs the stage holds in memory at most (queued or running);
+    /// the rest wait in Postgres and are read back in pages as room frees up.
+    #[serde(default = "default_stage_capacity")]
+    pub stage_capacity: usize,
+}
+
+fn default_stage_capacity() -> usize {
+    1024
 }
 
 /// The ask policy and the moments that call for an ask.
@@ -441,6 +449,7 @@ impl Settings {
         check_positive("worker.max_text_bytes", self.worker.max_text_bytes)?;
         check_positive("amqp.prefetch", self.amqp.prefetch as usize)?;
         check_positive("llm.resume_after_secs", self.llm.resume_after_secs as usize)?;
+        check_positive("llm.stage_capacity", self.llm.stage_capacity)?;
         check_positive(
             "postgres.max_connections",
             self.postgres.max_connections as usize,
