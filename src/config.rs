@@ -245,6 +245,15 @@ pub struct AmqpSettings {
     /// Delays of the old TTL retry queues (`<retry_queue_prefix>.<delay>ms`),
     /// which name the queues to drain.
     pub retry_delays_ms: Vec<u64>,
+    /// How often a replica compares the shards it is active on with its
+    /// fair share (shards / replicas, rounded up) and hands the excess to
+    /// the standbys of other replicas; 0 never does.
+    #[serde(default = "default_rebalance_secs")]
+    pub rebalance_secs: u64,
+}
+
+fn default_rebalance_secs() -> u64 {
+    10
 }
 
 /// Redis connection and how long cached state lives.

@@ -358,8 +358,8 @@ impl Application {
                         failure = Some(format!("the model stage's pager {ended}"));
                         break;
                     }
-                    delivery = self.link.next_delivery() => {
-                        dispatcher.dispatch(delivery).await;
+                    (delivery, in_flight) = self.link.next_delivery() => {
+                        dispatcher.dispatch_tracked(delivery, Some(in_flight)).await;
                     }
                 }
             }
