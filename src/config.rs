@@ -186,6 +186,14 @@ pub struct LlmSettings {
     /// (checked as often). A call outcome lost in a database crash is redone
     /// this way without restarting the worker.
     pub resume_after_secs: u64,
+    /// Model jobs the stage holds in memory at most (queued or running);
+    /// the rest wait in Postgres and are read back in pages as room frees up.
+    #[serde(default = "default_stage_capacity")]
+    pub stage_capacity: usize,
+}
+
+fn default_stage_capacity() -> usize {
+    1024
 }
 
 /// The ask policy and the moments that call for an ask.
@@ -237,6 +245,15 @@ pub struct AmqpSettings {
     /// Delays of the old TTL retry queues (`<retry_queue_prefix>.<delay>ms`),
     /// which name the queues to drain.
     pub retry_delays_ms: Vec<u64>,
+    /// How often a replica compares the shards it is active on with its
+    /// fair share (shards / replicas, rounded up) and hands the excess to
+    /// the standbys of other replicas; 0 never does.
+    #[serde(default = "default_rebalance_secs")]
+    pub rebalance_secs: u64,
+}
+
+fn default_rebalance_secs() -> u64 {
+    10
 }
 
 /// Redis connection and how long cached state lives.
@@ -441,6 +458,7 @@ impl Settings {
         check_positive("worker.max_text_bytes", self.worker.max_text_bytes)?;
         check_positive("amqp.prefetch", self.amqp.prefetch as usize)?;
         check_positive("llm.resume_after_secs", self.llm.resume_after_secs as usize)?;
+        check_positive("llm.stage_capacity", self.llm.stage_capacity)?;
         check_positive(
             "postgres.max_connections",
             self.postgres.max_connections as usize,

@@ -84,6 +84,12 @@ pub enum StartupError {
     /// The summary sweeper could not start.
     #[error("summaries: {0}")]
     Insights(#[from] crate::insights::sweeper::StartError),
+    /// A lane or the model stage's pager failed while the worker ran. The
+    /// worker stopped taking deliveries, let the other lanes finish, and
+    /// exits non-zero so its supervisor restarts it; what the failed task
+    /// held returns to the broker or stays pending in Postgres.
+    #[error("{0}; the worker stopped (its supervisor restarts it)")]
+    Failed(String),
     /// The model client could not be built.
     #[error("llm client: {0}")]
     Llm(String),
@@ -251,16 +257,12 @@ impl Application {
             .model
             .as_ref()
             .map(|(_, prompts)| tokio::spawn(prompts.clone().watch()));
-        let mut resumer = None;
-        if let Some(stage) = &model_stage {
-            match stage.resume_pending(Duration::ZERO).await {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(count, "resuming messages left for the model"),
-                Err(error) => tracing::warn!(error = %error, "could not resume pending model work"),
-            }
+        // Reads back what an earlier run left pending, then whatever does
+        // not fit in the stage's memory, as room frees up.
+        let mut pager = model_stage.as_ref().map(|stage| {
             let every = Duration::from_secs(self.settings.llm.resume_after_secs);
-            resumer = Some(tokio::spawn(Arc::clone(stage).keep_resuming(every)));
-        }
+            tokio::spawn(Arc::clone(stage).run_pager(every))
+        });
         // Summaries and insights of ended conversations (src/insights).
         let model_client = self.model.as_ref().map(|(enricher, _)| enricher.clone());
         let insights = Insights::start(
@@ -329,6 +331,7 @@ impl Application {
         tokio::pin!(shutdown);
         // Events still in the single work queue of earlier versions go
         // first (see crate::queue::legacy); every replica waits for them.
+        let mut failure = None;
         let old_queues_gone = tokio::select! {
             () = &mut shutdown => false,
             () = legacy::drain(&self.settings.amqp, &dispatcher) => true,
@@ -345,8 +348,18 @@ impl Application {
             loop {
                 tokio::select! {
                     () = &mut shutdown => break,
-                    delivery = self.link.next_delivery() => {
-                        dispatcher.dispatch(delivery).await;
+                    failed = lane::first_failure(&mut lane_tasks) => {
+                        tracing::error!(error = %failed, "a lane failed; stopping the worker");
+                        failure = Some(failed.to_string());
+                        break;
+                    }
+                    ended = pager_ended(&mut pager) => {
+                        tracing::error!(reason = ended, "the model stage's pager failed; stopping the worker");
+                        failure = Some(format!("the model stage's pager {ended}"));
+                        break;
+                    }
+                    (delivery, in_flight) = self.link.next_delivery() => {
+                        dispatcher.dispatch_tracked(delivery, Some(in_flight)).await;
                     }
                 }
             }
@@ -369,8 +382,8 @@ impl Application {
         relay.abort();
         dead_letter_sink.abort();
         retention_sweep.abort();
-        if let Some(resumer) = resumer {
-            resumer.abort();
+        if let Some(pager) = pager {
+            pager.abort();
         }
         counters.abort();
         sampler.abort();
@@ -382,7 +395,26 @@ impl Application {
         }
         self.metrics.log();
         self.link.close().await;
-        Ok(())
+        match failure {
+            Some(failure) => Err(StartupError::Failed(failure)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Resolves when the pager task ended (it never does unless it failed);
+/// never, when there is none.
+async fn pager_ended(pager: &mut Option<tokio::task::JoinHandle<()>>) -> &'static str {
+    match pager {
+        Some(task) => {
+            let ended = task.await;
+            *pager = None;
+            match ended {
+                Err(error) if error.is_panic() => "panicked",
+                _ => "stopped",
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -117,6 +117,109 @@ async fn three_replicas_keep_every_conversation_in_order_through_a_kill() {
     );
 }
 
+/// How many shard queues each connection is the active consumer of, as
+/// `rabbitmqctl` lists them, fewest first (one entry per replica that is
+/// active on any shard).
+fn active_shards_by_connection(app: &TestApp) -> Vec<usize> {
+    let shard_queues = enricher::queue::topology::shard_queues(&app.settings().amqp);
+    let active_channels: Vec<String> = rabbitmqctl(&[
+        "list_consumers",
+        "--no-table-headers",
+        "queue_name",
+        "channel_pid",
+        "active",
+    ])
+    .iter()
+    .filter_map(|line| {
+        let mut columns = line.split('\t');
+        let queue = columns.next()?;
+        let channel = columns.next()?;
+        let active = columns.next()?.trim();
+        (shard_queues.iter().any(|shard| shard == queue) && active == "true")
+            .then(|| channel.to_owned())
+    })
+    .collect();
+    let channels = rabbitmqctl(&["list_channels", "--no-table-headers", "pid", "connection"]);
+    let mut by_connection: std::collections::HashMap<String, usize> = Default::default();
+    for channel in &active_channels {
+        let connection = channels
+            .iter()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(pid, _)| pid == channel)
+            .map(|(_, connection)| connection.to_owned())
+            .unwrap_or_else(|| format!("unknown {channel}"));
+        *by_connection.entry(connection).or_default() += 1;
+    }
+    let mut counts: Vec<usize> = by_connection.into_values().collect();
+    counts.sort();
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_started_later_takes_over_its_share_of_the_shards() {
+    let mut app = TestApp::new().await;
+    app.set("ENRICHER__AMQP__SHARDS", "8");
+    app.set("ENRICHER__AMQP__REBALANCE_SECS", "1");
+    app.declare_topology().await;
+    let mut replicas = vec![app.spawn_worker_process()];
+    app.wait_for_registered_shard_consumers(1, Duration::from_secs(60))
+        .await;
+
+    let ws = unique("ws");
+    let events = interleaved(&ws, CONVERSATIONS, PER_CONVERSATION);
+    let total = events.len() as i64;
+    let publisher = publish_at_rate(app.settings().amqp, events, RATE);
+    wait_until_stored(&app, total / 5, Duration::from_secs(60)).await;
+    assert_eq!(
+        active_shards_by_connection(&app),
+        vec![8],
+        "the only replica is active on every shard"
+    );
+
+    // A second replica starts mid-stream and gets about half the shards.
+    replicas.push(app.spawn_worker_process());
+    app.wait_for_registered_shard_consumers(2, Duration::from_secs(60))
+        .await;
+    let joined = std::time::Instant::now();
+    let shared = loop {
+        let active = active_shards_by_connection(&app);
+        if active.len() == 2 && active.iter().sum::<usize>() == 8 && active[0] >= 3 {
+            break active;
+        }
+        assert!(
+            joined.elapsed() < Duration::from_secs(30),
+            "the shards were not shared out within 30 s (active per replica: {active:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "replicas: {:.1} s after the second replica registered, the replicas were active on {shared:?} shards",
+        joined.elapsed().as_secs_f64()
+    );
+    let stored_then = app.count("SELECT count(*) FROM enrich.messages").await;
+    assert!(
+        stored_then < total,
+        "the handover must land mid-stream (stored {stored_then} of {total})"
+    );
+
+    tokio::time::timeout(Duration::from_secs(120), publisher)
+        .await
+        .expect("the stream is published within 2 minutes")
+        .expect("the publisher finishes");
+    let stored = wait_until_stored(&app, total, Duration::from_secs(120)).await;
+    assert_all_running(&mut replicas);
+    assert_eq!(stored, total, "every event is stored");
+    assert_stored_in_publish_order(&app, CONVERSATIONS, PER_CONVERSATION).await;
+    assert_eq!(
+        dead_letters_waiting(&app).await,
+        0,
+        "nothing is dead-lettered"
+    );
+    // Still shared once the stream is over: no replica took the shards back.
+    let active = active_shards_by_connection(&app);
+    assert_eq!(active.len(), 2, "both replicas stay active: {active:?}");
+}
+
 /// The single-queue topology of earlier versions, declared as they did,
 /// with `old` events waiting in the work queue and `parked` in the longest
 /// retry queue.

@@ -71,12 +71,14 @@ struct InFlightState {
 pub struct InFlightGuard(Arc<InFlightState>);
 
 impl InFlight {
-    fn track(&self) -> InFlightGuard {
+    /// Counts one more delivery handed out, until the guard is dropped.
+    pub fn track(&self) -> InFlightGuard {
         self.0.count.fetch_add(1, Ordering::SeqCst);
         InFlightGuard(Arc::clone(&self.0))
     }
 
-    fn count(&self) -> usize {
+    /// Deliveries handed out and not settled yet.
+    pub fn count(&self) -> usize {
         self.0.count.load(Ordering::SeqCst)
     }
 

@@ -84,6 +84,28 @@ pub fn spawn(
     (senders, tasks)
 }
 
+/// How a lane task ended while the worker still had its sender: it
+/// panicked (its deliveries are neither acked nor nacked; they return to
+/// the broker when the worker's connection closes).
+#[derive(Debug, thiserror::Error)]
+#[error("a lane {0}")]
+pub struct LaneFailed(&'static str);
+
+/// Waits until one of the lanes ends. Lanes end only once their sender is
+/// dropped, so while the worker runs any lane that ends has failed.
+pub async fn first_failure(tasks: &mut JoinSet<()>) -> LaneFailed {
+    match tasks.join_next().await {
+        Some(Err(ended)) if ended.is_panic() => LaneFailed("panicked"),
+        Some(Err(_)) => LaneFailed("was cancelled"),
+        Some(Ok(())) => LaneFailed("stopped"),
+        None => {
+            // No lanes at all: nothing can fail.
+            std::future::pending::<()>().await;
+            LaneFailed("stopped")
+        }
+    }
+}
+
 /// Runs a lane until its sender is dropped and its queue is drained.
 pub async fn run(context: Arc<LaneContext>, mut jobs: mpsc::Receiver<Job>) {
     let linger = Duration::from_millis(context.worker.batch_linger_ms);
@@ -323,6 +345,17 @@ mod tests {
             .collect();
         assert_eq!(delays, vec![50, 100, 200, 300, 300, 300]);
         assert!(backoff.delay_after(1_000_000).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_lane_that_panics_is_reported_as_failed() {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(std::future::pending::<()>());
+        tasks.spawn(async { panic!("injected by the test") });
+        let failed = tokio::time::timeout(Duration::from_secs(5), first_failure(&mut tasks))
+            .await
+            .expect("the panic is noticed");
+        assert_eq!(failed.to_string(), "a lane panicked");
     }
 
     #[test]

@@ -119,6 +119,11 @@ pub struct Metrics {
     /// Model-stage messages dropped because their transaction rolled back
     /// (their events are delivered again).
     pub model_jobs_rolled_back: Counter,
+    /// Model jobs left in Postgres because the stage was full (read back
+    /// in pages as room frees up).
+    pub model_jobs_spilled: Counter,
+    /// Model jobs that panicked (recorded as failed).
+    pub model_jobs_panicked: Counter,
     /// `ask.requested` events committed.
     pub asks_made: Counter,
     /// Customers merged into another.
@@ -145,7 +150,7 @@ impl Default for Metrics {
 }
 
 /// The `# HELP` line of each metric.
-const HELP: [(&str, &str); 24] = [
+const HELP: [(&str, &str); 26] = [
     (
         "enricher_events_consumed_total",
         "Deliveries taken from the work queue.",
@@ -199,6 +204,14 @@ const HELP: [(&str, &str); 24] = [
     (
         "enricher_model_jobs_rolled_back_total",
         "Model-stage messages dropped because their transaction rolled back.",
+    ),
+    (
+        "enricher_model_jobs_spilled_total",
+        "Model jobs left in Postgres because the model stage was full.",
+    ),
+    (
+        "enricher_model_jobs_panicked_total",
+        "Model jobs that panicked (recorded as failed).",
     ),
     (
         "enricher_rejections_total",
@@ -285,6 +298,8 @@ impl Metrics {
             cache_errors: counter("enricher_redis_errors_total"),
             postgres_errors: counter("enricher_postgres_errors_total"),
             model_jobs_rolled_back: counter("enricher_model_jobs_rolled_back_total"),
+            model_jobs_spilled: counter("enricher_model_jobs_spilled_total"),
+            model_jobs_panicked: counter("enricher_model_jobs_panicked_total"),
             asks_made: counter("enricher_asks_made_total"),
             merges: counter("enricher_merges_total"),
             summaries: counter("enricher_summaries_total"),
@@ -489,6 +504,8 @@ impl Metrics {
             cache_errors = self.cache_errors.get(),
             postgres_errors = self.postgres_errors.get(),
             model_jobs_rolled_back = self.model_jobs_rolled_back.get(),
+            model_jobs_spilled = self.model_jobs_spilled.get(),
+            model_jobs_panicked = self.model_jobs_panicked.get(),
             asks_made = self.asks_made.get(),
             merges = self.merges.get(),
             summaries = self.summaries.get(),

@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod hot_profile;
 pub mod lane;
 pub mod metrics;
+pub mod model_backlog;
 pub mod model_job;
 pub mod model_stage;
 pub mod retention;

@@ -4,18 +4,28 @@
 //! of the commit's outcome); this stage calls the model, one message at a
 //! time per conversation (asks depend on the previous turn) and many
 //! conversations at once, and once the message is committed writes the
-//! decision in its own transaction with the call's accounting. A crash or restart loses nothing:
-//! pending messages are picked up again at start-up, and while the worker
-//! runs, those left pending for `llm.resume_after_secs` that the stage does
-//! not hold (an unflushed outcome lost in a database crash). A failed call degrades:
-//! the message stays stored, the failure is recorded, the conversation flows on.
+//! decision in its own transaction with the call's accounting.
+//!
+//! Memory stays bounded whatever the backlog: the stage holds at most
+//! `llm.stage_capacity` jobs ([`Backlog`]); what does not fit stays in
+//! Postgres, where it is stored pending anyway, and a pager reads it back in
+//! pages of message ids as room frees up, keeping each conversation in
+//! order. A conversation has a task only while it has a job in memory.
+//!
+//! A crash or restart loses nothing: pending messages are read back at
+//! start-up, and while the worker runs, those left pending for
+//! `llm.resume_after_secs` that the stage does not hold (an unflushed outcome
+//! lost in a database crash). A failed call degrades: the message stays
+//! stored, the failure is recorded, the conversation flows on. A job that
+//! panics is recorded as failed the same way, and its conversation goes on.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::decision::{self, ModelStamp};
@@ -24,6 +34,7 @@ use super::error::HandleError;
 use super::field_writes::announce_changes;
 use super::hot_profile;
 use super::metrics::Metrics;
+use super::model_backlog::{Admitted, Backlog};
 use super::model_job::{CommitSignal, ModelJob};
 use crate::config::LlmSettings;
 use crate::decide::{self, Decision, Gate, Rejected};
@@ -52,38 +63,27 @@ pub struct ModelStage {
     settings: LlmSettings,
     recent_turns: usize,
     metrics: Arc<Metrics>,
-    conversations: Mutex<HashMap<String, ConversationQueue>>,
-    /// Messages submitted and not yet finished, which a resume leaves alone.
-    held: Mutex<HashSet<i64>>,
+    backlog: Mutex<Backlog<ModelJob>>,
+    /// Wakes the pager: a job was spilled.
+    spilled: Notify,
+    /// Wakes the pager: a job finished, so there is room.
+    room: Notify,
 }
-
-/// One conversation's jobs, in order, and what the stage knows of them.
-struct ConversationQueue {
-    jobs: mpsc::UnboundedSender<ModelJob>,
-    /// Jobs submitted and not yet finished.
-    unfinished: usize,
-    /// When the last of its jobs finished.
-    last_finished: Option<Instant>,
-}
-
-const IDLE: Duration = Duration::from_secs(30);
 
 /// How old inputs read in a message's transaction may be when the stage
-/// gets the message and still be used; older ones are read again. Far
-/// shorter than [`IDLE`], so a conversation whose queue retired after its
-/// last job finished cannot have finished that job after the read.
-const LANE_INPUTS_TRUSTED_FOR: Duration = Duration::from_secs(5);
+/// gets the message and still be used; older ones are read again.
+const LANE_INPUTS_TRUSTED_FOR: Duration = super::model_backlog::FINISHED_REMEMBERED_FOR;
 
 /// Opens a transaction whose commit waits for its WAL flush, whatever the
 /// connection's default (the stage's connections do not wait).
 pub const DURABLE_TRANSACTION: &str = "BEGIN; SET LOCAL synchronous_commit = on";
 
-/// How many pending messages one read of the model queue returns.
-const RESUME_PAGE: u32 = 500;
+/// How many pending messages one read of the model queue returns at most.
+const PAGE: usize = 500;
 
-/// How many pending messages one resume queues at most; the next resume
-/// (`llm.resume_after_secs` later) queues the rest.
-const RESUME_MOST: usize = 10_000;
+/// How long the pager waits before reading again for spilled work it did
+/// not find (its transaction had not committed yet).
+const SPILL_RECHECK: Duration = Duration::from_millis(500);
 
 /// How a message's processing is retried on a transient store error. The
 /// model call is made once per attempt that reaches it, and an attempt that
@@ -97,8 +97,14 @@ const STORE_BACKOFF: Backoff = Backoff {
     jitter: 0.2,
 };
 
+/// The key of a conversation in the backlog.
+fn conversation_key(workspace_id: &str, conversation: &str) -> String {
+    format!("{}:{workspace_id}/{conversation}", workspace_id.len())
+}
+
 impl ModelStage {
-    /// Builds the stage.
+    /// Builds the stage; it spills every job until [`ModelStage::run_pager`]
+    /// has read back what an earlier run left pending.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         pool: PgPool,
@@ -110,6 +116,7 @@ impl ModelStage {
         recent_turns: usize,
         metrics: Arc<Metrics>,
     ) -> Arc<ModelStage> {
+        let capacity = settings.stage_capacity;
         Arc::new(ModelStage {
             pool,
             cache,
@@ -119,12 +126,27 @@ impl ModelStage {
             settings,
             recent_turns,
             metrics,
-            conversations: Mutex::new(HashMap::new()),
-            held: Mutex::new(HashSet::new()),
+            backlog: Mutex::new(Backlog::new(capacity)),
+            spilled: Notify::new(),
+            room: Notify::new(),
         })
     }
 
-    /// Queues a message behind earlier ones of its conversation.
+    fn backlog(&self) -> MutexGuard<'_, Backlog<ModelJob>> {
+        // The backlog's bookkeeping cannot be left half-done by a panic (no
+        // call inside the lock panics), so a poisoned lock is still sound.
+        self.backlog
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Jobs in memory.
+    pub fn held(&self) -> usize {
+        self.backlog().held()
+    }
+
+    /// Queues a message behind earlier ones of its conversation, or leaves
+    /// it to the pager (see [`Backlog::submit`]).
     ///
     /// The inputs the message's transaction read ([`ModelJob::lane_inputs`])
     /// are kept only when no earlier job of the conversation is unfinished
@@ -134,105 +156,167 @@ impl ModelStage {
     /// the inputs again once the earlier jobs are done. (A conversation's
     /// messages reach the stage from its one lane, in order.)
     pub fn submit(self: &Arc<Self>, mut job: ModelJob) {
-        job.queued_at = Some(Instant::now());
-        let key = format!("{}/{}", job.workspace_id, job.conversation);
-        let Ok(mut conversations) = self.conversations.lock() else {
-            // Not held: the resume loop will queue it again.
-            return;
-        };
-        if let Ok(mut held) = self.held.lock() {
-            held.insert(job.message_id);
-        }
-        let queue = conversations.get_mut(&key);
-        if let Some(lane_inputs) = &job.lane_inputs {
-            let superseded = queue.as_ref().is_some_and(|queue| {
-                queue.unfinished > 0
-                    || queue
-                        .last_finished
-                        .is_some_and(|finished| finished >= lane_inputs.read_at)
-            });
-            if superseded || lane_inputs.read_at.elapsed() > LANE_INPUTS_TRUSTED_FOR {
+        let now = Instant::now();
+        job.queued_at = Some(now);
+        let key = conversation_key(&job.workspace_id, &job.conversation);
+        let message_id = job.message_id;
+        let admitted = {
+            let mut backlog = self.backlog();
+            if let Some(lane_inputs) = &job.lane_inputs
+                && (backlog.superseded(&key, lane_inputs.read_at)
+                    || lane_inputs.read_at.elapsed() > LANE_INPUTS_TRUSTED_FOR)
+            {
                 job.lane_inputs = None;
             }
-        }
-        let job = match queue {
-            Some(queue) => match queue.jobs.send(job) {
-                Ok(()) => {
-                    queue.unfinished += 1;
-                    return;
-                }
-                Err(returned) => returned.0,
-            },
-            None => job,
+            backlog.submit(&key, message_id, job, now)
         };
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let _ = sender.send(job);
-        conversations.insert(
-            key.clone(),
-            ConversationQueue {
-                jobs: sender,
-                unfinished: 1,
-                last_finished: None,
-            },
-        );
-        tokio::spawn(Arc::clone(self).drain(key, receiver));
+        match admitted {
+            Admitted::Start => {
+                tokio::spawn(Arc::clone(self).run_conversation(key));
+            }
+            Admitted::Spilled => {
+                self.metrics.model_jobs_spilled.inc();
+                self.spilled.notify_one();
+            }
+            Admitted::Queued | Admitted::AlreadyHeld | Admitted::Full => {}
+        }
     }
 
-    async fn drain(self: Arc<Self>, key: String, mut jobs: mpsc::UnboundedReceiver<ModelJob>) {
+    /// Runs a conversation's jobs one at a time until it has none in memory.
+    async fn run_conversation(self: Arc<Self>, key: String) {
         loop {
-            match tokio::time::timeout(IDLE, jobs.recv()).await {
-                Ok(Some(job)) => self.process(&key, job).await,
-                Ok(None) => return,
-                Err(_) => {
-                    // Idle: retire, unless a job slipped in while we were checking.
-                    let Ok(mut conversations) = self.conversations.lock() else {
-                        return;
-                    };
-                    match jobs.try_recv() {
-                        Ok(job) => {
-                            drop(conversations);
-                            self.process(&key, job).await;
-                        }
-                        Err(_) => {
-                            conversations.remove(&key);
-                            return;
-                        }
+            let Some((message_id, job)) = self.backlog().next(&key) else {
+                return;
+            };
+            self.process_guarded(job).await;
+            self.backlog().finished(&key, message_id, Instant::now());
+            self.room.notify_one();
+        }
+    }
+
+    /// Processes a job; a job that panics is recorded as failed (the
+    /// message stays stored without AI enrichment) and the conversation
+    /// goes on.
+    async fn process_guarded(&self, job: ModelJob) {
+        let message_id = job.message_id;
+        if panicked(self.process_held(job)).await {
+            self.metrics.model_jobs_panicked.inc();
+            tracing::error!(
+                message_id,
+                "model job panicked; the message stays stored without AI enrichment"
+            );
+            if let Err(error) = model_queue::finish(&self.pool, message_id, AiStatus::Failed).await
+            {
+                tracing::warn!(error = %error, message_id, "could not record the panicked model job");
+            }
+        }
+    }
+
+    /// Reads pending work back from Postgres as room frees up: at start-up
+    /// everything an earlier run left, then whatever was spilled, and every
+    /// `every` the messages pending that long that the stage does not hold
+    /// (an outcome a database crash lost). Runs until aborted.
+    pub async fn run_pager(self: Arc<Self>, every: Duration) {
+        let mut last_lost_check = Instant::now();
+        loop {
+            let has_spilled = self.backlog().has_spilled();
+            let older_than = if has_spilled {
+                Some(Duration::ZERO)
+            } else if last_lost_check.elapsed() >= every {
+                last_lost_check = Instant::now();
+                Some(every)
+            } else {
+                None
+            };
+            let Some(older_than) = older_than else {
+                let until_check = every.saturating_sub(last_lost_check.elapsed());
+                let _ = tokio::time::timeout(until_check, self.spilled.notified()).await;
+                continue;
+            };
+            match self.read_back(older_than).await {
+                Ok((started, handed)) => {
+                    if older_than.is_zero() {
+                        self.backlog().pass_done(started);
+                    } else if handed > 0 {
+                        tracing::warn!(
+                            count = handed,
+                            "queued messages that were still waiting for the model again"
+                        );
+                    }
+                    if self.backlog().has_spilled() {
+                        // What is left was not committed yet when it was read.
+                        tokio::time::sleep(SPILL_RECHECK).await;
                     }
                 }
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not read the messages waiting for the model");
+                    tokio::time::sleep(SPILL_RECHECK * 4).await;
+                }
             }
         }
     }
 
-    /// Queues the messages left pending that were stored at least
-    /// `older_than` ago and that this stage does not hold: at start-up (with
-    /// zero) the work an earlier run left, and while running the outcomes a
-    /// database crash lost (see [`ModelStage::keep_resuming`]).
-    pub async fn resume_pending(
+    /// One read of every pending message stored at least `older_than` ago,
+    /// in message-id order, handing each the stage does not hold to the
+    /// backlog as room allows. Returns when it started and how many it
+    /// handed over.
+    async fn read_back(
         self: &Arc<Self>,
         older_than: Duration,
-    ) -> Result<usize, StoreError> {
-        let mut queued = 0;
+    ) -> Result<(Instant, usize), StoreError> {
+        let started = Instant::now();
         let mut after = 0;
-        while queued < RESUME_MOST {
-            let mut page =
-                model_queue::pending_page(&self.pool, older_than, after, RESUME_PAGE).await?;
-            let last_page = page.len() < RESUME_PAGE as usize;
-            if let Some(last) = page.last() {
-                after = last.message_id;
-            }
-            if let Ok(held) = self.held.lock() {
-                page.retain(|message| !held.contains(&message.message_id));
-            }
-            page.truncate(RESUME_MOST - queued);
-            queued += page.len();
+        let mut handed = 0;
+        loop {
+            let room = self.wait_for_room().await;
+            let limit = room.min(PAGE);
+            let page = model_queue::pending_page(
+                &self.pool,
+                older_than,
+                after,
+                u32::try_from(limit).unwrap_or(u32::MAX),
+            )
+            .await?;
+            let last_page = page.len() < limit;
+            let mut full = false;
             for message in page {
-                self.submit(self.resumed_job(message));
+                let message_id = message.message_id;
+                let key = conversation_key(&message.workspace_id, &message.conversation);
+                let job = self.resumed_job(message);
+                let admitted = self.backlog().offer_paged(&key, message_id, job);
+                match admitted {
+                    Admitted::Full => {
+                        full = true;
+                        break;
+                    }
+                    Admitted::Start => {
+                        handed += 1;
+                        tokio::spawn(Arc::clone(self).run_conversation(key));
+                    }
+                    Admitted::Queued => handed += 1,
+                    Admitted::AlreadyHeld | Admitted::Spilled => {}
+                }
+                after = message_id;
             }
-            if last_page {
-                break;
+            if last_page && !full {
+                return Ok((started, handed));
             }
         }
-        Ok(queued)
+    }
+
+    /// Waits until a page's worth of jobs fits (or a quarter of the
+    /// capacity, when that is less); returns the room.
+    async fn wait_for_room(&self) -> usize {
+        let wanted = PAGE.min(self.settings.stage_capacity / 4).max(1);
+        loop {
+            let notified = self.room.notified();
+            let room = self.backlog().room();
+            if room >= wanted {
+                return room;
+            }
+            // A missed wake-up costs at most this.
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
     }
 
     /// The job for a message found pending in the model queue: its inputs
@@ -253,47 +337,11 @@ impl ModelStage {
             text: message.text,
             region,
             received_at: None,
-            queued_at: None,
+            queued_at: Some(Instant::now()),
             opened_conversation: false,
             prior_turns: None,
             lane_inputs: None,
             committed: CommitSignal::default(),
-        }
-    }
-
-    /// Every `every`, queues again the messages pending for at least that
-    /// long that this stage does not hold; runs until aborted.
-    pub async fn keep_resuming(self: Arc<Self>, every: Duration) {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate; start-up has just resumed everything.
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            match self.resume_pending(every).await {
-                Ok(0) => {}
-                Ok(count) => tracing::warn!(
-                    count,
-                    "queued messages that were still waiting for the model again"
-                ),
-                Err(error) => {
-                    tracing::warn!(error = %error, "could not look for messages waiting for the model")
-                }
-            }
-        }
-    }
-
-    async fn process(&self, key: &str, job: ModelJob) {
-        let message_id = job.message_id;
-        self.process_held(job).await;
-        if let Ok(mut conversations) = self.conversations.lock()
-            && let Some(queue) = conversations.get_mut(key)
-        {
-            queue.unfinished = queue.unfinished.saturating_sub(1);
-            queue.last_finished = Some(Instant::now());
-        }
-        if let Ok(mut held) = self.held.lock() {
-            held.remove(&message_id);
         }
     }
 
@@ -734,6 +782,14 @@ impl ModelStage {
     }
 }
 
+/// Runs `job` to its end; true when it panicked (the panic is caught).
+async fn panicked(job: impl std::future::Future<Output = ()>) -> bool {
+    std::panic::AssertUnwindSafe(job)
+        .catch_unwind()
+        .await
+        .is_err()
+}
+
 fn rejection_counts(rejections: &[Rejected]) -> BTreeMap<String, u32> {
     let mut counts = BTreeMap::new();
     for rejected in rejections {
@@ -742,4 +798,20 @@ fn rejection_counts(rejections: &[Rejected]) -> BTreeMap<String, u32> {
             .or_insert(0) += 1;
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_job_that_panics_is_caught_and_reported() {
+        assert!(panicked(async { panic!("injected by the test") }).await);
+        assert!(!panicked(async {}).await);
+    }
+
+    #[test]
+    fn conversation_keys_of_different_workspaces_never_collide() {
+        assert_ne!(conversation_key("a/b", "c"), conversation_key("a", "b/c"));
+    }
 }

@@ -334,6 +334,12 @@ impl TestApp {
                         serde_json::from_value(serde_json::Value::String(value.clone()))
                             .expect("format")
                 }
+                "ENRICHER__AMQP__REBALANCE_SECS" => {
+                    settings.amqp.rebalance_secs = value.parse().expect("number")
+                }
+                "ENRICHER__LLM__STAGE_CAPACITY" => {
+                    settings.llm.stage_capacity = value.parse().expect("number")
+                }
                 "ENRICHER__LLM__MAX_CONCURRENT" => {
                     settings.llm.max_concurrent = value.parse().expect("number")
                 }
