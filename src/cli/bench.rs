@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// Measure an already running worker with this pid instead of starting one.
     #[arg(long)]
     pub worker_pid: Option<u32>,
+    /// Worker processes to start; they share the shard queues as replicas
+    /// do. With more than one, the clock starts only after the replicas had
+    /// one rebalancing period (`amqp.rebalance_secs`) to share the shards.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
     /// Skip the direct-SQL floor.
     #[arg(long)]
     pub no_floor: bool,
@@ -141,14 +146,33 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         model_url.is_none() || args.worker_pid.is_none(),
         "--model-delay-ms starts its own worker pointed at the fake model; drop --worker-pid"
     );
-    let mut spawned = match args.worker_pid {
-        Some(_) => None,
-        None => Some(spawn_worker(model_url.as_deref())?),
+    anyhow::ensure!(
+        args.replicas >= 1 && (args.replicas == 1 || args.worker_pid.is_none()),
+        "--replicas starts that many workers (at least 1); drop --worker-pid"
+    );
+    let mut spawned = Vec::new();
+    if args.worker_pid.is_none() {
+        for _ in 0..args.replicas {
+            spawned.push(spawn_worker(model_url.as_deref())?);
+        }
+    }
+    let worker_pids: Vec<u32> = match args.worker_pid {
+        Some(pid) => vec![pid],
+        None => spawned.iter().map(Child::id).collect(),
     };
-    let worker_pid = args.worker_pid.or(spawned.as_ref().map(Child::id));
-    // Let the worker connect and declare its topology before the clock starts.
+    // Let the workers connect and declare their topology before the clock
+    // starts, and replicas share the shards out.
     let mut sender = EventSender::connect(&settings.amqp).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    if args.replicas > 1 {
+        let rebalance = Duration::from_secs(settings.amqp.rebalance_secs);
+        eprintln!(
+            "waiting {} s for {} replicas to share the shards...",
+            rebalance.as_secs() + 2,
+            args.replicas
+        );
+        tokio::time::sleep(rebalance + Duration::from_secs(2)).await;
+    }
     let settled = if args.no_settle {
         None
     } else {
@@ -200,8 +224,8 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     if model_url.is_some() {
         wait_for_model_stage(&pool, &workspace, deadline).await?;
     }
-    let peak_rss_kib = worker_pid.and_then(peak_rss_kib);
-    if let Some(child) = spawned.as_mut() {
+    let peak_rss_kib: Vec<Option<u64>> = worker_pids.iter().map(|pid| peak_rss_kib(*pid)).collect();
+    for child in &mut spawned {
         stop_worker(child);
     }
 
@@ -230,9 +254,11 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     let throughput = args.events as f64 / span.as_secs_f64().max(1e-9);
 
     println!(
-        "enricher bench: {} events, {} conversations, rate {}",
+        "enricher bench: {} events, {} conversations, {} worker{}, rate {}",
         args.events,
         args.conversations,
+        worker_pids.len(),
+        if worker_pids.len() == 1 { "" } else { "s" },
         if args.rate == 0 {
             "unlimited".to_owned()
         } else {
@@ -263,10 +289,14 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             }
         );
     }
-    match peak_rss_kib {
-        Some(kib) => println!("  worker peak RSS       {:.1} MiB", kib as f64 / 1024.0),
-        None => println!("  worker peak RSS       unknown"),
-    }
+    let peaks: Vec<String> = peak_rss_kib
+        .iter()
+        .map(|kib| match kib {
+            Some(kib) => format!("{:.1} MiB", *kib as f64 / 1024.0),
+            None => "unknown".to_owned(),
+        })
+        .collect();
+    println!("  worker peak RSS       {}", peaks.join(", "));
 
     if model_url.is_some() {
         report_model_path(&pool, &workspace, args.events, commit_timestamps).await?;
