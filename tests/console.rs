@@ -409,8 +409,6 @@ async fn the_console_in_a_real_browser() {
             .await
             .contains("customer")
     );
-    screenshot(&client, &shots, "customer", 1280, 1400).await;
-    screenshot(&client, &shots, "customer", 390, 1600).await;
 
     // A note, with author, shows up at once.
     type_into(&client, "#note-text", "Prefers email; call back on Monday").await;
@@ -421,6 +419,9 @@ async fn the_console_in_a_real_browser() {
         "{notes}"
     );
     assert!(notes.contains("agent-jo"), "{notes}");
+    click(&client, "#field-email details.evidence summary").await;
+    screenshot(&client, &shots, "customer", 1280, 1400).await;
+    screenshot(&client, &shots, "customer", 390, 1600).await;
 
     // Clearing the phone removes it and the history keeps it.
     click(&client, "#field-phone details.edit summary").await;
