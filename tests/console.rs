@@ -164,6 +164,7 @@ impl RunningConsole {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn message(
     ws: &str,
     id: &str,
