@@ -164,22 +164,8 @@ impl RunningConsole {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn message(
-    ws: &str,
-    id: &str,
-    at: &str,
-    conversation: &str,
-    platform: &str,
-    user: &str,
-    text: &str,
-    extra: Value,
-) -> Value {
-    let mut event = json!({
-        "type": "chat.message", "version": 1, "id": id, "workspace_id": ws,
-        "occurred_at": at, "conversation_id": conversation, "platform": platform,
-        "platform_user_id": user, "sender": "customer", "text": text
-    });
+/// `event` with the keys of `extra` added or replaced.
+fn with(mut event: Value, extra: Value) -> Value {
     if let (Some(event), Some(extra)) = (event.as_object_mut(), extra.as_object()) {
         event.extend(extra.clone());
     }
@@ -205,37 +191,29 @@ async fn path_of(client: &Client) -> String {
     client.current_url().await.expect("url").path().to_owned()
 }
 
-async fn text_of(client: &Client, css: &str) -> String {
+async fn element(client: &Client, css: &str) -> fantoccini::elements::Element {
     client
         .wait()
         .at_most(WAIT)
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .text()
-        .await
-        .expect("text")
+}
+
+async fn text_of(client: &Client, css: &str) -> String {
+    element(client, css).await.text().await.expect("text")
 }
 
 async fn click(client: &Client, css: &str) {
-    client
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
+    element(client, css)
         .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
         .click()
         .await
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
 async fn type_into(client: &Client, css: &str, text: &str) {
-    let field = client
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"));
+    let field = element(client, css).await;
     field.clear().await.expect("clear");
     field.send_keys(text).await.expect("type");
 }
@@ -313,16 +291,25 @@ async fn the_console_in_a_real_browser() {
     let ws = unique("wsc");
     let worker = app.start_worker().await;
     app.publish(&[
-        message(&ws, "c1", "2026-03-01T10:00:00Z", "conv-ann", "web", "web-ann",
-            "Hello, I need help with my order",
-            json!({"identity_hint": {"name": "Ann Lee", "phone": "(650) 253-0000"},
-                   "visitor": {"browser": "Firefox", "os": "Linux", "device": "desktop", "country": "US"}})),
-        message(&ws, "c2", "2026-03-01T10:01:00Z", "conv-ann", "web", "web-ann",
-            "Hi, my email is ann.lee@example.com", json!({})),
-        message(&ws, "c3", "2026-03-02T08:00:00Z", "conv-x", "whatsapp", "15550002222",
-            HOSTILE, json!({})),
-        message(&ws, "c4", "2026-03-02T09:00:00Z", "conv-bo", "telegram", "tg-bo",
-            "hello", json!({"identity_hint": {"name": "Bo Chen"}})),
+        with(
+            common::chat(&ws, "c1", "conv-ann", "web-ann", "customer", "Hello, I need help with my order"),
+            json!({"occurred_at": "2026-03-01T10:00:00Z",
+                   "identity_hint": {"name": "Ann Lee", "phone": "(650) 253-0000"},
+                   "visitor": {"browser": "Firefox", "os": "Linux", "device": "desktop", "country": "US"}}),
+        ),
+        with(
+            common::chat(&ws, "c2", "conv-ann", "web-ann", "customer", "Hi, my email is ann.lee@example.com"),
+            json!({"occurred_at": "2026-03-01T10:01:00Z"}),
+        ),
+        with(
+            common::chat(&ws, "c3", "conv-x", "15550002222", "customer", HOSTILE),
+            json!({"occurred_at": "2026-03-02T08:00:00Z", "platform": "whatsapp"}),
+        ),
+        with(
+            common::chat(&ws, "c4", "conv-bo", "tg-bo", "customer", "hello"),
+            json!({"occurred_at": "2026-03-02T09:00:00Z", "platform": "telegram",
+                   "identity_hint": {"name": "Bo Chen"}}),
+        ),
     ])
     .await;
     app.wait_for_count("SELECT count(*) FROM enrich.messages", 4, WAIT)
