@@ -484,6 +484,15 @@ CREATE SEQUENCE enrich.asks_id_seq
 
 ALTER SEQUENCE enrich.asks_id_seq OWNED BY enrich.asks.id;
 
+-- TABLE: console_sessions
+
+CREATE TABLE enrich.console_sessions (
+    secret_sha256 bytea NOT NULL,
+    token_id uuid NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL
+);
+
 -- TABLE: messages
 
 CREATE TABLE enrich.messages (
@@ -1238,6 +1247,11 @@ ALTER TABLE ONLY enrich.api_tokens
 ALTER TABLE ONLY enrich.asks
     ADD CONSTRAINT asks_pkey PRIMARY KEY (id);
 
+-- CONSTRAINT: console_sessions console_sessions_pkey
+
+ALTER TABLE ONLY enrich.console_sessions
+    ADD CONSTRAINT console_sessions_pkey PRIMARY KEY (secret_sha256);
+
 -- CONSTRAINT: conversation_statuses conversation_statuses_pkey
 
 ALTER TABLE ONLY enrich.conversation_statuses
@@ -1369,6 +1383,10 @@ CREATE INDEX asks_conversation ON enrich.asks USING btree (conversation_id);
 -- INDEX: asks_customer
 
 CREATE INDEX asks_customer ON enrich.asks USING btree (customer_id);
+
+-- INDEX: console_sessions_expires_at
+
+CREATE INDEX console_sessions_expires_at ON enrich.console_sessions USING btree (expires_at);
 
 -- INDEX: conversations_customer
 
@@ -1507,6 +1525,11 @@ ALTER TABLE ONLY enrich.asks
 
 ALTER TABLE ONLY enrich.asks
     ADD CONSTRAINT asks_customer_id_fkey FOREIGN KEY (customer_id) REFERENCES enrich.customers(id) ON DELETE CASCADE;
+
+-- FK CONSTRAINT: console_sessions console_sessions_token_id_fkey
+
+ALTER TABLE ONLY enrich.console_sessions
+    ADD CONSTRAINT console_sessions_token_id_fkey FOREIGN KEY (token_id) REFERENCES enrich.api_tokens(id) ON DELETE CASCADE;
 
 -- FK CONSTRAINT: conversation_statuses conversation_statuses_conversation_id_fkey
 

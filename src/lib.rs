@@ -8,6 +8,7 @@ pub mod api;
 pub mod boundary;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod decide;
 pub mod eval;
 pub mod event;

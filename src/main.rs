@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run the worker until SIGTERM or SIGINT.
     Run,
-    /// Serve the HTTP API (config `[api] listen`) until SIGTERM or SIGINT.
+    /// Serve the HTTP API and the web console (`/ui`) (config `[api] listen`) until SIGTERM or SIGINT.
     Serve {
         /// Listen here instead of `api.listen`.
         #[arg(long)]
@@ -146,7 +146,9 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("listening on {listen}"))?;
-            server.run(listener, stop_signal()).await?;
+            server
+                .run_app(listener, stop_signal(), enricher::console::app)
+                .await?;
             Ok(())
         }
         Command::Tokens { command } => cli::tokens::run(&settings, command).await,

@@ -91,6 +91,16 @@ impl Caller {
     }
 }
 
+impl From<tokens::StoredToken> for Caller {
+    fn from(stored: tokens::StoredToken) -> Caller {
+        Caller {
+            workspace_id: stored.workspace_id,
+            name: stored.name,
+            scopes: stored.scopes,
+        }
+    }
+}
+
 impl FromRequestParts<Api> for Caller {
     type Rejection = Problem;
 
@@ -115,11 +125,7 @@ impl FromRequestParts<Api> for Caller {
         let stored = tokens::authenticate(&mut conn, &token_hash(token))
             .await?
             .ok_or_else(|| Problem::unauthorized("unknown or revoked token"))?;
-        Ok(Caller {
-            workspace_id: stored.workspace_id,
-            name: stored.name,
-            scopes: stored.scopes,
-        })
+        Ok(Caller::from(stored))
     }
 }
 

@@ -135,13 +135,24 @@ impl Server {
         listener: TcpListener,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        self.run_app(listener, stop, router).await
+    }
+
+    /// [`Server::run`] serving the routes `app` builds (the API's and any
+    /// mounted beside them, such as the console's).
+    pub async fn run_app(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+        app: impl FnOnce(Api) -> Router,
+    ) -> Result<(), ServeError> {
         let pool = self.api.pool.clone();
         let publisher = self.api.after_commit.publisher.clone();
         // Outbound events whose publish failed (the broker was away) wait
         // in the outbox; this process sends them itself once it can, so the
         // API does not depend on a worker running to deliver its events.
         let relay = tokio::spawn(outbox_relay::relay(publisher, pool.clone()));
-        let app = router(self.api);
+        let app = app(self.api);
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "API listening");
         }

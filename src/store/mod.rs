@@ -7,11 +7,13 @@
 
 pub mod asks;
 pub mod chat;
+pub mod console_sessions;
 pub mod conversations;
 pub mod customer_card;
 pub mod customers;
 pub mod dead_letters;
 pub mod erasure;
+pub mod escalations;
 pub mod fields;
 pub mod insights;
 pub mod llm_calls;
