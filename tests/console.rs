@@ -16,14 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::api_server::{RunningApi, WAIT, token};
 use common::{TestApp, repo_root, unique};
-use enricher::api::Server;
-use enricher::api::auth::{self, Scope};
+use enricher::api::auth::Scope;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
-const WAIT: Duration = Duration::from_secs(30);
 const HOSTILE: &str = "<script>window.__pwned = 1; document.title = 'pwned'</script>\"quoted\" 'single' <img src=x onerror=\"window.__pwned = 2\">";
 
 /// chromedriver, killed when the test ends however it ends.
@@ -120,71 +118,12 @@ async fn browser(driver: &Chromedriver) -> Client {
         .expect("a headless Chromium session through chromedriver")
 }
 
-struct RunningConsole {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), enricher::api::ServeError>>,
-}
-
-impl RunningConsole {
-    async fn start(app: &TestApp) -> RunningConsole {
-        let server = Server::build(&app.settings()).await.expect("server builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run_app(
-            listener,
-            async move {
-                let _ = stopped.await;
-            },
-            enricher::console::app,
-        ));
-        RunningConsole {
-            base,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("server stops")
-            .expect("server task")
-            .expect("server ran");
-    }
-}
-
 /// `event` with the keys of `extra` added or replaced.
 fn with(mut event: Value, extra: Value) -> Value {
     if let (Some(event), Some(extra)) = (event.as_object_mut(), extra.as_object()) {
         event.extend(extra.clone());
     }
     event
-}
-
-async fn token(app: &TestApp, workspace: &str, name: &str) -> String {
-    let token = auth::generate_token();
-    let mut conn = app.pool.acquire().await.expect("connection");
-    enricher::store::tokens::insert(
-        &mut conn,
-        workspace,
-        name,
-        &auth::stored_scopes(&[Scope::Write]),
-        &auth::token_hash(&token),
-    )
-    .await
-    .expect("token stored");
-    token
 }
 
 async fn path_of(client: &Client) -> String {
@@ -320,8 +259,8 @@ async fn the_console_in_a_real_browser() {
         WAIT,
     )
     .await;
-    let token = token(&app, &ws, "agent-jo").await;
-    let console = RunningConsole::start(&app).await;
+    let token = token(&app, &ws, "agent-jo", &[Scope::Write]).await;
+    let console = RunningApi::start_with(&app, enricher::console::app).await;
     let client = browser(&driver).await;
 
     // Signed out, every page leads to the sign-in page.

@@ -416,6 +416,9 @@ async fn cleanup(pool: &PgPool, workspace: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a worker; it serves its metrics endpoint on a port of the
+/// system's choosing, so replicas, and a worker still stopping from the
+/// previous run, do not compete for the configured one.
 fn spawn_worker(model_url: Option<&str>) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
@@ -424,10 +427,13 @@ fn spawn_worker(model_url: Option<&str>) -> anyhow::Result<Child> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    command.env("ENRICHER__HTTP__LISTEN", "127.0.0.1:0");
     if let Some(url) = model_url {
+        // The built-in fake model takes no key.
         command
             .env("ENRICHER__LLM__BASE_URL", url)
-            .env("ENRICHER__LLM__MODEL", "bench-model");
+            .env("ENRICHER__LLM__MODEL", "bench-model")
+            .env("ENRICHER__LLM__API_KEY_ENV", "");
     }
     Ok(command.spawn()?)
 }

@@ -16,6 +16,7 @@ use super::TestApp;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// `enricher serve` running in this process until [`RunningApi::stop`].
 pub struct RunningApi {
     pub base: String,
     pub client: reqwest::Client,
@@ -24,16 +25,29 @@ pub struct RunningApi {
 }
 
 impl RunningApi {
+    /// The API's routes alone.
     pub async fn start(app: &TestApp) -> RunningApi {
+        RunningApi::start_with(app, enricher::api::router).await
+    }
+
+    /// The routes `routes` builds (e.g. the console's beside the API's).
+    pub async fn start_with(
+        app: &TestApp,
+        routes: impl FnOnce(enricher::api::Api) -> axum::Router + Send + 'static,
+    ) -> RunningApi {
         let server = Server::build(&app.settings()).await.expect("API builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(listener, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(server.run_app(
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+            routes,
+        ));
         RunningApi {
             base,
             client: reqwest::Client::new(),
