@@ -206,6 +206,50 @@ fn stem(algorithm: Algorithm, word: &str) -> String {
     Stemmer::create(algorithm).stem(word).into_owned()
 }
 
+/// Words stemmed on this thread, by language: chat vocabulary repeats, and
+/// every message is stemmed once for each language the triggers are
+/// written in, so most words are looked up instead of stemmed again.
+/// Emptied when it reaches [`STEM_CACHE_WORDS`] entries.
+const STEM_CACHE_WORDS: usize = 50_000;
+
+thread_local! {
+    static STEM_CACHE: std::cell::RefCell<StemCache> = std::cell::RefCell::new(StemCache::default());
+}
+
+/// Stems by language, then by word.
+#[derive(Default)]
+struct StemCache {
+    words: usize,
+    by_language: std::collections::HashMap<&'static str, std::collections::HashMap<String, String>>,
+}
+
+/// [`stem`], remembered per thread.
+fn stem_cached(algorithm: Algorithm, word: &str) -> String {
+    STEM_CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let language = algorithm_key(algorithm);
+        if let Some(stemmed) = cache
+            .by_language
+            .get(language)
+            .and_then(|words| words.get(word))
+        {
+            return stemmed.clone();
+        }
+        let stemmed = stem(algorithm, word);
+        if cache.words >= STEM_CACHE_WORDS {
+            cache.by_language.clear();
+            cache.words = 0;
+        }
+        cache.words += 1;
+        cache
+            .by_language
+            .entry(language)
+            .or_default()
+            .insert(word.to_owned(), stemmed.clone());
+        stemmed
+    })
+}
+
 impl Triggers {
     /// Compiles the configured triggers and their lexicon. Keywords are
     /// matched literally as whole words, except in scripts written without
@@ -368,16 +412,24 @@ impl LanguagePhrases {
         if self.phrases.is_empty() {
             return false;
         }
-        let forms: Vec<String> = match self.script {
-            Script::Stemmed(algorithm) => stems
-                .entry(algorithm_key(algorithm))
-                .or_insert_with(|| words.iter().map(|w| stem(algorithm, &w.lower)).collect())
-                .clone(),
-            _ => words.iter().map(|w| w.lower.clone()).collect(),
+        let lowered: Vec<String>;
+        let forms: &[String] = match self.script {
+            Script::Stemmed(algorithm) => {
+                stems.entry(algorithm_key(algorithm)).or_insert_with(|| {
+                    words
+                        .iter()
+                        .map(|w| stem_cached(algorithm, &w.lower))
+                        .collect()
+                })
+            }
+            _ => {
+                lowered = words.iter().map(|w| w.lower.clone()).collect();
+                &lowered
+            }
         };
         self.phrases.iter().any(|phrase| {
             (0..words.len()).any(|start| {
-                matches_at(phrase, words, &forms, start, self.script)
+                matches_at(phrase, words, forms, start, self.script)
                     && !NEGATED.is_match(&text[..words[start].range.start])
             })
         })
@@ -443,6 +495,26 @@ fn algorithm_key(algorithm: Algorithm) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_stem_is_the_stem() {
+        let words = [
+            (Algorithm::English, "deliveries"),
+            (Algorithm::Spanish, "envíenme"),
+            (Algorithm::Turkish, "gönderebilir"),
+            (Algorithm::English, "deliveries"),
+        ];
+        for _ in 0..2 {
+            for (algorithm, word) in words {
+                assert_eq!(stem_cached(algorithm, word), stem(algorithm, word), "{word}");
+            }
+        }
+        // The same word in two languages is two entries.
+        assert_ne!(
+            stem_cached(Algorithm::English, "envíenme"),
+            stem_cached(Algorithm::Spanish, "envíenme")
+        );
+    }
 
     fn lexicon(entries: &[(&str, &str, &[&str])]) -> Lexicon {
         let mut lexicon = Lexicon::new();

@@ -185,8 +185,6 @@ pub struct Decision {
     pub ask: Option<AcceptedAsk>,
     /// What was refused.
     pub rejections: Vec<Rejected>,
-    /// The customer's language.
-    pub language: String,
 }
 
 impl Decision {
@@ -385,7 +383,6 @@ pub fn gate(
 /// The offline proposal: an ask from the first keyword trigger that fires,
 /// for the first of its fields still missing.
 pub fn offline_proposal(ctx: &TurnContext<'_>, stage: &PatternStage) -> Proposal {
-    let language = language::detect(ctx.text).to_owned();
     let found: BTreeSet<&str> = stage.facts.iter().map(|f| f.field.as_str()).collect();
     let mut asks = Vec::new();
     for fired in ctx.triggers.fired(ctx.text) {
@@ -409,21 +406,14 @@ pub fn offline_proposal(ctx: &TurnContext<'_>, stage: &PatternStage) -> Proposal
         facts: Vec::new(),
         asks,
         declined: Vec::new(),
-        language: Some(language),
+        // Detected by `decide` if an ask is accepted.
+        language: None,
     }
 }
 
 /// Disposes of the patterns' findings and a proposal.
 pub fn decide(ctx: &TurnContext<'_>, stage: &PatternStage, proposal: &Proposal) -> Decision {
-    let mut decision = Decision {
-        language: proposal
-            .language
-            .as_deref()
-            .filter(|l| is_language_code(l))
-            .unwrap_or_else(|| language::detect(ctx.text))
-            .to_owned(),
-        ..Decision::default()
-    };
+    let mut decision = Decision::default();
     for fact in &stage.facts {
         // Fields that are not AI-writable come only from agents, forms and APIs.
         if ctx
@@ -685,6 +675,14 @@ fn choose_ask(ctx: &TurnContext<'_>, proposal: &Proposal, decision: &mut Decisio
         }
         match validate_ask(ctx, ask, decision) {
             Ok(()) => {
+                // Only a published question needs the customer's language:
+                // the proposal's, or detected from the message.
+                let language = proposal
+                    .language
+                    .as_deref()
+                    .filter(|l| is_language_code(l))
+                    .unwrap_or_else(|| language::detect(ctx.text))
+                    .to_owned();
                 let question = ask.question.trim();
                 let question = if question_is_publishable(question, &ask.field, ctx.fields) {
                     question.to_owned()
@@ -693,13 +691,13 @@ fn choose_ask(ctx: &TurnContext<'_>, proposal: &Proposal, decision: &mut Decisio
                     // is too long, asks for another field too, or carries a
                     // link, an address or a number is replaced by the
                     // standard one for this field.
-                    language::default_question(&decision.language, &ask.field, ctx.fields)
+                    language::default_question(&language, &ask.field, ctx.fields)
                 };
                 decision.ask = Some(AcceptedAsk {
                     field: ask.field.clone(),
                     question,
                     reason: clip_reason(&ask.reason),
-                    language: decision.language.clone(),
+                    language,
                 });
             }
             Err(reason) => reject(decision, &ask.field, reason, "ask"),

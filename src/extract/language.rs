@@ -182,16 +182,18 @@ pub fn detect(text: &str) -> &'static str {
         .filter(|(_, hits)| *hits > 0)
         .collect();
     votes.sort_by_key(|(_, hits)| std::cmp::Reverse(*hits));
-    let guessed = trigram_guess(text);
+    // whatlang is the costly part: asked only when the markers do not decide.
     match votes.as_slice() {
-        [] => guessed.unwrap_or("en"),
+        [] => trigram_guess(text).unwrap_or("en"),
         [(best, hits), (_, next), ..] if hits == next => {
             let tied: Vec<&str> = votes
                 .iter()
                 .filter(|(_, h)| h == hits)
                 .map(|(c, _)| *c)
                 .collect();
-            guessed.filter(|g| tied.contains(g)).unwrap_or(best)
+            trigram_guess(text)
+                .filter(|g| tied.contains(g))
+                .unwrap_or(best)
         }
         [(best, _), ..] => best,
     }
