@@ -506,7 +506,11 @@ mod tests {
         ];
         for _ in 0..2 {
             for (algorithm, word) in words {
-                assert_eq!(stem_cached(algorithm, word), stem(algorithm, word), "{word}");
+                assert_eq!(
+                    stem_cached(algorithm, word),
+                    stem(algorithm, word),
+                    "{word}"
+                );
             }
         }
         // The same word in two languages is two entries.

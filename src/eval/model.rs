@@ -42,6 +42,10 @@ pub struct Cassette {
     pub completion_tokens: u32,
     /// Latency of the recorded call.
     pub latency_ms: u64,
+    /// Why the call failed (its deadline passed, the server answered an
+    /// error), for a recorded failure: a replay fails the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Where answers come from.
@@ -180,27 +184,40 @@ impl ModelProposer {
         path: &Path,
     ) -> ProposalResult {
         let report = enricher.complete(body).await;
+        let latency_ms = report.latency.as_millis() as u64;
         let completion = match report.result {
             Ok(completion) => completion,
-            Err(error) => return ProposalResult::failed(format!("model call failed: {error}")),
+            Err(error) => {
+                if record {
+                    self.record(
+                        path,
+                        &Cassette {
+                            request: body.clone(),
+                            message: Value::Null,
+                            finish_reason: None,
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                            latency_ms,
+                            error: Some(error.to_string()),
+                        },
+                    );
+                }
+                return ProposalResult::failed(format!("model call failed: {error}"));
+            }
         };
         if record {
-            let cassette = Cassette {
-                request: body.clone(),
-                message: completion.message.clone(),
-                finish_reason: completion.finish_reason.clone(),
-                prompt_tokens: completion.prompt_tokens,
-                completion_tokens: completion.completion_tokens,
-                latency_ms: report.latency.as_millis() as u64,
-            };
-            match write_cassette(path, &cassette) {
-                Ok(()) => {
-                    self.recorded.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, path = %path.display(), "could not write a cassette")
-                }
-            }
+            self.record(
+                path,
+                &Cassette {
+                    request: body.clone(),
+                    message: completion.message.clone(),
+                    finish_reason: completion.finish_reason.clone(),
+                    prompt_tokens: completion.prompt_tokens,
+                    completion_tokens: completion.completion_tokens,
+                    latency_ms,
+                    error: None,
+                },
+            );
         }
         ProposalResult {
             proposal: interpret(&completion.message, completion.finish_reason.as_deref())
@@ -209,6 +226,17 @@ impl ModelProposer {
             prompt_tokens: u64::from(completion.prompt_tokens),
             completion_tokens: u64::from(completion.completion_tokens),
             latency: None,
+        }
+    }
+
+    fn record(&self, path: &Path, cassette: &Cassette) {
+        match write_cassette(path, cassette) {
+            Ok(()) => {
+                self.recorded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, path = %path.display(), "could not write a cassette")
+            }
         }
     }
 
@@ -237,14 +265,22 @@ impl ModelProposer {
                 return ProposalResult::failed("no cassette for this request");
             }
         };
-        ProposalResult {
-            proposal: interpret(&cassette.message, cassette.finish_reason.as_deref())
-                .map_err(|e| e.to_string()),
-            calls: 1,
-            prompt_tokens: u64::from(cassette.prompt_tokens),
-            completion_tokens: u64::from(cassette.completion_tokens),
-            latency: Some(Duration::from_millis(cassette.latency_ms)),
-        }
+        replayed(&cassette)
+    }
+}
+
+/// The answer a cassette holds: the recorded failure, or the recorded reply.
+fn replayed(cassette: &Cassette) -> ProposalResult {
+    if let Some(error) = &cassette.error {
+        return ProposalResult::failed(format!("model call failed: {error}"));
+    }
+    ProposalResult {
+        proposal: interpret(&cassette.message, cassette.finish_reason.as_deref())
+            .map_err(|e| e.to_string()),
+        calls: 1,
+        prompt_tokens: u64::from(cassette.prompt_tokens),
+        completion_tokens: u64::from(cassette.completion_tokens),
+        latency: Some(Duration::from_millis(cassette.latency_ms)),
     }
 }
 
@@ -290,5 +326,29 @@ mod tests {
             serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hello"}]});
         assert_ne!(request_hash(&a), request_hash(&c));
         assert_eq!(safe_segment("Qwen/Qwen2.5-7B"), "Qwen_Qwen2.5-7B");
+    }
+
+    #[test]
+    fn a_recorded_failure_replays_as_the_same_failure() {
+        let failed: Cassette = serde_json::from_value(serde_json::json!({
+            "request": {}, "message": null, "finish_reason": null,
+            "prompt_tokens": 0, "completion_tokens": 0, "latency_ms": 60000,
+            "error": "no answer within the 60 s deadline"
+        }))
+        .expect("cassette");
+        let replayed_failure = replayed(&failed);
+        assert_eq!(
+            replayed_failure.proposal.expect_err("a failure"),
+            "model call failed: no answer within the 60 s deadline"
+        );
+        // Cassettes recorded before failures were kept still read.
+        let answered: Cassette = serde_json::from_value(serde_json::json!({
+            "request": {}, "message": {"role": "assistant", "content": "no tool call"},
+            "finish_reason": "stop", "prompt_tokens": 10, "completion_tokens": 3,
+            "latency_ms": 5
+        }))
+        .expect("cassette without an error");
+        assert!(answered.error.is_none());
+        assert_eq!(replayed(&answered).calls, 1);
     }
 }
