@@ -104,6 +104,14 @@ pub async fn customers(
     conn: &mut PgConnection,
     search: &Search,
 ) -> Result<Vec<CustomerListRow>, StoreError> {
+    let common_name_part = match search
+        .matchers
+        .as_ref()
+        .and_then(|m| m.name_contains.as_deref())
+    {
+        Some(part) => name_part_is_common(conn, &search.workspace_id, part).await?,
+        None => false,
+    };
     // The page is chosen first on `customers` alone; names, contacts, tags
     // and the latest status are read for the page's rows only.
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
@@ -114,7 +122,7 @@ pub async fn customers(
     );
     sql.push_bind(search.workspace_id.clone());
     if let Some(matchers) = &search.matchers {
-        push_matchers(&mut sql, &search.workspace_id, matchers);
+        push_matchers(&mut sql, &search.workspace_id, matchers, common_name_part);
     }
     if let Some(platform) = &search.platform {
         sql.push(" AND ");
@@ -170,19 +178,89 @@ pub async fn customers(
            LEFT JOIN enrich.customer_fields p ON p.customer_id = c.id AND p.field = 'phone'
           ORDER BY page.activity_at DESC, page.id DESC",
     );
+    // Not a cached prepared statement: after five runs Postgres may switch
+    // a cached statement to one generic plan, which cannot see how common
+    // the searched name part is and reads every match (7,500 rows, 70 ms
+    // for `q=ann` on 100,000 customers) instead of walking the activity
+    // index until the page is full (6.5 ms). Planning each search costs
+    // about a millisecond.
     Ok(sql
         .build_query_as::<CustomerListRow>()
+        .persistent(false)
         .fetch_all(&mut *conn)
         .await?)
 }
 
-/// `AND c.id IN (…)`: one indexed lookup per way the text can match.
-fn push_matchers(sql: &mut QueryBuilder<Postgres>, workspace_id: &str, matchers: &Matchers) {
+/// Name parts matching at least this many names of the workspace are
+/// searched by walking its customers newest first (the page fills after a
+/// few thousand rows at most); rarer ones by reading every match and sorting.
+const COMMON_NAME_MATCHES: i64 = 1_000;
+
+/// Whether `part` is in at least [`COMMON_NAME_MATCHES`] of the workspace's
+/// names (stops counting there).
+async fn name_part_is_common(
+    conn: &mut PgConnection,
+    workspace_id: &str,
+    part: &str,
+) -> Result<bool, StoreError> {
+    let matches: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+           SELECT 1 FROM enrich.customer_fields f
+             JOIN enrich.customers c ON c.id = f.customer_id
+            WHERE f.field = 'name' AND f.value ILIKE $1 AND c.workspace_id = $2
+            LIMIT $3) common",
+    )
+    .bind(format!("%{}%", like_literal(part)))
+    .bind(workspace_id)
+    .bind(COMMON_NAME_MATCHES)
+    // Planned for each pattern, as the search itself (see below).
+    .persistent(false)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(matches >= COMMON_NAME_MATCHES)
+}
+
+/// `AND c.id IN (…)`: one indexed lookup per way the text can match. A
+/// common name part is instead checked customer by customer (`EXISTS`), so
+/// Postgres walks the activity index and stops once the page is full
+/// rather than sorting thousands of matches (`q=ann` on 100,000 customers:
+/// 7,500 matches, 90 ms sorted, 7 ms walked).
+fn push_matchers(
+    sql: &mut QueryBuilder<Postgres>,
+    workspace_id: &str,
+    matchers: &Matchers,
+    common_name_part: bool,
+) {
     if matchers.is_empty() {
         sql.push(" AND false");
         return;
     }
-    sql.push(" AND c.id IN (");
+    let walked_name = matchers.name_contains.as_ref().filter(|_| common_name_part);
+    if let Some(part) = walked_name {
+        sql.push(
+            " AND (EXISTS (SELECT 1 FROM enrich.customer_fields wf
+                            WHERE wf.customer_id = c.id AND wf.field = 'name' AND wf.value ILIKE ",
+        );
+        sql.push_bind(format!("%{}%", like_literal(part)));
+        sql.push(")");
+        let others = Matchers {
+            name_contains: None,
+            ..matchers.clone()
+        };
+        if !others.is_empty() {
+            sql.push(" OR");
+            push_lookups(sql, workspace_id, &others);
+        }
+        sql.push(")");
+        return;
+    }
+    sql.push(" AND");
+    push_lookups(sql, workspace_id, matchers);
+}
+
+/// ` c.id IN (…)` over the present matchers, one indexed lookup each.
+fn push_lookups(sql: &mut QueryBuilder<Postgres>, workspace_id: &str, matchers: &Matchers) {
+    sql.push(" c.id IN (");
     let mut first = true;
     let mut union = |sql: &mut QueryBuilder<Postgres>| {
         if !first {
