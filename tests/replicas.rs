@@ -42,6 +42,30 @@ fn assert_all_running(replicas: &mut [WorkerProcess]) {
     }
 }
 
+/// Waits for the stream to be published and stored, then checks that every
+/// replica still runs, every event was stored once and in publish order,
+/// and nothing was dead-lettered.
+async fn stream_ends_stored_in_order(
+    app: &TestApp,
+    publisher: tokio::task::JoinHandle<()>,
+    replicas: &mut [WorkerProcess],
+    total: i64,
+) {
+    tokio::time::timeout(Duration::from_secs(120), publisher)
+        .await
+        .expect("the stream is published within 2 minutes")
+        .expect("the publisher finishes");
+    let stored = wait_until_stored(app, total, Duration::from_secs(120)).await;
+    assert_all_running(replicas);
+    assert_eq!(stored, total, "every event is stored");
+    assert_stored_in_publish_order(app, CONVERSATIONS, PER_CONVERSATION).await;
+    assert_eq!(
+        dead_letters_waiting(app).await,
+        0,
+        "nothing is dead-lettered"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_keep_every_conversation_in_order_through_a_kill() {
     let mut app = TestApp::new().await;
@@ -82,19 +106,7 @@ async fn three_replicas_keep_every_conversation_in_order_through_a_kill() {
         "the restart must land mid-stream (stored {stored_at_restart} of {total})"
     );
 
-    tokio::time::timeout(Duration::from_secs(120), publisher)
-        .await
-        .expect("the stream is published within 2 minutes")
-        .expect("the publisher finishes");
-    let stored = wait_until_stored(&app, total, Duration::from_secs(120)).await;
-    assert_all_running(&mut replicas);
-    assert_eq!(stored, total, "every event is stored");
-    assert_stored_in_publish_order(&app, CONVERSATIONS, PER_CONVERSATION).await;
-    assert_eq!(
-        dead_letters_waiting(&app).await,
-        0,
-        "nothing is dead-lettered"
-    );
+    stream_ends_stored_in_order(&app, publisher, &mut replicas, total).await;
 
     // How long the conversations of the killed replica waited: for each
     // conversation, its first message stored after the kill.
@@ -202,19 +214,7 @@ async fn a_replica_started_later_takes_over_its_share_of_the_shards() {
         "the handover must land mid-stream (stored {stored_then} of {total})"
     );
 
-    tokio::time::timeout(Duration::from_secs(120), publisher)
-        .await
-        .expect("the stream is published within 2 minutes")
-        .expect("the publisher finishes");
-    let stored = wait_until_stored(&app, total, Duration::from_secs(120)).await;
-    assert_all_running(&mut replicas);
-    assert_eq!(stored, total, "every event is stored");
-    assert_stored_in_publish_order(&app, CONVERSATIONS, PER_CONVERSATION).await;
-    assert_eq!(
-        dead_letters_waiting(&app).await,
-        0,
-        "nothing is dead-lettered"
-    );
+    stream_ends_stored_in_order(&app, publisher, &mut replicas, total).await;
     // Still shared once the stream is over: no replica took the shards back.
     let active = active_shards_by_connection(&app);
     assert_eq!(active.len(), 2, "both replicas stay active: {active:?}");
@@ -343,11 +343,25 @@ async fn an_upgrade_handles_the_old_work_queue_first_and_removes_it() {
         assert_eq!(texts, &expected, "{conversation} is out of publish order");
     }
 
-    // The old queues are gone.
+    // The old queues are gone: the drain deletes them once it has acked
+    // its last event, which can be a moment after that event's commit.
     let amqp = app.settings().amqp;
-    let listed = rabbitmqctl(&["list_queues", "--no-table-headers", "name"]);
-    for (queue, _) in enricher::queue::legacy::old_queues(&amqp) {
-        assert!(!listed.contains(&queue), "{queue} is still there");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = rabbitmqctl(&["list_queues", "--no-table-headers", "name"]);
+        let left: Vec<String> = enricher::queue::legacy::old_queues(&amqp)
+            .into_iter()
+            .map(|(queue, _)| queue)
+            .filter(|queue| listed.contains(queue))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left:?} still there 30 s after the last event was stored"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     worker.stop().await;
 }

@@ -425,6 +425,12 @@ async fn consume_shard(
 ) -> Result<(Shard, ShardStream), lapin::Error> {
     let queue = topology::shard_queue(settings, u16::try_from(index).unwrap_or(u16::MAX));
     let channel = connection.create_channel().await?;
+    // Declared on every consuming channel, not only once per connection:
+    // lapin's recovery replays a channel's declarations before its
+    // consumer, so a shard whose topology the broker now refuses (say the
+    // outbound exchange recreated as another kind) stays unsubscribed
+    // instead of consuming and publishing into the wrong exchange.
+    topology::declare(&channel, settings).await?;
     // Each shard's consumer gets its share of the prefetch, so a replica
     // active on every shard holds about `prefetch` in all.
     channel
