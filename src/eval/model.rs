@@ -219,14 +219,12 @@ impl ModelProposer {
                 },
             );
         }
-        ProposalResult {
-            proposal: interpret(&completion.message, completion.finish_reason.as_deref())
-                .map_err(|e| e.to_string()),
-            calls: 1,
-            prompt_tokens: u64::from(completion.prompt_tokens),
-            completion_tokens: u64::from(completion.completion_tokens),
-            latency: None,
-        }
+        answered(
+            &completion.message,
+            completion.finish_reason.as_deref(),
+            (completion.prompt_tokens, completion.completion_tokens),
+            None,
+        )
     }
 
     fn record(&self, path: &Path, cassette: &Cassette) {
@@ -274,13 +272,28 @@ fn replayed(cassette: &Cassette) -> ProposalResult {
     if let Some(error) = &cassette.error {
         return ProposalResult::failed(format!("model call failed: {error}"));
     }
+    answered(
+        &cassette.message,
+        cassette.finish_reason.as_deref(),
+        (cassette.prompt_tokens, cassette.completion_tokens),
+        Some(Duration::from_millis(cassette.latency_ms)),
+    )
+}
+
+/// One model answer read as a proposal, with its (prompt, completion)
+/// tokens and, for a replay, the recorded latency.
+fn answered(
+    message: &Value,
+    finish_reason: Option<&str>,
+    (prompt_tokens, completion_tokens): (u32, u32),
+    latency: Option<Duration>,
+) -> ProposalResult {
     ProposalResult {
-        proposal: interpret(&cassette.message, cassette.finish_reason.as_deref())
-            .map_err(|e| e.to_string()),
+        proposal: interpret(message, finish_reason).map_err(|e| e.to_string()),
         calls: 1,
-        prompt_tokens: u64::from(cassette.prompt_tokens),
-        completion_tokens: u64::from(cassette.completion_tokens),
-        latency: Some(Duration::from_millis(cassette.latency_ms)),
+        prompt_tokens: u64::from(prompt_tokens),
+        completion_tokens: u64::from(completion_tokens),
+        latency,
     }
 }
 
