@@ -151,6 +151,36 @@ async fn click(client: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
+/// Clicks `css`, which loads a new page (a link or a form), and returns once
+/// the old page is gone and the new one has loaded: reading the old page's
+/// elements after the click would race the navigation.
+async fn click_to_load(client: &Client, css: &str) {
+    let old_page = client
+        .find(Locator::Css("html"))
+        .await
+        .expect("the current page");
+    click(client, css).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while old_page.tag_name().await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "clicking {css} did not load a page within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    loop {
+        let state = client.execute("return document.readyState;", vec![]).await;
+        if matches!(state, Ok(Value::String(ref s)) if s == "complete") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page after clicking {css} did not finish loading within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn type_into(client: &Client, css: &str, text: &str) {
     let field = element(client, css).await;
     field.clear().await.expect("clear");
@@ -159,13 +189,7 @@ async fn type_into(client: &Client, css: &str, text: &str) {
 
 async fn search(client: &Client, q: &str) -> Vec<String> {
     type_into(client, "#q", q).await;
-    click(client, "#search").await;
-    client
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("h1"))
-        .await
-        .expect("list page");
+    click_to_load(client, "#search").await;
     let mut names = Vec::new();
     for link in client
         .find_all(Locator::Css("a.customer-link"))
@@ -270,14 +294,14 @@ async fn the_console_in_a_real_browser() {
         .expect("goto");
     assert_eq!(path_of(&client).await, "/ui/sign-in");
     type_into(&client, "#token", "enr_not-a-token").await;
-    click(&client, "#sign-in").await;
+    click_to_load(&client, "#sign-in").await;
     assert!(
         text_of(&client, ".alert")
             .await
             .contains("unknown or revoked")
     );
     type_into(&client, "#token", &token).await;
-    click(&client, "#sign-in").await;
+    click_to_load(&client, "#sign-in").await;
     client
         .wait()
         .at_most(WAIT)
@@ -325,7 +349,7 @@ async fn the_console_in_a_real_browser() {
 
     // The customer page: the evidence of a field is the customer's own words.
     search(&client, "650-253-0000").await;
-    click(&client, "a.customer-link").await;
+    click_to_load(&client, "a.customer-link").await;
     assert_eq!(text_of(&client, "#customer-name").await, "Ann Lee");
     let ann_path = path_of(&client).await;
     click(&client, "#field-email details.evidence summary").await;
@@ -339,7 +363,7 @@ async fn the_console_in_a_real_browser() {
 
     // A note, with author, shows up at once.
     type_into(&client, "#note-text", "Prefers email; call back on Monday").await;
-    click(&client, "#add-note").await;
+    click_to_load(&client, "#add-note").await;
     let notes = text_of(&client, "ol.notes").await;
     assert!(
         notes.contains("Prefers email; call back on Monday"),
@@ -352,7 +376,7 @@ async fn the_console_in_a_real_browser() {
 
     // Clearing the phone removes it and the history keeps it.
     click(&client, "#field-phone details.edit summary").await;
-    click(&client, "#field-phone button[value=clear]").await;
+    click_to_load(&client, "#field-phone button[value=clear]").await;
     client
         .wait()
         .at_most(WAIT)
@@ -371,7 +395,7 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(path_of(&client).await, ann_path);
 
     // The transcript of a conversation.
-    click(&client, "#conv-conv-ann a.transcript-link").await;
+    click_to_load(&client, "#conv-conv-ann a.transcript-link").await;
     let transcript = text_of(&client, "ol.transcript").await;
     assert!(
         transcript.contains("my email is ann.lee@example.com"),
@@ -415,7 +439,7 @@ async fn the_console_in_a_real_browser() {
 
     // The hostile customer: its text, a field and a note full of markup render as text.
     search(&client, "15550002222").await;
-    click(&client, "a.customer-link").await;
+    click_to_load(&client, "a.customer-link").await;
     not_pwned(&client).await;
     type_into(&client, "#set-field-value", HOSTILE).await;
     client
@@ -425,13 +449,13 @@ async fn the_console_in_a_real_browser() {
         .select_by_value("location")
         .await
         .expect("select location");
-    click(&client, "#set-field").await;
+    click_to_load(&client, "#set-field").await;
     not_pwned(&client).await;
     let location = text_of(&client, "#field-location .value").await;
     assert!(location.contains("<script>window.__pwned"), "{location}");
     assert!(location.contains("\"quoted\" 'single'"), "{location}");
     type_into(&client, "#note-text", HOSTILE).await;
-    click(&client, "#add-note").await;
+    click_to_load(&client, "#add-note").await;
     not_pwned(&client).await;
     assert!(
         text_of(&client, "ol.notes")
@@ -439,9 +463,9 @@ async fn the_console_in_a_real_browser() {
             .contains("<img src=x onerror=")
     );
     type_into(&client, "#instructions-text", HOSTILE).await;
-    click(&client, "#save-instructions").await;
+    click_to_load(&client, "#save-instructions").await;
     not_pwned(&client).await;
-    click(&client, "#conv-conv-x a.transcript-link").await;
+    click_to_load(&client, "#conv-conv-x a.transcript-link").await;
     not_pwned(&client).await;
     assert!(text_of(&client, "ol.transcript").await.contains("<script>"));
 
@@ -468,7 +492,7 @@ async fn the_console_in_a_real_browser() {
     );
 
     // Sign out: the session ends and pages lead to the sign-in page again.
-    click(&client, "#sign-out").await;
+    click_to_load(&client, "#sign-out").await;
     client
         .wait()
         .at_most(WAIT)
