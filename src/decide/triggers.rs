@@ -18,8 +18,9 @@
 //! language is the part before the dash), or with literal `keywords` on the
 //! trigger.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::rc::Rc;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -130,6 +131,121 @@ struct Trigger {
 #[derive(Debug, Clone)]
 pub struct Triggers {
     triggers: Vec<Trigger>,
+    starts: PhraseStarts,
+}
+
+/// One phrase of the lexicon: trigger, language and phrase positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PhraseRef {
+    trigger: usize,
+    language: usize,
+    phrase: usize,
+}
+
+/// Every phrase of every trigger by the word it starts with, so a message
+/// is compared only with the phrases one of its words can start: a word
+/// looks up its lower-case spelling and its stem in each stemmed language,
+/// instead of every phrase being tried at every word.
+#[derive(Debug, Clone, Default)]
+struct PhraseStarts {
+    /// Phrases whose first word matches this exact lower-case spelling
+    /// (`=word`, and a stemmed word's stem written out, which also matches
+    /// as spelled).
+    by_spelling: HashMap<String, Vec<PhraseRef>>,
+    /// Phrases whose first word matches a word with this stem, by stemmer.
+    /// by stemmer (an index of [`STEMMERS`]).
+    by_stem: Vec<(usize, HashMap<String, Vec<PhraseRef>>)>,
+    /// Phrases whose first word matches a word starting with this text
+    /// (`send*`, languages without a stemmer).
+    by_start: Vec<(String, PhraseRef)>,
+}
+
+impl PhraseStarts {
+    fn new(triggers: &[Trigger]) -> PhraseStarts {
+        let mut starts = PhraseStarts::default();
+        for (t, trigger) in triggers.iter().enumerate() {
+            for (l, language) in trigger.languages.iter().enumerate() {
+                for (p, phrase) in language.phrases.iter().enumerate() {
+                    let at = PhraseRef {
+                        trigger: t,
+                        language: l,
+                        phrase: p,
+                    };
+                    match (phrase.first(), language.script) {
+                        (Some(WordPattern::Exact(word)), _) => {
+                            starts.by_spelling.entry(word.clone()).or_default().push(at);
+                        }
+                        (Some(WordPattern::Form(stem)), Script::Stemmed(algorithm)) => {
+                            starts.by_spelling.entry(stem.clone()).or_default().push(at);
+                            starts
+                                .stems_mut(stemmer_index(algorithm))
+                                .entry(stem.clone())
+                                .or_default()
+                                .push(at);
+                        }
+                        (Some(WordPattern::Prefix(start) | WordPattern::Form(start)), _) => {
+                            starts.by_start.push((start.clone(), at));
+                        }
+                        (None, _) => {}
+                    }
+                }
+            }
+        }
+        starts
+    }
+
+    fn stems_mut(&mut self, stemmer: usize) -> &mut HashMap<String, Vec<PhraseRef>> {
+        let index = match self.by_stem.iter().position(|(s, _)| *s == stemmer) {
+            Some(index) => index,
+            None => {
+                self.by_stem.push((stemmer, HashMap::new()));
+                self.by_stem.len() - 1
+            }
+        };
+        &mut self.by_stem[index].1
+    }
+
+    /// Every (phrase, first word) pair whose first word matches, each once.
+    fn candidates(&self, words: &[Word], stems: &Stems) -> Vec<(PhraseRef, usize)> {
+        let mut found = Vec::new();
+        for (i, word) in words.iter().enumerate() {
+            if let Some(refs) = self.by_spelling.get(&word.lower) {
+                found.extend(refs.iter().map(|r| (*r, i)));
+            }
+            for (stemmer, by_stem) in &self.by_stem {
+                if let Some(refs) = by_stem.get(stems.of(i, *stemmer)) {
+                    found.extend(refs.iter().map(|r| (*r, i)));
+                }
+            }
+            found.extend(
+                self.by_start
+                    .iter()
+                    .filter(|(start, _)| word.lower.starts_with(start.as_str()))
+                    .map(|(_, r)| (*r, i)),
+            );
+        }
+        found.sort_unstable_by_key(|(r, i)| (r.trigger, r.language, r.phrase, *i));
+        found.dedup();
+        found
+    }
+}
+
+/// The stems of a message's words, computed once per message.
+struct Stems {
+    words: Vec<WordStems>,
+}
+
+impl Stems {
+    fn new(words: &[Word]) -> Stems {
+        Stems {
+            words: words.iter().map(|w| word_stems(&w.lower)).collect(),
+        }
+    }
+
+    /// The stem of word `i` by stemmer `stemmer` (an index of [`STEMMERS`]).
+    fn of(&self, i: usize, stemmer: usize) -> &str {
+        &self.words[i][stemmer]
+    }
 }
 
 /// A trigger that fired on a message.
@@ -206,47 +322,71 @@ fn stem(algorithm: Algorithm, word: &str) -> String {
     Stemmer::create(algorithm).stem(word).into_owned()
 }
 
-/// Words stemmed on this thread, by language: chat vocabulary repeats, and
-/// every message is stemmed once for each language the triggers are
-/// written in, so most words are looked up instead of stemmed again.
-/// Emptied when it reaches [`STEM_CACHE_WORDS`] entries.
-const STEM_CACHE_WORDS: usize = 50_000;
+/// The stemmers of the lexicon's languages, in the order a word's stems
+/// are kept in.
+const STEMMERS: [Algorithm; 16] = [
+    Algorithm::English,
+    Algorithm::Spanish,
+    Algorithm::Portuguese,
+    Algorithm::French,
+    Algorithm::German,
+    Algorithm::Italian,
+    Algorithm::Dutch,
+    Algorithm::Russian,
+    Algorithm::Turkish,
+    Algorithm::Swedish,
+    Algorithm::Danish,
+    Algorithm::Norwegian,
+    Algorithm::Finnish,
+    Algorithm::Hungarian,
+    Algorithm::Romanian,
+    Algorithm::Greek,
+];
+
+/// A word's stem in each of [`STEMMERS`], in that order.
+type WordStems = Rc<[Rc<str>]>;
+
+fn stemmer_index(algorithm: Algorithm) -> usize {
+    STEMMERS
+        .iter()
+        .position(|a| *a == algorithm)
+        .unwrap_or_else(|| unreachable!("script_of names only the stemmers of STEMMERS"))
+}
+
+/// Words stemmed on this thread: chat vocabulary repeats, and every word of
+/// a message is compared in each stemmed language, so a word is looked up
+/// once and stemmed only the first time it is seen. Emptied when it reaches
+/// [`STEM_CACHE_WORDS`] words.
+const STEM_CACHE_WORDS: usize = 20_000;
 
 thread_local! {
-    static STEM_CACHE: std::cell::RefCell<StemCache> = std::cell::RefCell::new(StemCache::default());
+    static STEM_CACHE: std::cell::RefCell<HashMap<String, WordStems>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
-/// Stems by language, then by word.
-#[derive(Default)]
-struct StemCache {
-    words: usize,
-    by_language: std::collections::HashMap<&'static str, std::collections::HashMap<String, String>>,
-}
-
-/// [`stem`], remembered per thread.
-fn stem_cached(algorithm: Algorithm, word: &str) -> String {
+/// The stems of `word` (lower case) in every stemmer, remembered per
+/// thread. A word without letters (a number) is its own stem in every
+/// language and is not remembered: order numbers and amounts would only
+/// crowd out the vocabulary.
+fn word_stems(word: &str) -> WordStems {
+    if !word.chars().any(char::is_alphabetic) {
+        let same: Rc<str> = word.into();
+        return STEMMERS.iter().map(|_| Rc::clone(&same)).collect();
+    }
     STEM_CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let language = algorithm_key(algorithm);
-        if let Some(stemmed) = cache
-            .by_language
-            .get(language)
-            .and_then(|words| words.get(word))
-        {
-            return stemmed.clone();
+        if let Some(stems) = cache.get(word) {
+            return Rc::clone(stems);
         }
-        let stemmed = stem(algorithm, word);
-        if cache.words >= STEM_CACHE_WORDS {
-            cache.by_language.clear();
-            cache.words = 0;
+        let stems: WordStems = STEMMERS
+            .iter()
+            .map(|algorithm| Rc::from(stem(*algorithm, word)))
+            .collect();
+        if cache.len() >= STEM_CACHE_WORDS {
+            cache.clear();
         }
-        cache.words += 1;
-        cache
-            .by_language
-            .entry(language)
-            .or_default()
-            .insert(word.to_owned(), stemmed.clone());
-        stemmed
+        cache.insert(word.to_owned(), Rc::clone(&stems));
+        stems
     })
 }
 
@@ -271,8 +411,9 @@ impl Triggers {
                     config: config.clone(),
                 })
             })
-            .collect::<Result<_, TriggerError>>()?;
-        Ok(Triggers { triggers })
+            .collect::<Result<Vec<Trigger>, TriggerError>>()?;
+        let starts = PhraseStarts::new(&triggers);
+        Ok(Triggers { triggers, starts })
     }
 
     /// Every trigger the text fires, in configuration order. Words inside
@@ -283,17 +424,41 @@ impl Triggers {
         let text: &str = &blanked;
         let words = words_of(text);
         let lower = text.to_lowercase();
-        let mut stems: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-        self.triggers
+        let mut fired: Vec<bool> = self
+            .triggers
             .iter()
-            .filter(|trigger| {
+            .map(|trigger| {
                 trigger.keywords.as_ref().is_some_and(|k| k.is_match(text))
                     || trigger
                         .languages
                         .iter()
-                        .any(|language| language.fires(text, &lower, &words, &mut stems))
+                        .any(|language| language.fires_anywhere(&lower))
             })
-            .map(|trigger| Fired {
+            .collect();
+        if fired.iter().any(|f| !f) && !words.is_empty() {
+            let stems = Stems::new(&words);
+            for (at, start) in self.starts.candidates(&words, &stems) {
+                if fired[at.trigger] {
+                    continue;
+                }
+                let language = &self.triggers[at.trigger].languages[at.language];
+                if matches_at(
+                    &language.phrases[at.phrase],
+                    &words,
+                    &stems.words,
+                    start,
+                    language.script,
+                ) && !NEGATED.is_match(&text[..words[start].range.start])
+                {
+                    fired[at.trigger] = true;
+                }
+            }
+        }
+        self.triggers
+            .iter()
+            .zip(fired)
+            .filter(|(_, fired)| *fired)
+            .map(|(trigger, _)| Fired {
                 name: &trigger.config.name,
                 reason: &trigger.config.reason,
                 fields: &trigger.config.fields,
@@ -395,44 +560,11 @@ fn pattern_words(raw: &str, script: Script) -> Vec<WordPattern> {
 }
 
 impl LanguagePhrases {
-    fn fires(
-        &self,
-        text: &str,
-        lower: &str,
-        words: &[Word],
-        stems: &mut BTreeMap<&'static str, Vec<String>>,
-    ) -> bool {
-        if self
-            .anywhere
+    /// Whether a phrase of a script without word edges occurs in the text.
+    fn fires_anywhere(&self, lower: &str) -> bool {
+        self.anywhere
             .iter()
             .any(|phrase| lower.contains(phrase.as_str()))
-        {
-            return true;
-        }
-        if self.phrases.is_empty() {
-            return false;
-        }
-        let lowered: Vec<String>;
-        let forms: &[String] = match self.script {
-            Script::Stemmed(algorithm) => {
-                stems.entry(algorithm_key(algorithm)).or_insert_with(|| {
-                    words
-                        .iter()
-                        .map(|w| stem_cached(algorithm, &w.lower))
-                        .collect()
-                })
-            }
-            _ => {
-                lowered = words.iter().map(|w| w.lower.clone()).collect();
-                &lowered
-            }
-        };
-        self.phrases.iter().any(|phrase| {
-            (0..words.len()).any(|start| {
-                matches_at(phrase, words, forms, start, self.script)
-                    && !NEGATED.is_match(&text[..words[start].range.start])
-            })
-        })
     }
 }
 
@@ -441,16 +573,23 @@ impl LanguagePhrases {
 fn matches_at(
     phrase: &[WordPattern],
     words: &[Word],
-    forms: &[String],
+    stems: &[WordStems],
     start: usize,
     script: Script,
 ) -> bool {
+    let stemmer = match script {
+        Script::Stemmed(algorithm) => Some(stemmer_index(algorithm)),
+        _ => None,
+    };
     let matches = |pattern: &WordPattern, i: usize| match pattern {
         WordPattern::Exact(exact) => words[i].lower == *exact,
         WordPattern::Prefix(prefix) => words[i].lower.starts_with(prefix.as_str()),
-        WordPattern::Form(form) => match script {
-            Script::Stemmed(_) => forms[i] == *form || words[i].lower == *form,
-            _ => words[i].lower.starts_with(form.as_str()),
+        WordPattern::Form(form) => match stemmer {
+            Some(stemmer) => {
+                words[i].lower == *form
+                    || stems.get(i).is_some_and(|stems| *stems[stemmer] == **form)
+            }
+            None => words[i].lower.starts_with(form.as_str()),
         },
     };
     let Some((first, rest)) = phrase.split_first() else {
@@ -470,53 +609,25 @@ fn matches_at(
     true
 }
 
-fn algorithm_key(algorithm: Algorithm) -> &'static str {
-    match algorithm {
-        Algorithm::English => "en",
-        Algorithm::Spanish => "es",
-        Algorithm::Portuguese => "pt",
-        Algorithm::French => "fr",
-        Algorithm::German => "de",
-        Algorithm::Italian => "it",
-        Algorithm::Dutch => "nl",
-        Algorithm::Russian => "ru",
-        Algorithm::Turkish => "tr",
-        Algorithm::Swedish => "sv",
-        Algorithm::Danish => "da",
-        Algorithm::Norwegian => "no",
-        Algorithm::Finnish => "fi",
-        Algorithm::Hungarian => "hu",
-        Algorithm::Romanian => "ro",
-        Algorithm::Greek => "el",
-        _ => "other",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_remembered_stem_is_the_stem() {
-        let words = [
-            (Algorithm::English, "deliveries"),
-            (Algorithm::Spanish, "envíenme"),
-            (Algorithm::Turkish, "gönderebilir"),
-            (Algorithm::English, "deliveries"),
-        ];
         for _ in 0..2 {
-            for (algorithm, word) in words {
-                assert_eq!(
-                    stem_cached(algorithm, word),
-                    stem(algorithm, word),
-                    "{word}"
-                );
+            for word in ["deliveries", "envíenme", "gönderebilir", "12345", "٣٤٥"] {
+                let remembered = word_stems(word);
+                for (i, algorithm) in STEMMERS.iter().enumerate() {
+                    assert_eq!(*remembered[i], *stem(*algorithm, word), "{word}");
+                }
             }
         }
-        // The same word in two languages is two entries.
+        // The same word in two languages has two stems.
+        let stems = word_stems("envíenme");
         assert_ne!(
-            stem_cached(Algorithm::English, "envíenme"),
-            stem_cached(Algorithm::Spanish, "envíenme")
+            stems[stemmer_index(Algorithm::English)],
+            stems[stemmer_index(Algorithm::Spanish)]
         );
     }
 
@@ -649,6 +760,82 @@ mod tests {
         ] {
             assert!(fired(text).is_empty(), "{text}: {:?}", fired(text));
         }
+    }
+
+    /// Every phrase tried at every word, without the index of first words:
+    /// what [`Triggers::fired`] must agree with.
+    fn fired_by_trying_every_phrase(triggers: &Triggers, text: &str) -> Vec<String> {
+        let blanked =
+            ADDRESS_OR_LINK.replace_all(text, |c: &regex::Captures<'_>| " ".repeat(c[0].len()));
+        let text: &str = &blanked;
+        let words = words_of(text);
+        let lower = text.to_lowercase();
+        triggers
+            .triggers
+            .iter()
+            .filter(|trigger| {
+                trigger.keywords.as_ref().is_some_and(|k| k.is_match(text))
+                    || trigger.languages.iter().any(|language| {
+                        let stems: Vec<WordStems> = words
+                            .iter()
+                            .map(|w| {
+                                STEMMERS
+                                    .iter()
+                                    .map(|a| Rc::from(stem(*a, &w.lower)))
+                                    .collect()
+                            })
+                            .collect();
+                        language.fires_anywhere(&lower)
+                            || language.phrases.iter().any(|phrase| {
+                                (0..words.len()).any(|start| {
+                                    matches_at(phrase, &words, &stems, start, language.script)
+                                        && !NEGATED.is_match(&text[..words[start].range.start])
+                                })
+                            })
+                    })
+            })
+            .map(|trigger| trigger.config.name.clone())
+            .collect()
+    }
+
+    /// The index of first words changes which phrases are tried, never the
+    /// answer: every message of the eval cases fires the same triggers as
+    /// trying every phrase at every word.
+    #[test]
+    fn the_index_of_first_words_fires_what_trying_every_phrase_fires() {
+        let settings =
+            crate::config::Settings::load_from(std::path::Path::new("config")).expect("config");
+        let triggers =
+            Triggers::new(&settings.asks.triggers, &settings.asks.lexicon).expect("triggers");
+        let mut texts = Vec::new();
+        for entry in std::fs::read_dir("evals/cases").expect("eval cases") {
+            let path = entry.expect("entry").path();
+            let body = std::fs::read_to_string(&path).expect("read a case file");
+            for line in body.lines().filter(|l| !l.trim().is_empty()) {
+                let case: serde_json::Value = serde_json::from_str(line).expect("a case");
+                for turn in case["turns"].as_array().into_iter().flatten() {
+                    if let Some(text) = turn["text"].as_str() {
+                        texts.push(text.to_owned());
+                    }
+                }
+            }
+        }
+        assert!(texts.len() > 1000, "{} texts", texts.len());
+        let mut firing = 0;
+        for text in &texts {
+            let indexed: Vec<String> = triggers
+                .fired(text)
+                .iter()
+                .map(|f| f.name.to_owned())
+                .collect();
+            assert_eq!(
+                indexed,
+                fired_by_trying_every_phrase(&triggers, text),
+                "{text}"
+            );
+            firing += usize::from(!indexed.is_empty());
+        }
+        assert!(firing > 100, "only {firing} texts fire a trigger");
     }
 
     #[test]
