@@ -712,14 +712,18 @@ mod tests {
         assert_eq!(names("I don't know, just call me"), ["booking"]);
     }
 
+    /// The triggers and lexicon of the shipped configuration.
+    fn shipped_triggers() -> Triggers {
+        let settings =
+            crate::config::Settings::load_from(std::path::Path::new("config")).expect("config");
+        Triggers::new(&settings.asks.triggers, &settings.asks.lexicon).expect("triggers")
+    }
+
     /// The shipped lexicon: needs in other words and languages fire, plain
     /// questions and negated needs do not.
     #[test]
     fn the_shipped_lexicon_finds_needs_not_questions() {
-        let settings =
-            crate::config::Settings::load_from(std::path::Path::new("config")).expect("config");
-        let triggers =
-            Triggers::new(&settings.asks.triggers, &settings.asks.lexicon).expect("triggers");
+        let triggers = shipped_triggers();
         let fired = |text: &str| -> Vec<String> {
             triggers
                 .fired(text)
@@ -803,10 +807,7 @@ mod tests {
     /// trying every phrase at every word.
     #[test]
     fn the_index_of_first_words_fires_what_trying_every_phrase_fires() {
-        let settings =
-            crate::config::Settings::load_from(std::path::Path::new("config")).expect("config");
-        let triggers =
-            Triggers::new(&settings.asks.triggers, &settings.asks.lexicon).expect("triggers");
+        let triggers = shipped_triggers();
         let mut texts = Vec::new();
         for entry in std::fs::read_dir("evals/cases").expect("eval cases") {
             let path = entry.expect("entry").path();
