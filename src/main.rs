@@ -97,6 +97,9 @@ enum PromptsCommand {
 }
 
 fn main() -> ExitCode {
+    // Fail points named in `FAILPOINTS`, in builds for the fault suite only.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let settings = match load_settings(cli.config_dir.as_deref()) {
         Ok(settings) => settings,

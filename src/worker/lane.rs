@@ -150,6 +150,8 @@ fn worth_a_warning(attempt: u32) -> bool {
 
 impl LaneContext {
     async fn process(&self, batch: Vec<Job>) {
+        // The fault suite makes a lane panic here (`FAILPOINTS=lane-batch=…`).
+        fail::fail_point!("lane-batch");
         let view = self.read_hot_profile(&batch).await;
         match self.commit_holding(&batch, &view).await {
             Ok(effects) => self.finish(batch, effects).await,

@@ -385,6 +385,12 @@ impl TestApp {
     /// the process is killed when the handle is dropped (a failing test
     /// must not leave a worker behind).
     pub fn spawn_worker_process(&self) -> WorkerProcess {
+        self.spawn_worker_process_with(&[])
+    }
+
+    /// [`Self::spawn_worker_process`] with more environment variables
+    /// (`FAILPOINTS` for the fault suite).
+    pub fn spawn_worker_process_with(&self, env: &[(&str, &str)]) -> WorkerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_enricher"));
         command
             .arg("run")
@@ -395,6 +401,7 @@ impl TestApp {
         for (key, value) in &self.settings_env {
             command.env(key, value);
         }
+        command.envs(env.iter().copied());
         WorkerProcess(command.spawn().expect("enricher run starts"))
     }
 
