@@ -347,6 +347,8 @@ impl ModelStage {
 
     #[tracing::instrument(skip_all, fields(event_id = %job.event_id, conversation = %job.conversation))]
     async fn process_held(&self, mut job: ModelJob) {
+        // The fault suite makes a job panic here (`tests/panics.rs`).
+        fail::fail_point!("model-job");
         let queued = job.queued_at.map(|at| at.elapsed()).unwrap_or_default();
         let timing = job.received_at.map(|received_at| WorkerTiming {
             received_at,
