@@ -69,34 +69,49 @@ pub enum TriggerError {
 /// How the words of a language are compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Script {
-    /// Spaced words, compared by stem.
-    Stemmed(Algorithm),
+    /// Spaced words, compared by stem: the stemmer's index in [`STEMMERS`].
+    Stemmed(usize),
     /// Spaced words without a stemmer: a phrase word matches a word it starts.
     Prefixed,
     /// No reliable word edges: a phrase matches anywhere in the text.
     Anywhere,
 }
 
+/// The languages with a Snowball stemmer, by language code, in the order a
+/// word's stems are kept in.
+const STEMMERS: [(&[&str], Algorithm); 16] = [
+    (&["en"], Algorithm::English),
+    (&["es"], Algorithm::Spanish),
+    (&["pt"], Algorithm::Portuguese),
+    (&["fr"], Algorithm::French),
+    (&["de"], Algorithm::German),
+    (&["it"], Algorithm::Italian),
+    (&["nl"], Algorithm::Dutch),
+    (&["ru"], Algorithm::Russian),
+    (&["tr"], Algorithm::Turkish),
+    (&["sv"], Algorithm::Swedish),
+    (&["da"], Algorithm::Danish),
+    (&["no", "nb"], Algorithm::Norwegian),
+    (&["fi"], Algorithm::Finnish),
+    (&["hu"], Algorithm::Hungarian),
+    (&["ro"], Algorithm::Romanian),
+    (&["el"], Algorithm::Greek),
+];
+
+/// Languages written without spaces between words, or whose words carry
+/// their particles (Arabic script, Hebrew).
+const UNSPACED: [&str; 10] = ["ja", "zh", "th", "lo", "km", "my", "ar", "fa", "ur", "he"];
+
 fn script_of(language: &str) -> Script {
-    match language {
-        "en" => Script::Stemmed(Algorithm::English),
-        "es" => Script::Stemmed(Algorithm::Spanish),
-        "pt" => Script::Stemmed(Algorithm::Portuguese),
-        "fr" => Script::Stemmed(Algorithm::French),
-        "de" => Script::Stemmed(Algorithm::German),
-        "it" => Script::Stemmed(Algorithm::Italian),
-        "nl" => Script::Stemmed(Algorithm::Dutch),
-        "ru" => Script::Stemmed(Algorithm::Russian),
-        "tr" => Script::Stemmed(Algorithm::Turkish),
-        "sv" => Script::Stemmed(Algorithm::Swedish),
-        "da" => Script::Stemmed(Algorithm::Danish),
-        "no" | "nb" => Script::Stemmed(Algorithm::Norwegian),
-        "fi" => Script::Stemmed(Algorithm::Finnish),
-        "hu" => Script::Stemmed(Algorithm::Hungarian),
-        "ro" => Script::Stemmed(Algorithm::Romanian),
-        "el" => Script::Stemmed(Algorithm::Greek),
-        "ja" | "zh" | "th" | "lo" | "km" | "my" | "ar" | "fa" | "ur" | "he" => Script::Anywhere,
-        _ => Script::Prefixed,
+    if let Some(stemmer) = STEMMERS
+        .iter()
+        .position(|(codes, _)| codes.contains(&language))
+    {
+        Script::Stemmed(stemmer)
+    } else if UNSPACED.contains(&language) {
+        Script::Anywhere
+    } else {
+        Script::Prefixed
     }
 }
 
@@ -152,8 +167,8 @@ struct PhraseStarts {
     /// (`=word`, and a stemmed word's stem written out, which also matches
     /// as spelled).
     by_spelling: HashMap<String, Vec<PhraseRef>>,
-    /// Phrases whose first word matches a word with this stem, by stemmer.
-    /// by stemmer (an index of [`STEMMERS`]).
+    /// Phrases whose first word matches a word with this stem, by stemmer
+    /// (an index of [`STEMMERS`]).
     by_stem: Vec<(usize, HashMap<String, Vec<PhraseRef>>)>,
     /// Phrases whose first word matches a word starting with this text
     /// (`send*`, languages without a stemmer).
@@ -175,10 +190,10 @@ impl PhraseStarts {
                         (Some(WordPattern::Exact(word)), _) => {
                             starts.by_spelling.entry(word.clone()).or_default().push(at);
                         }
-                        (Some(WordPattern::Form(stem)), Script::Stemmed(algorithm)) => {
+                        (Some(WordPattern::Form(stem)), Script::Stemmed(stemmer)) => {
                             starts.by_spelling.entry(stem.clone()).or_default().push(at);
                             starts
-                                .stems_mut(stemmer_index(algorithm))
+                                .stems_mut(stemmer)
                                 .entry(stem.clone())
                                 .or_default()
                                 .push(at);
@@ -322,36 +337,8 @@ fn stem(algorithm: Algorithm, word: &str) -> String {
     Stemmer::create(algorithm).stem(word).into_owned()
 }
 
-/// The stemmers of the lexicon's languages, in the order a word's stems
-/// are kept in.
-const STEMMERS: [Algorithm; 16] = [
-    Algorithm::English,
-    Algorithm::Spanish,
-    Algorithm::Portuguese,
-    Algorithm::French,
-    Algorithm::German,
-    Algorithm::Italian,
-    Algorithm::Dutch,
-    Algorithm::Russian,
-    Algorithm::Turkish,
-    Algorithm::Swedish,
-    Algorithm::Danish,
-    Algorithm::Norwegian,
-    Algorithm::Finnish,
-    Algorithm::Hungarian,
-    Algorithm::Romanian,
-    Algorithm::Greek,
-];
-
 /// A word's stem in each of [`STEMMERS`], in that order.
 type WordStems = Rc<[Rc<str>]>;
-
-fn stemmer_index(algorithm: Algorithm) -> usize {
-    STEMMERS
-        .iter()
-        .position(|a| *a == algorithm)
-        .unwrap_or_else(|| unreachable!("script_of names only the stemmers of STEMMERS"))
-}
 
 /// Words stemmed on this thread: chat vocabulary repeats, and every word of
 /// a message is compared in each stemmed language, so a word is looked up
@@ -380,7 +367,7 @@ fn word_stems(word: &str) -> WordStems {
         }
         let stems: WordStems = STEMMERS
             .iter()
-            .map(|algorithm| Rc::from(stem(*algorithm, word)))
+            .map(|(_, algorithm)| Rc::from(stem(*algorithm, word)))
             .collect();
         if cache.len() >= STEM_CACHE_WORDS {
             cache.clear();
@@ -553,7 +540,7 @@ fn pattern_words(raw: &str, script: Script) -> Vec<WordPattern> {
         .map(|(i, w)| match (kind, script) {
             ('=', _) => WordPattern::Exact(w.lower),
             ('*', _) if i + 1 == count => WordPattern::Prefix(w.lower),
-            (_, Script::Stemmed(algorithm)) => WordPattern::Form(stem(algorithm, &w.lower)),
+            (_, Script::Stemmed(stemmer)) => WordPattern::Form(stem(STEMMERS[stemmer].1, &w.lower)),
             _ => WordPattern::Form(w.lower),
         })
         .collect()
@@ -578,7 +565,7 @@ fn matches_at(
     script: Script,
 ) -> bool {
     let stemmer = match script {
-        Script::Stemmed(algorithm) => Some(stemmer_index(algorithm)),
+        Script::Stemmed(stemmer) => Some(stemmer),
         _ => None,
     };
     let matches = |pattern: &WordPattern, i: usize| match pattern {
@@ -618,17 +605,19 @@ mod tests {
         for _ in 0..2 {
             for word in ["deliveries", "envíenme", "gönderebilir", "12345", "٣٤٥"] {
                 let remembered = word_stems(word);
-                for (i, algorithm) in STEMMERS.iter().enumerate() {
+                for (i, (_, algorithm)) in STEMMERS.iter().enumerate() {
                     assert_eq!(*remembered[i], *stem(*algorithm, word), "{word}");
                 }
             }
         }
         // The same word in two languages has two stems.
         let stems = word_stems("envíenme");
-        assert_ne!(
-            stems[stemmer_index(Algorithm::English)],
-            stems[stemmer_index(Algorithm::Spanish)]
-        );
+        let (Script::Stemmed(english), Script::Stemmed(spanish)) =
+            (script_of("en"), script_of("es"))
+        else {
+            panic!("English and Spanish have stemmers");
+        };
+        assert_ne!(stems[english], stems[spanish]);
     }
 
     fn lexicon(entries: &[(&str, &str, &[&str])]) -> Lexicon {
@@ -785,7 +774,7 @@ mod tests {
                             .map(|w| {
                                 STEMMERS
                                     .iter()
-                                    .map(|a| Rc::from(stem(*a, &w.lower)))
+                                    .map(|(_, a)| Rc::from(stem(*a, &w.lower)))
                                     .collect()
                             })
                             .collect();
