@@ -99,6 +99,11 @@ pub fn like_literal(text: &str) -> String {
     escaped
 }
 
+/// The `ILIKE` pattern of a name part: the part anywhere, matched literally.
+fn name_part_pattern(part: &str) -> String {
+    format!("%{}%", like_literal(part))
+}
+
 /// Runs the search; rows come newest activity first.
 pub async fn customers(
     conn: &mut PgConnection,
@@ -210,7 +215,7 @@ async fn name_part_is_common(
             WHERE f.field = 'name' AND f.value ILIKE $1 AND c.workspace_id = $2
             LIMIT $3) common",
     )
-    .bind(format!("%{}%", like_literal(part)))
+    .bind(name_part_pattern(part))
     .bind(workspace_id)
     .bind(COMMON_NAME_MATCHES)
     // Planned for each pattern, as the search itself (see below).
@@ -241,7 +246,7 @@ fn push_matchers(
             " AND (EXISTS (SELECT 1 FROM enrich.customer_fields wf
                             WHERE wf.customer_id = c.id AND wf.field = 'name' AND wf.value ILIKE ",
         );
-        sql.push_bind(format!("%{}%", like_literal(part)));
+        sql.push_bind(name_part_pattern(part));
         sql.push(")");
         let others = Matchers {
             name_contains: None,
@@ -273,7 +278,7 @@ fn push_lookups(sql: &mut QueryBuilder<Postgres>, workspace_id: &str, matchers: 
         sql.push(
             "SELECT customer_id FROM enrich.customer_fields WHERE field = 'name' AND value ILIKE ",
         );
-        sql.push_bind(format!("%{}%", like_literal(part)));
+        sql.push_bind(name_part_pattern(part));
     }
     if let Some(email) = &matchers.email {
         union(sql);
