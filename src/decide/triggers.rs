@@ -168,8 +168,8 @@ struct PhraseStarts {
     /// as spelled).
     by_spelling: HashMap<String, Vec<PhraseRef>>,
     /// Phrases whose first word matches a word with this stem, by stemmer
-    /// (an index of [`STEMMERS`]).
-    by_stem: Vec<(usize, HashMap<String, Vec<PhraseRef>>)>,
+    /// (indexed as [`STEMMERS`]).
+    by_stem: [HashMap<String, Vec<PhraseRef>>; STEMMERS.len()],
     /// Phrases whose first word matches a word starting with this text
     /// (`send*`, languages without a stemmer).
     by_start: Vec<(String, PhraseRef)>,
@@ -192,8 +192,7 @@ impl PhraseStarts {
                         }
                         (Some(WordPattern::Form(stem)), Script::Stemmed(stemmer)) => {
                             starts.by_spelling.entry(stem.clone()).or_default().push(at);
-                            starts
-                                .stems_mut(stemmer)
+                            starts.by_stem[stemmer]
                                 .entry(stem.clone())
                                 .or_default()
                                 .push(at);
@@ -209,17 +208,6 @@ impl PhraseStarts {
         starts
     }
 
-    fn stems_mut(&mut self, stemmer: usize) -> &mut HashMap<String, Vec<PhraseRef>> {
-        let index = match self.by_stem.iter().position(|(s, _)| *s == stemmer) {
-            Some(index) => index,
-            None => {
-                self.by_stem.push((stemmer, HashMap::new()));
-                self.by_stem.len() - 1
-            }
-        };
-        &mut self.by_stem[index].1
-    }
-
     /// Every (phrase, first word) pair whose first word matches, each once.
     fn candidates(&self, words: &[Word], stems: &Stems) -> Vec<(PhraseRef, usize)> {
         let mut found = Vec::new();
@@ -227,8 +215,8 @@ impl PhraseStarts {
             if let Some(refs) = self.by_spelling.get(&word.lower) {
                 found.extend(refs.iter().map(|r| (*r, i)));
             }
-            for (stemmer, by_stem) in &self.by_stem {
-                if let Some(refs) = by_stem.get(stems.of(i, *stemmer)) {
+            for (stemmer, by_stem) in self.by_stem.iter().enumerate() {
+                if let Some(refs) = by_stem.get(stems.of(i, stemmer)) {
                     found.extend(refs.iter().map(|r| (*r, i)));
                 }
             }
