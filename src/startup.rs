@@ -25,6 +25,7 @@ use crate::llm::model_client::ModelClient;
 use crate::llm::prompts::Prompts;
 use crate::ops::readiness::Readiness;
 use crate::ops::{self, OpsListener};
+use crate::queue::shard_count::ShardCountError;
 use crate::queue::{dead_letter_sink, legacy, outbox_relay};
 use crate::queue::{publisher::Publisher, subscription::Subscription};
 use crate::state::Cache;
@@ -78,6 +79,10 @@ pub enum StartupError {
     /// broker trouble is handled by the subscription, never returned).
     #[error("rabbitmq: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The broker's shard queues do not match `amqp.shards` and cannot
+    /// safely be made to.
+    #[error("rabbitmq: {0}")]
+    ShardCount(ShardCountError),
     /// The prompt templates are unusable.
     #[error("prompts: {0}")]
     Prompts(#[from] crate::llm::prompts::PromptError),
@@ -162,8 +167,11 @@ impl Application {
             .map_err(|e| unreachable("redis", location(settings.redis.url.expose_secret()), &e))?;
         let link = Subscription::open(&settings.amqp, "enricher-worker")
             .await
-            .map_err(|e| {
-                unreachable("rabbitmq", location(settings.amqp.url.expose_secret()), &e)
+            .map_err(|e| match e {
+                ShardCountError::Amqp(e) => {
+                    unreachable("rabbitmq", location(settings.amqp.url.expose_secret()), &e)
+                }
+                refused => StartupError::ShardCount(refused),
             })?;
         let publisher = link.publisher().clone();
         let metrics = Arc::new(Metrics::default());

@@ -65,6 +65,10 @@ pub enum ServeError {
     /// RabbitMQ is unreachable.
     #[error("rabbitmq: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The broker's shard queues do not match `amqp.shards` (see
+    /// [`crate::queue::shard_count`]).
+    #[error("rabbitmq: {0}")]
+    ShardCount(#[from] crate::queue::shard_count::ShardCountError),
     /// The listening socket failed.
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
@@ -110,6 +114,7 @@ impl Server {
         store::workspaces::sync(&pool, &settings.workspaces).await?;
         let cache = Cache::connect(&settings.redis).await?;
         let amqp = crate::queue::connect(&settings.amqp, CONNECTION_NAME).await?;
+        crate::queue::shard_count::match_shard_count(&amqp, &settings.amqp).await?;
         let channel = amqp.create_channel().await?;
         crate::queue::topology::declare(&channel, &settings.amqp).await?;
         let publisher = Publisher::open(&amqp, &settings.amqp).await?;

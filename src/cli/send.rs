@@ -24,6 +24,10 @@ pub enum SendError {
     /// The broker failed.
     #[error("rabbitmq: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The broker's shard queues do not match `amqp.shards` (see
+    /// [`crate::queue::shard_count`]).
+    #[error("rabbitmq: {0}")]
+    ShardCount(#[from] crate::queue::shard_count::ShardCountError),
     /// The broker refused some events.
     #[error("the broker refused {0} events")]
     Refused(usize),
@@ -59,6 +63,7 @@ impl EventSender {
     /// exchange with nothing bound) and opens a confirming channel.
     pub async fn connect(settings: &AmqpSettings) -> Result<EventSender, SendError> {
         let connection = queue::connect(settings, "enricher-send").await?;
+        queue::shard_count::match_shard_count(&connection, settings).await?;
         let channel = connection.create_channel().await?;
         topology::declare(&channel, settings).await?;
         channel

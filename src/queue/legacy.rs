@@ -42,6 +42,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Connection, Consumer};
 use tokio::sync::Notify;
 
+use super::inspect::{QueueState, queue_state};
 use super::{connect, topology};
 use crate::config::AmqpSettings;
 
@@ -143,12 +144,6 @@ pub fn old_queues(settings: &AmqpSettings) -> Vec<(String, FieldTable)> {
     std::iter::once((settings.work_queue.clone(), work))
         .chain(retries)
         .collect()
-}
-
-/// What a declare tells about a queue.
-struct QueueState {
-    messages: u32,
-    consumers: u32,
 }
 
 enum Outcome {
@@ -390,38 +385,6 @@ async fn declare_old(
                 consumers: 1,
             })
         }
-        Err(error) => Err(error),
-    }
-}
-
-/// Messages ready in `queue` and its consumers, or `None` when it does not
-/// exist. Each look uses a channel of its own: the broker closes the
-/// channel of a passive declare that finds nothing.
-async fn queue_state(
-    connection: &Connection,
-    queue: &str,
-) -> Result<Option<QueueState>, lapin::Error> {
-    let channel = connection.create_channel().await?;
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await;
-    match declared {
-        Ok(found) => {
-            let _ = channel.close(200, "looked".into()).await;
-            Ok(Some(QueueState {
-                messages: found.message_count(),
-                consumers: found.consumer_count(),
-            }))
-        }
-        // Not found closes the channel, not the connection.
-        Err(_) if connection.status().connected() => Ok(None),
         Err(error) => Err(error),
     }
 }

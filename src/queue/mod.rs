@@ -1,15 +1,18 @@
 //! RabbitMQ: the topology the worker declares (shard queues behind a
 //! consistent-hash exchange), the connection with automatic recovery, the
 //! subscription that outlives what that recovery cannot mend, the drain of
-//! the single work queue of earlier versions, publishing with publisher
-//! confirms (outbound events and dead letters), and the sink that moves dead
-//! letters into Postgres.
+//! the single work queue of earlier versions, the check that the broker's
+//! shard queues match `amqp.shards`, publishing with publisher confirms
+//! (outbound events and dead letters), and the sink that moves dead letters
+//! into Postgres.
 
 pub mod acks;
 pub mod dead_letter_sink;
+pub mod inspect;
 pub mod legacy;
 pub mod outbox_relay;
 pub mod publisher;
+pub mod shard_count;
 pub mod subscription;
 pub mod topology;
 

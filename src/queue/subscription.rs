@@ -48,6 +48,7 @@ use lapin::{Channel, Connection, Consumer};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::legacy::{InFlight, InFlightGuard};
+use super::shard_count::{ShardCountError, match_shard_count};
 use super::{connect, publisher::Publisher, topology};
 use crate::config::AmqpSettings;
 
@@ -135,9 +136,17 @@ pub struct Subscription {
 
 impl Subscription {
     /// Connects, declares the topology and opens the publisher; consuming
-    /// starts with [`Subscription::start`].
-    pub async fn open(settings: &AmqpSettings, name: &str) -> Result<Subscription, lapin::Error> {
-        let (connection, channel) = open_link(settings, name).await?;
+    /// starts with [`Subscription::start`]. Refuses to start when the broker's shard queues do not match
+    /// `amqp.shards` and cannot safely be made to (see
+    /// [`super::shard_count`]).
+    pub async fn open(
+        settings: &AmqpSettings,
+        name: &str,
+    ) -> Result<Subscription, ShardCountError> {
+        let connection = connect(settings, name).await?;
+        match_shard_count(&connection, settings).await?;
+        let channel = connection.create_channel().await?;
+        topology::declare(&channel, settings).await?;
         let publisher = Publisher::open(&connection, settings).await?;
         let mut health_check = tokio::time::interval(HEALTH_CHECK_EVERY);
         health_check.set_missed_tick_behavior(MissedTickBehavior::Delay);

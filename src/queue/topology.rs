@@ -26,6 +26,10 @@ use crate::config::AmqpSettings;
 /// The exchange type of the RabbitMQ plugin `rabbitmq_consistent_hash_exchange`.
 pub const CONSISTENT_HASH: &str = "x-consistent-hash";
 
+/// The binding key of every shard queue: a consistent-hash exchange reads
+/// it as the queue's weight on the hash ring, and all shards weigh the same.
+pub const SHARD_WEIGHT: &str = "1";
+
 /// Name of the TTL queue that delayed a retry by `delay_ms` in versions
 /// before sharding.
 pub fn retry_queue(settings: &AmqpSettings, delay_ms: u64) -> String {
@@ -133,13 +137,11 @@ async fn declare_shards(channel: &Channel, settings: &AmqpSettings) -> Result<()
         channel
             .queue_declare(queue.as_str().into(), durable_queue(), shard_args(settings))
             .await?;
-        // The binding key of a consistent-hash exchange is the queue's
-        // weight on the hash ring.
         channel
             .queue_bind(
                 queue.as_str().into(),
                 settings.shard_exchange.as_str().into(),
-                "1".into(),
+                SHARD_WEIGHT.into(),
                 QueueBindOptions::default(),
                 no_args.clone(),
             )
