@@ -164,7 +164,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     // starts, and replicas share the shards out.
     let mut sender = EventSender::connect(&settings.amqp).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let warm_up = format!("{run_id}-warmup");
     if args.replicas > 1 {
+        warm_up_shards(settings, &pool, &warm_up, &run_id).await?;
         let rebalance = Duration::from_secs(settings.amqp.rebalance_secs);
         eprintln!(
             "waiting {} s for {} replicas to share the shards...",
@@ -318,7 +320,49 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         cleanup(&pool, &workspace).await?;
     }
     cleanup(&pool, &format!("{run_id}-floor")).await?;
+    cleanup(&pool, &warm_up).await?;
     Ok(())
+}
+
+/// A replica learns which shards it is active on from their deliveries, so
+/// replicas started together share the shards out only once events flow.
+/// One bot message in each of sixteen conversations per shard (their own
+/// workspace, left out of the figures) reaches every shard; the caller then
+/// waits for the replicas' next rebalance, so the measured stream meets the
+/// replicas in their steady state instead of a handover half-way through.
+async fn warm_up_shards(
+    settings: &Settings,
+    pool: &PgPool,
+    workspace: &str,
+    run_id: &str,
+) -> anyhow::Result<()> {
+    let conversations = usize::from(settings.amqp.shards) * 16;
+    eprintln!("warming up: one event in each of {conversations} conversations...");
+    let mut sender = EventSender::connect(&settings.amqp).await?;
+    let run = format!("{run_id}w");
+    for index in 0..conversations {
+        let mut event = synthetic_event(workspace, &run, index, conversations, Utc::now());
+        event["sender"] = serde_json::json!("bot");
+        sender.send(&serde_json::to_vec(&event)?).await?;
+    }
+    sender.finish().await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(message_count), 0)::bigint FROM enrich.conversations WHERE workspace_id = $1",
+        )
+        .bind(workspace)
+        .fetch_one(pool)
+        .await?;
+        if stored as usize >= conversations {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the workers stored only {stored} of {conversations} warm-up events in 60 s"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
 }
 
 /// The same writes the worker makes for each event, issued straight from
