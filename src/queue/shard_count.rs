@@ -3,24 +3,26 @@
 //! The consistent-hash exchange spreads events over every shard queue bound
 //! to it, whatever a process's settings say. A replica started with fewer
 //! shards than the broker holds would leave the events hashed to the others
-//! waiting for a consumer that never comes; one started with more would bind
-//! new queues and move conversations to them while their earlier events
-//! still wait in the old ones, so they could be handled out of order. So
-//! every process that declares the topology first counts the shard queues
-//! (`<prefix>.0`, `<prefix>.1`, … up to the first missing one):
+//! waiting for a consumer that never comes. So every process that declares
+//! the topology first looks for a shard queue beyond its count
+//! (`<prefix>.<shards>`):
 //!
-//! - none yet (a fresh broker) or exactly `amqp.shards`: nothing to do;
-//! - another count, while every shard queue is empty and unconsumed (every
-//!   replica stopped, nothing waiting): the change is safe, so the queues
-//!   beyond the new count are unbound, looked at again and deleted (an
-//!   event that arrived meanwhile keeps its queue), and the declaration that
-//!   follows adds any new ones;
-//! - another count while events wait or a replica consumes: refused, with
-//!   an error that names both counts and what to do.
+//! - none: nothing to do (the usual case, answered without a channel error,
+//!   see [`exists`]);
+//! - some, while every shard queue is empty and unconsumed (every replica
+//!   stopped, nothing waiting): the count was lowered, so the queues beyond
+//!   it are unbound, looked at again and deleted (an event that arrived
+//!   meanwhile keeps its queue);
+//! - some while events wait or a replica consumes: refused, with an error
+//!   that names both counts and what to do.
+//!
+//! Raising the count is not detected: the new queues join the ring and
+//! conversations move to them, which keeps order only while nothing waits,
+//! so docs/scaling.md asks for the queues to be drained first.
 
 use lapin::Connection;
-use lapin::options::QueueDeleteOptions;
-use lapin::types::FieldTable;
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 use super::inspect::queue_state;
 use super::topology::{SHARD_WEIGHT, shard_queue};
@@ -54,26 +56,33 @@ pub enum ShardCountError {
     Amqp(#[from] lapin::Error),
 }
 
-/// Counts the shard queues and, when their number differs from
-/// `amqp.shards`, makes the change if it is safe (see the module docs).
-/// Returns how many shard queues the broker held.
+/// Looks for shard queues beyond `amqp.shards` and, when there are some,
+/// retires them if that is safe (see the module docs). Returns how many
+/// shard queues the broker held when it had more than `amqp.shards`.
 pub async fn match_shard_count(
     connection: &Connection,
     settings: &AmqpSettings,
-) -> Result<u16, ShardCountError> {
+) -> Result<Option<u16>, ShardCountError> {
+    if !exists(connection, &shard_queue(settings, settings.shards)).await? {
+        return Ok(None);
+    }
+    // The count was lowered: count every shard queue (the broker's
+    // NOT_FOUND for the first missing one ends the count).
     let mut found: u16 = 0;
     let mut waiting: u64 = 0;
     let mut consumers: u64 = 0;
     while found < u16::MAX {
         let Some(state) = queue_state(connection, &shard_queue(settings, found)).await? else {
+            if found < settings.shards {
+                // A gap below the count: the declaration fills it.
+                found += 1;
+                continue;
+            }
             break;
         };
         waiting += u64::from(state.messages);
         consumers += u64::from(state.consumers);
         found += 1;
-    }
-    if found == 0 || found == settings.shards {
-        return Ok(found);
     }
     if waiting > 0 || consumers > 0 {
         return Err(ShardCountError::InUse {
@@ -90,9 +99,41 @@ pub async fn match_shard_count(
     tracing::info!(
         from = found,
         to = settings.shards,
-        "the shard count changed while nothing waited"
+        "the shard count was lowered while nothing waited"
     );
-    Ok(found)
+    Ok(Some(found))
+}
+
+/// Whether `queue` exists, asked without the channel error a passive
+/// declare of a missing queue costs (which the AMQP client logs as an error,
+/// at every start). An exclusive classic queue of that name can be declared
+/// only where no queue of that name exists; the probe queue this creates is
+/// deleted at once (and would go with the connection anyway). A shard queue
+/// there (durable, quorum) makes the broker refuse the declare.
+async fn exists(connection: &Connection, queue: &str) -> Result<bool, lapin::Error> {
+    let channel = connection.create_channel().await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString(LongString::from("classic")),
+    );
+    let probe = QueueDeclareOptions {
+        exclusive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel.queue_declare(queue.into(), probe, args).await {
+        Ok(_) => {
+            channel
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .await?;
+            let _ = channel.close(200, "looked".into()).await;
+            Ok(false)
+        }
+        // Refused: a queue of that name exists. The channel is closed, not
+        // the connection.
+        Err(_) if connection.status().connected() => Ok(true),
+        Err(error) => Err(error),
+    }
 }
 
 /// Deletes surplus shard queue `index`, which was empty and unconsumed.
