@@ -202,27 +202,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     let published_in = started.elapsed();
 
     let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        // The conversations' counters move in the same transaction as the
-        // messages; summing a few hundred of them costs the database far
-        // less than counting tens of thousands of messages (about 10 ms a
-        // poll at 20,000), which competes with the worker being measured.
-        let stored: i64 = sqlx::query_scalar(
-            "SELECT coalesce(sum(message_count), 0)::bigint FROM enrich.conversations WHERE workspace_id = $1",
-        )
-        .bind(&workspace)
-        .fetch_one(&pool)
-        .await?;
-        if stored as usize >= args.events {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "worker stored only {stored} of {} events in 10 minutes",
-            args.events
-        );
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    wait_until_stored(&pool, &workspace, args.events, deadline).await?;
     if model_url.is_some() {
         wait_for_model_stage(&pool, &workspace, deadline).await?;
     }
@@ -346,7 +326,28 @@ async fn warm_up_shards(
         sender.send(&serde_json::to_vec(&event)?).await?;
     }
     sender.finish().await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_until_stored(
+        pool,
+        workspace,
+        conversations,
+        Instant::now() + Duration::from_secs(60),
+    )
+    .await
+}
+
+/// Waits until `expected` events of `workspace` are stored, or fails at
+/// `deadline`. It polls the conversations' counters, which move in the same
+/// transaction as the messages: summing a few hundred of them costs the
+/// database far less than counting tens of thousands of messages (about
+/// 10 ms a poll at 20,000), which would compete with the worker being
+/// measured.
+async fn wait_until_stored(
+    pool: &PgPool,
+    workspace: &str,
+    expected: usize,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
     loop {
         let stored: i64 = sqlx::query_scalar(
             "SELECT coalesce(sum(message_count), 0)::bigint FROM enrich.conversations WHERE workspace_id = $1",
@@ -354,12 +355,13 @@ async fn warm_up_shards(
         .bind(workspace)
         .fetch_one(pool)
         .await?;
-        if stored as usize >= conversations {
+        if stored as usize >= expected {
             return Ok(());
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the workers stored only {stored} of {conversations} warm-up events in 60 s"
+            "the workers stored only {stored} of {expected} events in {} s",
+            started.elapsed().as_secs()
         );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
