@@ -94,7 +94,7 @@ pub async fn match_shard_count(
         });
     }
     for index in settings.shards..found {
-        retire(connection, settings, index).await?;
+        retire(connection, settings, index, found).await?;
     }
     tracing::info!(
         from = found,
@@ -140,11 +140,13 @@ async fn exists(connection: &Connection, queue: &str) -> Result<bool, lapin::Err
 /// Quorum queues refuse a conditional delete (`if-empty`), so the queue is
 /// first unbound from the shard exchange (nothing new reaches it) and looked
 /// at again: an event that arrived in between keeps it, and the refusal
-/// names it; the next start with the broker's count binds it again.
+/// names it; the next start with the broker's count (`found`) binds it
+/// again.
 async fn retire(
     connection: &Connection,
     settings: &AmqpSettings,
     index: u16,
+    found: u16,
 ) -> Result<(), ShardCountError> {
     let queue = shard_queue(settings, index);
     let channel = connection.create_channel().await?;
@@ -160,7 +162,7 @@ async fn retire(
         && (state.messages > 0 || state.consumers > 0)
     {
         return Err(ShardCountError::InUse {
-            found: index + 1,
+            found,
             configured: settings.shards,
             prefix: settings.shard_queue_prefix.clone(),
             waiting: u64::from(state.messages),
