@@ -618,7 +618,9 @@ async fn record_small_conversations(
     await_model: bool,
 ) -> (String, Vec<enricher::store::chat::StoredMessage>) {
     use enricher::event::{Event, EventBody, Limits};
-    use enricher::store::chat::{ModelHandoff, Recorded, WorkspaceDefaults, record_message};
+    use enricher::store::chat::{
+        ModelHandoff, Recorded, RunMessage, WorkspaceDefaults, record_message, record_messages,
+    };
     let handoff = if await_model {
         ModelHandoff::Pending { recent_turns: 10 }
     } else {
@@ -626,6 +628,7 @@ async fn record_small_conversations(
     };
     let ws = unique("ws");
     let mut customer_messages = Vec::new();
+    let mut round = Vec::new();
     for m in 0..12 {
         for c in 0..4 {
             let sender = if m % 2 == 0 { "customer" } else { "bot" };
@@ -646,9 +649,44 @@ async fn record_small_conversations(
                 enrichment: true,
                 default_region: Some("US"),
             };
-            let recorded = record_message(&mut *conn, &event.envelope, message, defaults, handoff)
-                .await
-                .expect("record");
+            // The first rounds one by one, as conversations open; the rest
+            // in runs of four, as a lane records them.
+            let recorded = if m < 6 {
+                record_message(&mut *conn, &event.envelope, message, defaults, handoff)
+                    .await
+                    .expect("record")
+            } else {
+                round.push(event.clone());
+                if c < 3 {
+                    continue;
+                }
+                let messages: Vec<RunMessage<'_>> = round
+                    .iter()
+                    .map(|event| {
+                        let EventBody::ChatMessage(message) = &event.body else {
+                            panic!("not a chat message");
+                        };
+                        RunMessage {
+                            envelope: &event.envelope,
+                            message,
+                            workspace: defaults,
+                        }
+                    })
+                    .collect();
+                let recorded = record_messages(&mut *conn, &messages, handoff)
+                    .await
+                    .expect("record a run");
+                assert_eq!(recorded.len(), 4, "the run is recorded whole");
+                round.clear();
+                if sender == "customer" {
+                    for recorded in recorded {
+                        if let Recorded::Stored(stored) = recorded {
+                            customer_messages.push(*stored);
+                        }
+                    }
+                }
+                continue;
+            };
             if let (Recorded::Stored(stored), "customer") = (recorded, sender) {
                 customer_messages.push(*stored);
             }
@@ -800,4 +838,213 @@ async fn a_bare_name_answering_the_open_name_ask_is_recorded_and_closes_it() {
             .expect("ask");
     assert_eq!(outcome, "answered");
     worker.stop().await;
+}
+
+/// The events of the recording equivalence test: four conversations, the
+/// first and the last of one customer, every sender, a visitor, a source,
+/// an agent, ids given twice, and a conversation that opens after others
+/// have messages.
+fn recording_script(ws: &str) -> Vec<enricher::event::Event> {
+    use enricher::event::{Event, Limits};
+    let mut events = Vec::new();
+    let mut push = |value: serde_json::Value| {
+        let bytes = serde_json::to_vec(&value).expect("json");
+        events.push(Event::decode(&bytes, Limits::default()).expect("valid event"));
+    };
+    let at = |second: u32| format!("2026-03-01T10:00:{second:02}Z");
+    let senders = ["customer", "bot", "customer", "agent", "customer", "bot"];
+    for round in 0..6u32 {
+        for (c, user) in [(0, "u-0"), (1, "u-1"), (2, "u-2"), (3, "u-0")] {
+            if c == 3 && round < 2 {
+                continue;
+            }
+            let sender = senders[(round as usize + c) % senders.len()];
+            let mut body = chat(
+                ws,
+                &format!("k-{c}-{round}"),
+                &format!("c-{c}"),
+                user,
+                sender,
+                &format!("message {round} in {c}"),
+            );
+            // Later messages may carry earlier times: counters keep the latest.
+            body["occurred_at"] = json!(at(10 + round * 3 - (c as u32 % 2) * 4));
+            if sender == "agent" {
+                body["agent_id"] = json!("agent-7");
+            }
+            if c == 1 {
+                body["visitor"] = json!({"browser": format!("browser {round}")});
+            }
+            if c == 2 && round == 3 {
+                body["source"] = json!("campaign");
+            }
+            push(body);
+        }
+        if round == 3 {
+            // The same id twice in a row, and one seen rounds before.
+            push(chat(ws, "k-0-3", "c-0", "u-0", "customer", "again"));
+            push(chat(ws, "k-1-1", "c-1", "u-1", "customer", "again"));
+        }
+    }
+    events
+}
+
+/// What recording left in a workspace, with enricher's ids replaced by the
+/// conversations' and customers' external names.
+async fn recorded_rows(conn: &mut sqlx::PgConnection, ws: &str) -> serde_json::Value {
+    let query = |sql: &'static str| sqlx::query_scalar::<_, serde_json::Value>(sql).bind(ws);
+    let conversations = query(
+        "SELECT coalesce(jsonb_agg(jsonb_build_array(c.external_id, c.message_count, c.customer_turns,
+                    c.status, c.ended_at, c.last_message_at, i.platform_user_id) ORDER BY c.external_id), '[]')
+           FROM enrich.conversations c
+           JOIN enrich.customer_identities i ON i.customer_id = c.customer_id
+          WHERE c.workspace_id = $1",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("conversations");
+    let messages = query(
+        "SELECT coalesce(jsonb_agg(jsonb_build_array(m.event_id, c.external_id, i.platform_user_id, m.sender,
+                    m.agent_id, m.text, m.occurred_at, m.ai_status, m.customer_turn) ORDER BY m.id), '[]')
+           FROM enrich.messages m
+           JOIN enrich.conversations c ON c.id = m.conversation_id
+           JOIN enrich.customer_identities i ON i.customer_id = m.customer_id
+          WHERE m.workspace_id = $1",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("messages");
+    let customers = query(
+        "SELECT coalesce(jsonb_agg(jsonb_build_array(i.platform_user_id, i.visitor, i.last_seen_at,
+                    u.first_seen_at, u.last_seen_at, u.last_customer_message_at, u.conversation_count,
+                    u.customer_message_count, u.bot_message_count, u.agent_message_count, u.last_message,
+                    u.platforms, u.source, u.first_message_tag, u.state_version) ORDER BY i.platform_user_id), '[]')
+           FROM enrich.customers u
+           JOIN enrich.customer_identities i ON i.customer_id = u.id
+          WHERE u.workspace_id = $1",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("customers");
+    let events = query(
+        "SELECT coalesce(jsonb_agg(event_id ORDER BY event_id), '[]')
+           FROM enrich.processed_events WHERE workspace_id = $1",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("processed events");
+    json!({"conversations": conversations, "messages": messages, "customers": customers, "events": events})
+}
+
+/// What a recording returned, without enricher's ids (which differ between
+/// workspaces): duplicate, or the flags and counters of the stored message.
+fn recorded_summary(recorded: &enricher::store::chat::Recorded) -> serde_json::Value {
+    use enricher::store::chat::Recorded;
+    match recorded {
+        Recorded::Duplicate => json!("duplicate"),
+        Recorded::Stored(s) => json!([
+            s.new_customer,
+            s.new_conversation,
+            s.enrichment_enabled,
+            s.default_region,
+            s.customer_turn,
+            s.message_count,
+            s.state_version,
+            s.spent_tokens
+        ]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_of_messages_is_recorded_as_the_messages_one_by_one() {
+    use enricher::event::EventBody;
+    use enricher::store::chat::{
+        ModelHandoff, RunMessage, WorkspaceDefaults, record_message, record_messages,
+    };
+    let app = TestApp::new().await;
+    let mut conn = app.pool.acquire().await.expect("connection");
+    let handoff = ModelHandoff::Pending { recent_turns: 10 };
+    let defaults = WorkspaceDefaults {
+        enrichment: true,
+        default_region: Some("US"),
+    };
+    let one_by_one = unique("ws");
+    let in_runs = unique("ws");
+    let mut returned = Vec::new();
+    for ws in [&one_by_one, &in_runs] {
+        let events = recording_script(ws);
+        let messages: Vec<RunMessage<'_>> = events
+            .iter()
+            .map(|event| {
+                let EventBody::ChatMessage(message) = &event.body else {
+                    panic!("not a chat message");
+                };
+                RunMessage {
+                    envelope: &event.envelope,
+                    message,
+                    workspace: defaults,
+                }
+            })
+            .collect();
+        let mut summaries = Vec::new();
+        let mut calls = 0;
+        let mut next = 0;
+        while next < messages.len() {
+            if next == 12 {
+                // A closed conversation is opened again by its next message.
+                sqlx::query(
+                    "UPDATE enrich.conversations SET status = 'closed', ended_at = '2026-03-01T10:00:30Z'
+                      WHERE workspace_id = $1 AND external_id = 'c-2'",
+                )
+                .bind(ws)
+                .execute(&mut *conn)
+                .await
+                .expect("close");
+            }
+            calls += 1;
+            if *ws == one_by_one {
+                let m = messages[next];
+                let recorded = record_message(&mut conn, m.envelope, m.message, defaults, handoff)
+                    .await
+                    .expect("record");
+                summaries.push(recorded_summary(&recorded));
+                next += 1;
+            } else {
+                // A run never goes past 12, so the close above lands between runs.
+                let end = if next < 12 { 12 } else { messages.len() };
+                let recorded = record_messages(&mut conn, &messages[next..end], handoff)
+                    .await
+                    .expect("record a run");
+                assert!(
+                    !recorded.is_empty(),
+                    "a run records at least its first message"
+                );
+                next += recorded.len();
+                summaries.extend(recorded.iter().map(recorded_summary));
+            }
+        }
+        returned.push((summaries, calls));
+    }
+    let (single, single_calls) = &returned[0];
+    let (runs, run_calls) = &returned[1];
+    assert_eq!(single.len(), runs.len());
+    for (index, (a, b)) in single.iter().zip(runs).enumerate() {
+        assert_eq!(a, b, "message {index} was recorded differently in a run");
+    }
+    assert!(
+        *run_calls <= single_calls / 3,
+        "runs were recorded together: {run_calls} calls for {single_calls} messages"
+    );
+    let mut expected = recorded_rows(&mut conn, &one_by_one).await;
+    let mut actual = recorded_rows(&mut conn, &in_runs).await;
+    // The messages' texts and ids name their workspace only through the
+    // rows compared here, so both sides compare whole.
+    assert_eq!(
+        expected["messages"].as_array().map(Vec::len),
+        Some(single.iter().filter(|s| *s != "duplicate").count())
+    );
+    for rows in [&mut expected, &mut actual] {
+        assert!(rows["customers"].as_array().is_some_and(|c| c.len() == 3));
+    }
+    assert_eq!(actual, expected);
 }

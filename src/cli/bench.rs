@@ -368,7 +368,8 @@ async fn wait_until_stored(
 }
 
 /// The same writes the worker makes for each event, issued straight from
-/// `lanes` tasks in transactions of `batch_max` events.
+/// `lanes` tasks in transactions of `batch_max` events, each transaction's
+/// messages recorded in runs as a lane records them.
 async fn direct_sql_floor(
     pool: &PgPool,
     settings: &Settings,
@@ -389,8 +390,12 @@ async fn direct_sql_floor(
             let mine: Vec<usize> = (0..events)
                 .filter(|i| (i % conversations) % lanes == lane)
                 .collect();
+            let defaults = chat::WorkspaceDefaults {
+                enrichment: true,
+                default_region: Some("US"),
+            };
             for chunk in mine.chunks(batch) {
-                let mut tx = pool.begin().await?;
+                let mut events = Vec::with_capacity(chunk.len());
                 for &index in chunk {
                     let value = synthetic_event(
                         &workspace,
@@ -422,18 +427,23 @@ async fn direct_sql_floor(
                         source: None,
                         first_message_tag: None,
                     };
-                    let defaults = chat::WorkspaceDefaults {
-                        enrichment: true,
-                        default_region: Some("US"),
-                    };
-                    chat::record_message(
-                        &mut tx,
-                        &envelope,
-                        &message,
-                        defaults,
-                        chat::ModelHandoff::None,
-                    )
-                    .await?;
+                    events.push((envelope, message));
+                }
+                let run: Vec<chat::RunMessage<'_>> = events
+                    .iter()
+                    .map(|(envelope, message)| chat::RunMessage {
+                        envelope,
+                        message,
+                        workspace: defaults,
+                    })
+                    .collect();
+                // The lanes record a batch's messages in runs, as here.
+                let mut tx = pool.begin().await?;
+                let mut next = 0;
+                while next < run.len() {
+                    next += chat::record_messages(&mut tx, &run[next..], chat::ModelHandoff::None)
+                        .await?
+                        .len();
                 }
                 tx.commit().await?;
             }

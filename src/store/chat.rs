@@ -83,6 +83,120 @@ struct RecordRow {
     spent_tokens: Option<i64>,
 }
 
+impl RecordRow {
+    fn into_recorded(self) -> Result<Recorded, StoreError> {
+        if self.duplicate {
+            return Ok(Recorded::Duplicate);
+        }
+        match (self.customer_id, self.conversation_id, self.message_id) {
+            (Some(customer_id), Some(conversation_id), Some(message_id)) => {
+                Ok(Recorded::Stored(Box::new(StoredMessage {
+                    customer_id,
+                    conversation_id,
+                    message_id,
+                    new_customer: self.new_customer.unwrap_or(false),
+                    new_conversation: self.new_conversation.unwrap_or(false),
+                    enrichment_enabled: self.enrichment_enabled.unwrap_or(true),
+                    default_region: self.default_region,
+                    customer_turn: self.customer_turn.unwrap_or(0),
+                    message_count: i64::from(self.message_count.unwrap_or(1)),
+                    state_version: self.state_version.unwrap_or(0),
+                    spent_tokens: self.spent_tokens,
+                })))
+            }
+            _ => Err(StoreError::Permanent(sqlx::Error::Protocol(
+                "recording a chat message returned no ids".into(),
+            ))),
+        }
+    }
+}
+
+/// One message of a run given to [`record_messages`].
+#[derive(Debug, Clone, Copy)]
+pub struct RunMessage<'a> {
+    /// The event's envelope.
+    pub envelope: &'a Envelope,
+    /// The message.
+    pub message: &'a ChatMessage,
+    /// Its workspace's defaults.
+    pub workspace: WorkspaceDefaults<'a>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    ord: i32,
+    #[sqlx(flatten)]
+    record: RecordRow,
+}
+
+/// Records a run of chat messages, given in arrival order, inside the
+/// caller's transaction, with one statement per table instead of one call
+/// per message. Records the longest leading part of the run it can record
+/// as a set (migration 0024): at least the first message, and the messages
+/// after it while their conversations exist already. Returns what
+/// [`record_message`] would have returned for each message recorded, in
+/// order; the caller records the rest with later calls.
+pub async fn record_messages<'a>(
+    conn: &mut PgConnection,
+    run: &[RunMessage<'a>],
+    model: ModelHandoff,
+) -> Result<Vec<Recorded>, StoreError> {
+    let visitors = run
+        .iter()
+        .map(|m| {
+            m.message
+                .visitor
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StoreError::Permanent(sqlx::Error::Encode(Box::new(e))))?;
+    let text =
+        |get: fn(&RunMessage<'a>) -> &'a str| -> Vec<&'a str> { run.iter().map(get).collect() };
+    let maybe = |get: fn(&RunMessage<'a>) -> Option<&'a str>| -> Vec<Option<&'a str>> {
+        run.iter().map(get).collect()
+    };
+    let rows: Vec<RunRow> = sqlx::query_as(
+        "SELECT ord, duplicate, customer_id, conversation_id, message_id, new_customer, new_conversation,
+                enrichment_enabled, default_region, customer_turn, message_count, state_version, spent_tokens
+           FROM enrich.record_chat_messages($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+    )
+    .bind(text(|m| &m.envelope.workspace_id))
+    .bind(text(|m| &m.envelope.id))
+    .bind(text(|m| &m.message.conversation_id))
+    .bind(text(|m| m.message.platform.as_str()))
+    .bind(text(|m| &m.message.platform_user_id))
+    .bind(text(|m| m.message.sender.as_str()))
+    .bind(text(|m| &m.message.text))
+    .bind(maybe(|m| m.message.agent_id.as_deref()))
+    .bind(run.iter().map(|m| m.envelope.occurred_at).collect::<Vec<_>>())
+    .bind(visitors)
+    .bind(maybe(|m| m.message.source.map(|s| s.as_str())))
+    .bind(maybe(|m| m.message.first_message_tag.as_deref()))
+    .bind(maybe(|m| m.workspace.default_region))
+    .bind(run.iter().map(|m| m.workspace.enrichment).collect::<Vec<_>>())
+    .bind(matches!(model, ModelHandoff::Pending { .. }))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut recorded = Vec::with_capacity(rows.len());
+    for (expected, row) in (1..).zip(rows) {
+        if row.ord != expected {
+            return Err(StoreError::Permanent(sqlx::Error::Protocol(format!(
+                "record_chat_messages returned message {} where {expected} was due",
+                row.ord
+            ))));
+        }
+        recorded.push(row.record.into_recorded()?);
+    }
+    if recorded.is_empty() && !run.is_empty() {
+        return Err(StoreError::Permanent(sqlx::Error::Protocol(
+            "record_chat_messages recorded no message of its run".into(),
+        )));
+    }
+    Ok(recorded)
+}
+
 /// Records one chat message inside the caller's transaction. With
 /// [`ModelHandoff::Pending`], a customer message of a workspace with
 /// enrichment on is stored pending for the model stage (see
@@ -124,29 +238,7 @@ pub async fn record_message(
     .bind(await_model)
     .fetch_one(&mut *conn)
     .await?;
-    if row.duplicate {
-        return Ok(Recorded::Duplicate);
-    }
-    match (row.customer_id, row.conversation_id, row.message_id) {
-        (Some(customer_id), Some(conversation_id), Some(message_id)) => {
-            Ok(Recorded::Stored(Box::new(StoredMessage {
-                customer_id,
-                conversation_id,
-                message_id,
-                new_customer: row.new_customer.unwrap_or(false),
-                new_conversation: row.new_conversation.unwrap_or(false),
-                enrichment_enabled: row.enrichment_enabled.unwrap_or(true),
-                default_region: row.default_region,
-                customer_turn: row.customer_turn.unwrap_or(0),
-                message_count: i64::from(row.message_count.unwrap_or(1)),
-                state_version: row.state_version.unwrap_or(0),
-                spent_tokens: row.spent_tokens,
-            })))
-        }
-        _ => Err(StoreError::Permanent(sqlx::Error::Protocol(
-            "record_chat_message returned no ids".into(),
-        ))),
-    }
+    row.into_recorded()
 }
 
 /// Marks an event id as handled; false when it was handled before.

@@ -1,5 +1,6 @@
 //! Readies each new pooled connection for the worker's hot path before it
 //! serves an event. A fresh Postgres backend compiles `record_chat_message`
+//! (and `record_chat_messages`, which records a lane's runs)
 //! and plans each of its statements the first time it runs them, and sqlx
 //! prepares each statement on its first use on a connection. Measured in
 //! `psql`, the first call of the recording function in a new session took
@@ -100,10 +101,28 @@ async fn run_statements(conn: &mut PgConnection, path: HotPath) -> Result<(), sq
         default_region: None,
     };
     // A new customer and conversation, then the same conversation again from
-    // both sides: the function's two main branches.
+    // both sides: the function's two main branches; then a run of two
+    // messages, recorded together as a lane records them.
     let opening = record(conn, &workspace, "1", Sender::Customer, defaults).await?;
     record(conn, &workspace, "2", Sender::Bot, defaults).await?;
-    let follow_up = record(conn, &workspace, "3", Sender::Customer, defaults).await?;
+    let (customer, customer_message) = warm_up_message(&workspace, "3", Sender::Customer);
+    let (bot, bot_message) = warm_up_message(&workspace, "4", Sender::Bot);
+    let run = [(&customer, &customer_message), (&bot, &bot_message)].map(|(envelope, message)| {
+        chat::RunMessage {
+            envelope,
+            message,
+            workspace: defaults,
+        }
+    });
+    let follow_up = match chat::record_messages(conn, &run, WARM_UP_HANDOFF)
+        .await
+        .map_err(into_sqlx)?
+        .into_iter()
+        .next()
+    {
+        Some(Recorded::Stored(stored)) => Some(*stored),
+        _ => None,
+    };
     let (Some(opening), Some(follow_up)) = (opening, follow_up) else {
         return Ok(());
     };
@@ -170,6 +189,17 @@ async fn record(
     sender: Sender,
     defaults: WorkspaceDefaults<'_>,
 ) -> Result<Option<chat::StoredMessage>, sqlx::Error> {
+    let (envelope, message) = warm_up_message(workspace, suffix, sender);
+    match chat::record_message(conn, &envelope, &message, defaults, WARM_UP_HANDOFF)
+        .await
+        .map_err(into_sqlx)?
+    {
+        Recorded::Stored(stored) => Ok(Some(*stored)),
+        Recorded::Duplicate => Ok(None),
+    }
+}
+
+fn warm_up_message(workspace: &str, suffix: &str, sender: Sender) -> (Envelope, ChatMessage) {
     let envelope = Envelope {
         id: format!("warm-up-{suffix}"),
         version: 1,
@@ -188,13 +218,7 @@ async fn record(
         source: None,
         first_message_tag: None,
     };
-    match chat::record_message(conn, &envelope, &message, defaults, WARM_UP_HANDOFF)
-        .await
-        .map_err(into_sqlx)?
-    {
-        Recorded::Stored(stored) => Ok(Some(*stored)),
-        Recorded::Duplicate => Ok(None),
-    }
+    (envelope, message)
 }
 
 fn into_sqlx(error: super::StoreError) -> sqlx::Error {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::metrics::Metrics;
 use super::model_job::ModelJob;
@@ -30,6 +31,8 @@ pub struct Effects {
     pub model_jobs: Vec<ModelJob>,
     /// The event had been handled before (a redelivery or a resend).
     pub duplicate: bool,
+    /// Customers the event merged into another: (merged away, kept).
+    pub merges: Vec<(Uuid, Uuid)>,
 }
 
 /// How long one cache write may take before it counts as failed.

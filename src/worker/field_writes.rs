@@ -45,6 +45,7 @@ pub async fn record_write(
         return Ok(write.customer_id);
     };
     tracing::info!(into = %merged.into, from = %merged.from, "customers merged on a shared email");
+    effects.merges.push((merged.from, merged.into));
     for customer_id in [merged.into, merged.from] {
         effects.cache.push(CacheUpdate::InvalidateProfile {
             workspace_id: write.workspace_id.to_owned(),

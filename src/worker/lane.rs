@@ -230,10 +230,8 @@ impl LaneContext {
             .begin()
             .await
             .map_err(crate::store::StoreError::from)?;
-        let mut all = Vec::with_capacity(batch.len());
-        for job in batch {
-            all.push(handlers::handle(&mut tx, &self.workspaces, &job.event, &mut view).await?);
-        }
+        let events: Vec<&Event> = batch.iter().map(|job| &job.event).collect();
+        let mut all = handlers::handle_all(&mut tx, &self.workspaces, &events, &mut view).await?;
         if let Some(last) = all.last_mut() {
             view.read_back_changed(&mut tx, &self.workspaces, last)
                 .await?;

@@ -37,17 +37,58 @@ pub(super) async fn handle(
     effects: &mut Effects,
 ) -> Result<(), HandleError> {
     let sent_at = Instant::now();
-    let workspace_id = &envelope.workspace_id;
-    let conversation = &message.conversation_id;
-    let stored = match chat::record_message(
+    let recorded = chat::record_message(
         conn,
         envelope,
         message,
         workspace_defaults(workspace),
         model,
     )
-    .await?
-    {
+    .await?;
+    let record = RecordedMessage {
+        recorded,
+        sent_at,
+        merged_into: None,
+    };
+    handle_recorded(
+        conn, workspace, model, envelope, message, record, view, effects,
+    )
+    .await
+}
+
+/// A chat message as Postgres recorded it, alone or in a run of messages.
+pub(super) struct RecordedMessage {
+    /// What recording it returned.
+    pub recorded: Recorded,
+    /// When it was sent to Postgres.
+    pub sent_at: Instant,
+    /// The customer that an earlier message of its run merged the
+    /// message's customer into, after the run was recorded.
+    pub merged_into: Option<Uuid>,
+}
+
+/// Everything after recording: a late copy of an erased customer's message
+/// dropped, early conversation events applied, the turn kept, the identity
+/// hint applied and the decision core's first pass run.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn handle_recorded(
+    conn: &mut PgConnection,
+    workspace: &Workspace<'_>,
+    model: ModelHandoff,
+    envelope: &Envelope,
+    message: &ChatMessage,
+    record: RecordedMessage,
+    view: &mut BatchView,
+    effects: &mut Effects,
+) -> Result<(), HandleError> {
+    let RecordedMessage {
+        recorded,
+        sent_at,
+        merged_into,
+    } = record;
+    let workspace_id = &envelope.workspace_id;
+    let conversation = &message.conversation_id;
+    let stored = match recorded {
         Recorded::Duplicate => {
             effects.duplicate = true;
             // A redelivery may follow a crash between commit and cache write.
@@ -96,7 +137,7 @@ pub(super) async fn handle(
         message_count: stored.message_count,
     });
     let mut changes = Vec::new();
-    let mut customer_id = stored.customer_id;
+    let mut customer_id = merged_into.unwrap_or(stored.customer_id);
     if let Some(hint) = &message.identity_hint {
         customer_id = apply_identity_hint(
             conn,

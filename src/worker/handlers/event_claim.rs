@@ -8,7 +8,7 @@ use crate::event::Envelope;
 use crate::store::chat::{self, WorkspaceDefaults};
 use crate::workspaces::Workspace;
 
-pub(super) fn workspace_defaults<'a>(workspace: &'a Workspace<'_>) -> WorkspaceDefaults<'a> {
+pub(super) fn workspace_defaults<'a>(workspace: &Workspace<'a>) -> WorkspaceDefaults<'a> {
     WorkspaceDefaults {
         enrichment: workspace.settings.enrichment,
         default_region: workspace.settings.default_region.as_deref(),

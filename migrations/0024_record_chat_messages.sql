@@ -1,0 +1,198 @@
+-- A lane writes the events it has queued up in one transaction. Recorded one
+-- call each, every chat message costs Postgres a round trip and, per table it
+-- touches, a statement start-up and a check of the table's constraints; at a
+-- few thousand messages a second that overhead, not the writes, is most of
+-- the database's time (docs/scaling.md).
+--
+-- record_chat_messages records a run of messages, given in arrival order,
+-- with one statement per table. It records the longest leading run it can
+-- record as a set: messages of conversations that exist already. When the
+-- first message opens a conversation, record_chat_message records it alone
+-- first (identity, new customer, the conversation's opening fields), and the
+-- run goes on with messages of other conversations that exist. It returns
+-- one row per message recorded, by position (`ord`, from 1), with the same
+-- values record_chat_message returns; the caller records the rest with
+-- later calls. Each conversation's messages are counted in the order given,
+-- and their ids rise in that order.
+CREATE FUNCTION enrich.record_chat_messages(
+    p_workspace text[], p_event_id text[], p_conversation text[], p_platform text[], p_user text[],
+    p_sender text[], p_text text[], p_agent_id text[], p_occurred_at timestamptz[], p_visitor jsonb[],
+    p_source text[], p_first_message_tag text[], p_default_region text[], p_enrichment boolean[],
+    p_await_model boolean)
+RETURNS TABLE (ord integer, duplicate boolean, customer_id uuid, conversation_id bigint, message_id bigint,
+               new_customer boolean, new_conversation boolean, enrichment_enabled boolean,
+               default_region text, customer_turn integer, message_count integer,
+               state_version bigint, spent_tokens bigint)
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_count int := coalesce(cardinality(p_event_id), 0);
+    v_start int := 1;
+    v_first record;
+BEGIN
+    IF v_count = 0 THEN
+        RETURN;
+    END IF;
+
+    IF NOT EXISTS (SELECT 1 FROM enrich.conversations c
+                    WHERE c.workspace_id = p_workspace[1] AND c.external_id = p_conversation[1]) THEN
+        SELECT * INTO v_first
+          FROM enrich.record_chat_message(p_workspace[1], p_event_id[1], p_conversation[1], p_platform[1],
+                                          p_user[1], p_sender[1], p_text[1], p_agent_id[1], p_occurred_at[1],
+                                          p_visitor[1], p_source[1], p_first_message_tag[1],
+                                          p_default_region[1], p_enrichment[1], p_await_model);
+        RETURN QUERY SELECT 1, v_first.duplicate, v_first.customer_id, v_first.conversation_id,
+                            v_first.message_id, v_first.new_customer, v_first.new_conversation,
+                            v_first.enrichment_enabled, v_first.default_region, v_first.customer_turn,
+                            v_first.message_count, v_first.state_version, v_first.spent_tokens;
+        v_start := 2;
+    END IF;
+
+    RETURN QUERY
+    WITH input AS (
+        SELECT i.*, c.id AS conv_id
+          FROM unnest(p_workspace, p_event_id, p_conversation, p_platform, p_user, p_sender, p_text,
+                      p_agent_id, p_occurred_at, p_visitor, p_source) WITH ORDINALITY
+               AS i(workspace_id, event_id, conversation, platform, platform_user_id, sender, body,
+                    agent_id, occurred_at, visitor, source, ord)
+          LEFT JOIN enrich.conversations c
+            ON c.workspace_id = i.workspace_id AND c.external_id = i.conversation
+         WHERE i.ord >= v_start
+    ),
+    -- The run ends at the first message of a conversation that did not
+    -- exist, or that the first message has just opened (its early events
+    -- are applied before its next message is recorded).
+    run AS (
+        SELECT * FROM input
+         WHERE input.ord < coalesce((SELECT min(x.ord) FROM input x
+                                      WHERE x.conv_id IS NULL
+                                         OR (v_start = 2 AND x.workspace_id = p_workspace[1]
+                                             AND x.conversation = p_conversation[1])),
+                                    v_count + 1)
+    ),
+    claimed AS (
+        INSERT INTO enrich.processed_events (workspace_id, event_id, event_type)
+        SELECT r.workspace_id, r.event_id, 'chat.message' FROM run r ORDER BY r.ord
+        ON CONFLICT DO NOTHING
+        RETURNING workspace_id, event_id
+    ),
+    -- The messages not seen before (an id given twice counts once, first).
+    fresh AS (
+        SELECT DISTINCT ON (r.workspace_id, r.event_id) r.*
+          FROM run r
+          JOIN claimed k ON k.workspace_id = r.workspace_id AND k.event_id = r.event_id
+         ORDER BY r.workspace_id, r.event_id, r.ord
+    ),
+    counted AS (
+        SELECT f.*,
+               row_number() OVER w AS nth,
+               count(*) FILTER (WHERE f.sender = 'customer') OVER w AS customer_nth
+          FROM fresh f
+        WINDOW w AS (PARTITION BY f.conv_id ORDER BY f.ord)
+    ),
+    conversation_totals AS (
+        SELECT f.conv_id, count(*) AS messages, count(*) FILTER (WHERE f.sender = 'customer') AS turns,
+               max(f.occurred_at) AS last_at
+          FROM fresh f
+         GROUP BY f.conv_id
+    ),
+    conversations_after AS (
+        UPDATE enrich.conversations c
+           SET message_count = c.message_count + t.messages,
+               customer_turns = c.customer_turns + t.turns,
+               last_message_at = greatest(c.last_message_at, t.last_at),
+               status = CASE WHEN c.status = 'closed' THEN 'active' ELSE c.status END,
+               ended_at = CASE WHEN c.status = 'closed' THEN NULL ELSE c.ended_at END
+          FROM conversation_totals t
+         WHERE c.id = t.conv_id
+        RETURNING c.id, c.customer_id, c.message_count - t.messages AS count_before,
+                  c.customer_turns - t.turns AS turns_before
+    ),
+    stored AS (
+        INSERT INTO enrich.messages (workspace_id, conversation_id, customer_id, event_id, sender, agent_id,
+                                     text, occurred_at, ai_status, customer_turn)
+        SELECT k.workspace_id, a.id, a.customer_id, k.event_id, k.sender, k.agent_id, k.body, k.occurred_at,
+               CASE WHEN p_await_model AND k.sender = 'customer' AND w.enrichment_enabled THEN 'pending' END,
+               CASE WHEN k.sender = 'customer' THEN (a.turns_before + k.customer_nth)::int END
+          FROM counted k
+          JOIN conversations_after a ON a.id = k.conv_id
+          JOIN enrich.workspaces w ON w.id = k.workspace_id
+         ORDER BY k.ord
+        RETURNING id, workspace_id, event_id
+    ),
+    customer_totals AS (
+        SELECT a.customer_id,
+               min(k.occurred_at) AS first_at,
+               max(k.occurred_at) AS last_at,
+               max(k.occurred_at) FILTER (WHERE k.sender = 'customer') AS last_customer_at,
+               count(*) FILTER (WHERE k.sender = 'customer') AS customer_messages,
+               count(*) FILTER (WHERE k.sender = 'bot') AS bot_messages,
+               count(*) FILTER (WHERE k.sender = 'agent') AS agent_messages,
+               (array_agg(left(k.body, 1000) ORDER BY k.ord DESC) FILTER (WHERE k.sender = 'customer'))[1]
+                   AS last_message,
+               array_agg(k.platform ORDER BY k.ord) AS platforms,
+               (array_agg(k.source ORDER BY k.ord) FILTER (WHERE k.source IS NOT NULL))[1] AS source
+          FROM counted k
+          JOIN conversations_after a ON a.id = k.conv_id
+         GROUP BY a.customer_id
+    ),
+    customers_after AS (
+        UPDATE enrich.customers u
+           SET first_seen_at = least(coalesce(u.first_seen_at, t.first_at), t.first_at),
+               last_seen_at = greatest(coalesce(u.last_seen_at, t.last_at), t.last_at),
+               last_customer_message_at = CASE WHEN t.last_customer_at IS NULL THEN u.last_customer_message_at
+                                               ELSE greatest(coalesce(u.last_customer_message_at, t.last_customer_at),
+                                                             t.last_customer_at) END,
+               customer_message_count = u.customer_message_count + t.customer_messages,
+               bot_message_count = u.bot_message_count + t.bot_messages,
+               agent_message_count = u.agent_message_count + t.agent_messages,
+               last_message = coalesce(t.last_message, u.last_message),
+               platforms = u.platforms || ARRAY(SELECT p FROM unnest(t.platforms) WITH ORDINALITY AS x(p, o)
+                                                 WHERE p <> ALL (u.platforms) GROUP BY p ORDER BY min(o)),
+               source = coalesce(u.source, t.source),
+               updated_at = now()
+          FROM customer_totals t
+         WHERE u.id = t.customer_id
+        -- The version of the customer's decision state, which tells the
+        -- worker whether its Redis copy is current.
+        RETURNING u.id, u.state_version
+    ),
+    visitors AS (
+        UPDATE enrich.customer_identities i
+           SET visitor = v.visitor, last_seen_at = greatest(i.last_seen_at, v.last_at)
+          FROM (SELECT f.workspace_id, f.platform, f.platform_user_id,
+                       (array_agg(f.visitor ORDER BY f.ord DESC))[1] AS visitor, max(f.occurred_at) AS last_at
+                  FROM fresh f
+                 WHERE f.visitor IS NOT NULL
+                 GROUP BY f.workspace_id, f.platform, f.platform_user_id) v
+         WHERE i.workspace_id = v.workspace_id AND i.platform = v.platform
+           AND i.platform_user_id = v.platform_user_id
+        RETURNING i.customer_id
+    )
+    SELECT r.ord::int,
+           k.event_id IS NULL,
+           a.customer_id,
+           a.id,
+           s.id,
+           CASE WHEN k.event_id IS NOT NULL THEN false END,
+           CASE WHEN k.event_id IS NOT NULL THEN false END,
+           w.enrichment_enabled,
+           w.default_region,
+           (a.turns_before + k.customer_nth)::int,
+           (a.count_before + k.nth)::int,
+           cu.state_version,
+           -- The conversation's spend, for a message left to the model stage's budget check.
+           CASE WHEN p_await_model AND k.sender = 'customer' AND w.enrichment_enabled THEN
+               (SELECT coalesce(sum(l.prompt_tokens + l.completion_tokens), 0)::bigint
+                  FROM enrich.llm_calls l WHERE l.conversation_id = a.id)
+           END
+      FROM run r
+      LEFT JOIN counted k ON k.ord = r.ord
+      LEFT JOIN conversations_after a ON a.id = k.conv_id
+      LEFT JOIN stored s ON s.workspace_id = k.workspace_id AND s.event_id = k.event_id
+      LEFT JOIN customers_after cu ON cu.id = a.customer_id
+      LEFT JOIN enrich.workspaces w ON w.id = k.workspace_id
+     ORDER BY r.ord;
+END $$;
