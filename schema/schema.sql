@@ -388,23 +388,47 @@ DECLARE
     v_count int := coalesce(cardinality(p_event_id), 0);
     v_start int := 1;
     v_first record;
+    -- Conversations and identities the messages recorded alone opened and
+    -- used, as length-prefixed keys.
+    v_opened text[] := '{}';
+    v_identities text[] := '{}';
 BEGIN
-    IF v_count = 0 THEN
-        RETURN;
-    END IF;
-
-    IF NOT EXISTS (SELECT 1 FROM enrich.conversations c
-                    WHERE c.workspace_id = p_workspace[1] AND c.external_id = p_conversation[1]) THEN
+    -- Messages that open a conversation, one after another at the start of
+    -- the run, are recorded alone; a second one of the same identity waits
+    -- for the next call, so each customer this call creates has one
+    -- message here.
+    WHILE v_start <= v_count LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM enrich.conversations c
+                           WHERE c.workspace_id = p_workspace[v_start]
+                             AND c.external_id = p_conversation[v_start]);
+        EXIT WHEN format('%s:%s%s:%s', length(p_workspace[v_start]), p_workspace[v_start],
+                         p_platform[v_start], p_user[v_start]) = ANY (v_identities);
         SELECT * INTO v_first
-          FROM enrich.record_chat_message(p_workspace[1], p_event_id[1], p_conversation[1], p_platform[1],
-                                          p_user[1], p_sender[1], p_text[1], p_agent_id[1], p_occurred_at[1],
-                                          p_visitor[1], p_source[1], p_first_message_tag[1],
-                                          p_default_region[1], p_enrichment[1], p_await_model);
-        RETURN QUERY SELECT 1, v_first.duplicate, v_first.customer_id, v_first.conversation_id,
+          FROM enrich.record_chat_message(p_workspace[v_start], p_event_id[v_start], p_conversation[v_start],
+                                          p_platform[v_start], p_user[v_start], p_sender[v_start],
+                                          p_text[v_start], p_agent_id[v_start], p_occurred_at[v_start],
+                                          p_visitor[v_start], p_source[v_start], p_first_message_tag[v_start],
+                                          p_default_region[v_start], p_enrichment[v_start], p_await_model);
+        RETURN QUERY SELECT v_start, v_first.duplicate, v_first.customer_id, v_first.conversation_id,
                             v_first.message_id, v_first.new_customer, v_first.new_conversation,
                             v_first.enrichment_enabled, v_first.default_region, v_first.customer_turn,
                             v_first.message_count, v_first.state_version, v_first.spent_tokens;
-        v_start := 2;
+        v_opened := v_opened || format('%s:%s%s', length(p_workspace[v_start]), p_workspace[v_start],
+                                       p_conversation[v_start]);
+        v_identities := v_identities || format('%s:%s%s:%s', length(p_workspace[v_start]), p_workspace[v_start],
+                                               p_platform[v_start], p_user[v_start]);
+        v_start := v_start + 1;
+    END LOOP;
+
+    -- The set goes on only from a conversation that existed before this
+    -- call: one opened here gets its early events applied before its next
+    -- message is recorded.
+    IF v_start > v_count
+       OR format('%s:%s%s', length(p_workspace[v_start]), p_workspace[v_start], p_conversation[v_start])
+          = ANY (v_opened)
+       OR NOT EXISTS (SELECT 1 FROM enrich.conversations c
+                       WHERE c.workspace_id = p_workspace[v_start] AND c.external_id = p_conversation[v_start]) THEN
+        RETURN;
     END IF;
 
     RETURN QUERY
@@ -418,15 +442,14 @@ BEGIN
             ON c.workspace_id = i.workspace_id AND c.external_id = i.conversation
          WHERE i.ord >= v_start
     ),
-    -- The run ends at the first message of a conversation that did not
-    -- exist, or that the first message has just opened (its early events
-    -- are applied before its next message is recorded).
+    -- The run ends at the first message of a conversation that does not
+    -- exist, or that this call has just opened.
     run AS (
         SELECT * FROM input
          WHERE input.ord < coalesce((SELECT min(x.ord) FROM input x
                                       WHERE x.conv_id IS NULL
-                                         OR (v_start = 2 AND x.workspace_id = p_workspace[1]
-                                             AND x.conversation = p_conversation[1])),
+                                         OR format('%s:%s%s', length(x.workspace_id), x.workspace_id,
+                                                   x.conversation) = ANY (v_opened)),
                                     v_count + 1)
     ),
     claimed AS (

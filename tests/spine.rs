@@ -840,10 +840,10 @@ async fn a_bare_name_answering_the_open_name_ask_is_recorded_and_closes_it() {
     worker.stop().await;
 }
 
-/// The events of the recording equivalence test: four conversations, the
-/// first and the last of one customer, every sender, a visitor, a source,
-/// an agent, ids given twice, and a conversation that opens after others
-/// have messages.
+/// The events of the recording equivalence test: conversations of one
+/// customer each and of one customer together, every sender, a visitor, a
+/// source, an agent, ids given twice, conversations that open after others
+/// have messages, and a new customer opening two conversations in a row.
 fn recording_script(ws: &str) -> Vec<enricher::event::Event> {
     use enricher::event::{Event, Limits};
     let mut events = Vec::new();
@@ -879,6 +879,11 @@ fn recording_script(ws: &str) -> Vec<enricher::event::Event> {
                 body["source"] = json!("campaign");
             }
             push(body);
+        }
+        if round == 2 {
+            // One new customer opening two conversations back to back.
+            push(chat(ws, "k-5-2", "c-5", "u-5", "customer", "first of two"));
+            push(chat(ws, "k-6-2", "c-6", "u-5", "customer", "second of two"));
         }
         if round == 3 {
             // The same id twice in a row, and one seen rounds before.
@@ -1044,7 +1049,7 @@ async fn a_run_of_messages_is_recorded_as_the_messages_one_by_one() {
         Some(single.iter().filter(|s| *s != "duplicate").count())
     );
     for rows in [&mut expected, &mut actual] {
-        assert!(rows["customers"].as_array().is_some_and(|c| c.len() == 3));
+        assert!(rows["customers"].as_array().is_some_and(|c| c.len() == 4));
     }
     assert_eq!(actual, expected);
 }
