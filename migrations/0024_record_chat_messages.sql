@@ -5,15 +5,23 @@
 -- the database's time (docs/scaling.md).
 --
 -- record_chat_messages records a run of messages, given in arrival order,
--- with one statement per table. It records the longest leading run it can
--- record: first the messages that open conversations, each recorded alone by
--- record_chat_message (identity, new customer, the conversation's opening
--- fields), then, as a set, the messages after them while their
--- conversations existed before the call. It returns
--- one row per message recorded, by position (`ord`, from 1), with the same
--- values record_chat_message returns; the caller records the rest with
--- later calls. Each conversation's messages are counted in the order given,
--- and their ids rise in that order.
+-- in one call. It records the longest leading part of the run it can:
+--
+-- 1. the messages that open conversations, one after another at the start:
+--    each claims its event id, finds or creates its customer through the
+--    identity (enrich.customer_for_identity) and opens its conversation; a
+--    second one of the same identity waits for the next call, so each
+--    customer this call creates has one message here;
+-- 2. then, as a set with one statement per table, those messages and the
+--    messages after them while their conversations existed before the call:
+--    event ids claimed, conversations and customers counted, messages
+--    stored. A conversation opened in this call ends the run at its second
+--    message, whose turn comes after the conversation's early events.
+--
+-- It returns one row per message recorded, by position (`ord`, from 1),
+-- with the values record_chat_message returns for it alone; the caller
+-- records the rest with later calls. Each conversation's messages are
+-- counted in the order given, and their ids rise in that order.
 CREATE FUNCTION enrich.record_chat_messages(
     p_workspace text[], p_event_id text[], p_conversation text[], p_platform text[], p_user text[],
     p_sender text[], p_text text[], p_agent_id text[], p_occurred_at timestamptz[], p_visitor jsonb[],
@@ -29,33 +37,51 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_count int := coalesce(cardinality(p_event_id), 0);
+    -- The first message after the openings.
     v_start int := 1;
-    v_first record;
-    -- Conversations and identities the messages recorded alone opened and
-    -- used, as length-prefixed keys.
+    -- The openings whose event ids were new, and what opening them found.
+    v_ords int[] := '{}';
+    v_new_customers boolean[] := '{}';
+    v_new_conversations boolean[] := '{}';
+    -- Conversations and identities of the openings, as length-prefixed keys.
     v_opened text[] := '{}';
     v_identities text[] := '{}';
+    v_customer uuid;
+    v_created boolean;
+    v_conversation bigint;
 BEGIN
-    -- Messages that open a conversation, one after another at the start of
-    -- the run, are recorded alone; a second one of the same identity waits
-    -- for the next call, so each customer this call creates has one
-    -- message here.
+    IF v_count = 0 THEN
+        RETURN;
+    END IF;
+
     WHILE v_start <= v_count LOOP
         EXIT WHEN EXISTS (SELECT 1 FROM enrich.conversations c
                            WHERE c.workspace_id = p_workspace[v_start]
                              AND c.external_id = p_conversation[v_start]);
         EXIT WHEN format('%s:%s%s:%s', length(p_workspace[v_start]), p_workspace[v_start],
                          p_platform[v_start], p_user[v_start]) = ANY (v_identities);
-        SELECT * INTO v_first
-          FROM enrich.record_chat_message(p_workspace[v_start], p_event_id[v_start], p_conversation[v_start],
-                                          p_platform[v_start], p_user[v_start], p_sender[v_start],
-                                          p_text[v_start], p_agent_id[v_start], p_occurred_at[v_start],
-                                          p_visitor[v_start], p_source[v_start], p_first_message_tag[v_start],
-                                          p_default_region[v_start], p_enrichment[v_start], p_await_model);
-        RETURN QUERY SELECT v_start, v_first.duplicate, v_first.customer_id, v_first.conversation_id,
-                            v_first.message_id, v_first.new_customer, v_first.new_conversation,
-                            v_first.enrichment_enabled, v_first.default_region, v_first.customer_turn,
-                            v_first.message_count, v_first.state_version, v_first.spent_tokens;
+        INSERT INTO enrich.processed_events (workspace_id, event_id, event_type)
+        VALUES (p_workspace[v_start], p_event_id[v_start], 'chat.message') ON CONFLICT DO NOTHING;
+        IF FOUND THEN
+            INSERT INTO enrich.workspaces (id, enrichment_enabled, default_region)
+            VALUES (p_workspace[v_start], p_enrichment[v_start], p_default_region[v_start])
+            ON CONFLICT DO NOTHING;
+            SELECT r.customer_id, r.created INTO v_customer, v_created
+              FROM enrich.customer_for_identity(p_workspace[v_start], p_platform[v_start], p_user[v_start],
+                                                p_occurred_at[v_start], p_visitor[v_start]) r;
+            v_conversation := NULL;
+            INSERT INTO enrich.conversations (workspace_id, external_id, customer_id, platform, started_at,
+                                              last_message_at, source, first_message_tag)
+            VALUES (p_workspace[v_start], p_conversation[v_start], v_customer, p_platform[v_start],
+                    p_occurred_at[v_start], p_occurred_at[v_start], p_source[v_start],
+                    p_first_message_tag[v_start])
+            ON CONFLICT (workspace_id, external_id) DO NOTHING
+            RETURNING id INTO v_conversation;
+            -- NULL: a concurrent transaction opened it; the message joins that one.
+            v_ords := v_ords || v_start;
+            v_new_customers := v_new_customers || v_created;
+            v_new_conversations := v_new_conversations || (v_conversation IS NOT NULL);
+        END IF;
         v_opened := v_opened || format('%s:%s%s', length(p_workspace[v_start]), p_workspace[v_start],
                                        p_conversation[v_start]);
         v_identities := v_identities || format('%s:%s%s:%s', length(p_workspace[v_start]), p_workspace[v_start],
@@ -63,50 +89,46 @@ BEGIN
         v_start := v_start + 1;
     END LOOP;
 
-    -- The set goes on only from a conversation that existed before this
-    -- call: one opened here gets its early events applied before its next
-    -- message is recorded.
-    IF v_start > v_count
-       OR format('%s:%s%s', length(p_workspace[v_start]), p_workspace[v_start], p_conversation[v_start])
-          = ANY (v_opened)
-       OR NOT EXISTS (SELECT 1 FROM enrich.conversations c
-                       WHERE c.workspace_id = p_workspace[v_start] AND c.external_id = p_conversation[v_start]) THEN
-        RETURN;
-    END IF;
-
     RETURN QUERY
     WITH input AS (
         SELECT i.*, c.id AS conv_id
           FROM unnest(p_workspace, p_event_id, p_conversation, p_platform, p_user, p_sender, p_text,
-                      p_agent_id, p_occurred_at, p_visitor, p_source) WITH ORDINALITY
+                      p_agent_id, p_occurred_at, p_visitor, p_source, p_first_message_tag) WITH ORDINALITY
                AS i(workspace_id, event_id, conversation, platform, platform_user_id, sender, body,
-                    agent_id, occurred_at, visitor, source, ord)
+                    agent_id, occurred_at, visitor, source, first_message_tag, ord)
           LEFT JOIN enrich.conversations c
             ON c.workspace_id = i.workspace_id AND c.external_id = i.conversation
-         WHERE i.ord >= v_start
     ),
-    -- The run ends at the first message of a conversation that does not
-    -- exist, or that this call has just opened.
+    openings AS (
+        SELECT o.* FROM unnest(v_ords, v_new_customers, v_new_conversations)
+                        AS o(ord, new_customer, new_conversation)
+    ),
+    -- After the openings, the run ends at the first message of a
+    -- conversation that does not exist or that this call has just opened.
     run AS (
         SELECT * FROM input
          WHERE input.ord < coalesce((SELECT min(x.ord) FROM input x
-                                      WHERE x.conv_id IS NULL
-                                         OR format('%s:%s%s', length(x.workspace_id), x.workspace_id,
-                                                   x.conversation) = ANY (v_opened)),
+                                      WHERE x.ord >= v_start
+                                        AND (x.conv_id IS NULL
+                                             OR format('%s:%s%s', length(x.workspace_id), x.workspace_id,
+                                                       x.conversation) = ANY (v_opened))),
                                     v_count + 1)
     ),
     claimed AS (
         INSERT INTO enrich.processed_events (workspace_id, event_id, event_type)
-        SELECT r.workspace_id, r.event_id, 'chat.message' FROM run r ORDER BY r.ord
+        SELECT r.workspace_id, r.event_id, 'chat.message' FROM run r WHERE r.ord >= v_start ORDER BY r.ord
         ON CONFLICT DO NOTHING
         RETURNING workspace_id, event_id
     ),
     -- The messages not seen before (an id given twice counts once, first).
     fresh AS (
-        SELECT DISTINCT ON (r.workspace_id, r.event_id) r.*
-          FROM run r
-          JOIN claimed k ON k.workspace_id = r.workspace_id AND k.event_id = r.event_id
-         ORDER BY r.workspace_id, r.event_id, r.ord
+        SELECT r.*, o.new_customer, o.new_conversation
+          FROM run r JOIN openings o ON o.ord = r.ord
+        UNION ALL
+        (SELECT DISTINCT ON (r.workspace_id, r.event_id) r.*, false, false
+           FROM run r
+           JOIN claimed k ON k.workspace_id = r.workspace_id AND k.event_id = r.event_id
+          ORDER BY r.workspace_id, r.event_id, r.ord)
     ),
     counted AS (
         SELECT f.*,
@@ -153,10 +175,15 @@ BEGIN
                count(*) FILTER (WHERE k.sender = 'customer') AS customer_messages,
                count(*) FILTER (WHERE k.sender = 'bot') AS bot_messages,
                count(*) FILTER (WHERE k.sender = 'agent') AS agent_messages,
+               count(*) FILTER (WHERE k.new_conversation) AS opened,
                (array_agg(left(k.body, 1000) ORDER BY k.ord DESC) FILTER (WHERE k.sender = 'customer'))[1]
                    AS last_message,
                array_agg(k.platform ORDER BY k.ord) AS platforms,
-               (array_agg(k.source ORDER BY k.ord) FILTER (WHERE k.source IS NOT NULL))[1] AS source
+               (array_agg(k.source ORDER BY k.ord) FILTER (WHERE k.source IS NOT NULL))[1] AS source,
+               -- The first conversation's source and tag become the customer's.
+               (array_agg(k.source ORDER BY k.ord) FILTER (WHERE k.new_conversation))[1] AS opening_source,
+               (array_agg(k.first_message_tag ORDER BY k.ord) FILTER (WHERE k.new_conversation))[1]
+                   AS opening_tag
           FROM counted k
           JOIN conversations_after a ON a.id = k.conv_id
          GROUP BY a.customer_id
@@ -168,13 +195,19 @@ BEGIN
                last_customer_message_at = CASE WHEN t.last_customer_at IS NULL THEN u.last_customer_message_at
                                                ELSE greatest(coalesce(u.last_customer_message_at, t.last_customer_at),
                                                              t.last_customer_at) END,
+               conversation_count = u.conversation_count + t.opened,
                customer_message_count = u.customer_message_count + t.customer_messages,
                bot_message_count = u.bot_message_count + t.bot_messages,
                agent_message_count = u.agent_message_count + t.agent_messages,
                last_message = coalesce(t.last_message, u.last_message),
                platforms = u.platforms || ARRAY(SELECT p FROM unnest(t.platforms) WITH ORDINALITY AS x(p, o)
                                                  WHERE p <> ALL (u.platforms) GROUP BY p ORDER BY min(o)),
-               source = coalesce(u.source, t.source),
+               source = CASE WHEN u.conversation_count = 0 AND t.opened > 0
+                             THEN coalesce(t.opening_source, u.source, 'organic')
+                             ELSE coalesce(u.source, t.source) END,
+               first_message_tag = CASE WHEN u.conversation_count = 0 AND t.opened > 0
+                                        THEN coalesce(t.opening_tag, u.first_message_tag)
+                                        ELSE u.first_message_tag END,
                updated_at = now()
           FROM customer_totals t
          WHERE u.id = t.customer_id
@@ -182,13 +215,15 @@ BEGIN
         -- worker whether its Redis copy is current.
         RETURNING u.id, u.state_version
     ),
+    -- A message in a conversation that exists keeps its visitor on its
+    -- identity (an opening did, finding or creating the identity).
     visitors AS (
         UPDATE enrich.customer_identities i
            SET visitor = v.visitor, last_seen_at = greatest(i.last_seen_at, v.last_at)
           FROM (SELECT f.workspace_id, f.platform, f.platform_user_id,
                        (array_agg(f.visitor ORDER BY f.ord DESC))[1] AS visitor, max(f.occurred_at) AS last_at
                   FROM fresh f
-                 WHERE f.visitor IS NOT NULL
+                 WHERE f.visitor IS NOT NULL AND f.ord >= v_start
                  GROUP BY f.workspace_id, f.platform, f.platform_user_id) v
          WHERE i.workspace_id = v.workspace_id AND i.platform = v.platform
            AND i.platform_user_id = v.platform_user_id
@@ -199,8 +234,8 @@ BEGIN
            a.customer_id,
            a.id,
            s.id,
-           CASE WHEN k.event_id IS NOT NULL THEN false END,
-           CASE WHEN k.event_id IS NOT NULL THEN false END,
+           k.new_customer,
+           k.new_conversation,
            w.enrichment_enabled,
            w.default_region,
            (a.turns_before + k.customer_nth)::int,

@@ -882,7 +882,10 @@ fn recording_script(ws: &str) -> Vec<enricher::event::Event> {
         }
         if round == 2 {
             // One new customer opening two conversations back to back.
-            push(chat(ws, "k-5-2", "c-5", "u-5", "customer", "first of two"));
+            let mut opening = chat(ws, "k-5-2", "c-5", "u-5", "customer", "first of two");
+            opening["source"] = json!("campaign");
+            opening["first_message_tag"] = json!("spring-sale");
+            push(opening);
             push(chat(ws, "k-6-2", "c-6", "u-5", "customer", "second of two"));
         }
         if round == 3 {
