@@ -36,6 +36,7 @@ use crate::worker::effects::AfterCommit;
 use crate::worker::lane::{self, LaneContext};
 use crate::worker::metrics::Metrics;
 use crate::worker::model_stage::ModelStage;
+use crate::worker::workspace_rows::WorkspaceRows;
 use crate::worker::{Dispatcher, retention};
 use crate::workspaces::Workspaces;
 
@@ -294,6 +295,7 @@ impl Application {
             worker: Arc::new(self.settings.worker.clone()),
             metrics: Arc::clone(&self.metrics),
             model_stage,
+            workspace_rows: WorkspaceRows::default(),
         });
         let lane_capacity = (usize::from(self.settings.amqp.prefetch) / lanes).max(1) * 2;
         let (senders, mut lane_tasks) = lane::spawn(&context, lanes, lane_capacity);

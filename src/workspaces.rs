@@ -9,7 +9,7 @@ use crate::config::{AsksSettings, WorkspaceSettings, WorkspacesSettings};
 use crate::decide::policy::AskPolicy;
 use crate::decide::triggers::Triggers;
 use crate::fields::FieldSet;
-use crate::store::chat::ModelHandoff;
+use crate::store::chat::{ModelHandoff, WorkspaceDefaults};
 
 /// Per-workspace settings resolved once at start-up.
 pub struct Workspaces {
@@ -31,6 +31,16 @@ pub struct Workspace<'a> {
     pub policy: &'a AskPolicy,
     /// Natural moments to ask.
     pub triggers: &'a Triggers,
+}
+
+impl<'a> Workspace<'a> {
+    /// What a row for this workspace starts with when an event creates it.
+    pub fn defaults(&self) -> WorkspaceDefaults<'a> {
+        WorkspaceDefaults {
+            enrichment: self.settings.enrichment,
+            default_region: self.settings.default_region.as_deref(),
+        }
+    }
 }
 
 impl Workspaces {

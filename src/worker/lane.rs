@@ -27,6 +27,7 @@ use super::hot_profile::BatchView;
 use super::metrics::{DeadLetterKind, Metrics};
 use super::model_job::{CommitNotice, CommitSignal};
 use super::model_stage::ModelStage;
+use super::workspace_rows::WorkspaceRows;
 use crate::config::WorkerSettings;
 use crate::event::{Event, EventBody, Sender};
 use crate::queue::acks;
@@ -64,6 +65,8 @@ pub struct LaneContext {
     pub metrics: Arc<Metrics>,
     /// The model stage, when a model is configured.
     pub model_stage: Option<Arc<ModelStage>>,
+    /// Workspace rows created ahead of the batches that name them.
+    pub workspace_rows: WorkspaceRows,
 }
 
 /// Starts `count` lanes, each with a queue of `capacity` jobs: the senders,
@@ -152,6 +155,15 @@ impl LaneContext {
     async fn process(&self, batch: Vec<Job>) {
         // The fault suite makes a lane panic here (`FAILPOINTS=lane-batch=…`).
         fail::fail_point!("lane-batch");
+        self.workspace_rows
+            .ensure(
+                &self.pool,
+                &self.workspaces,
+                batch
+                    .iter()
+                    .map(|job| job.event.envelope.workspace_id.as_str()),
+            )
+            .await;
         let view = self.read_hot_profile(&batch).await;
         match self.commit_holding(&batch, &view).await {
             Ok(effects) => self.finish(batch, effects).await,

@@ -19,6 +19,7 @@ pub mod model_backlog;
 pub mod model_job;
 pub mod model_stage;
 pub mod retention;
+pub mod workspace_rows;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};

@@ -8,7 +8,6 @@ use std::time::Instant;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::event_claim::workspace_defaults;
 use crate::decide::policy::Source;
 use crate::event::{ChatMessage, Envelope, FieldChange, IdentityHint, Sender};
 use crate::state::{CacheUpdate, hot};
@@ -37,14 +36,8 @@ pub(super) async fn handle(
     effects: &mut Effects,
 ) -> Result<(), HandleError> {
     let sent_at = Instant::now();
-    let recorded = chat::record_message(
-        conn,
-        envelope,
-        message,
-        workspace_defaults(workspace),
-        model,
-    )
-    .await?;
+    let recorded =
+        chat::record_message(conn, envelope, message, workspace.defaults(), model).await?;
     let record = RecordedMessage {
         recorded,
         sent_at,

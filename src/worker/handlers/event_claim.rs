@@ -5,15 +5,8 @@ use sqlx::PgConnection;
 
 use super::super::error::HandleError;
 use crate::event::Envelope;
-use crate::store::chat::{self, WorkspaceDefaults};
+use crate::store::chat;
 use crate::workspaces::Workspace;
-
-pub(super) fn workspace_defaults<'a>(workspace: &Workspace<'a>) -> WorkspaceDefaults<'a> {
-    WorkspaceDefaults {
-        enrichment: workspace.settings.enrichment,
-        default_region: workspace.settings.default_region.as_deref(),
-    }
-}
 
 /// Records the event's id; false when it was handled before.
 pub(super) async fn claim(
@@ -22,6 +15,6 @@ pub(super) async fn claim(
     envelope: &Envelope,
     kind: &str,
 ) -> Result<bool, HandleError> {
-    chat::ensure_workspace(conn, &envelope.workspace_id, workspace_defaults(workspace)).await?;
+    chat::ensure_workspace(conn, &envelope.workspace_id, workspace.defaults()).await?;
     Ok(chat::claim_event(conn, envelope, kind).await?)
 }

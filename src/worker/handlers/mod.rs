@@ -105,7 +105,7 @@ fn chat_run<'a>(workspaces: &'a Workspaces, events: &[&'a Event]) -> Vec<RunMess
         run.push(RunMessage {
             envelope: &event.envelope,
             message,
-            workspace: event_claim::workspace_defaults(&workspace),
+            workspace: workspace.defaults(),
         });
     }
     run
