@@ -33,6 +33,13 @@ RETURNS TABLE (ord integer, duplicate boolean, customer_id uuid, conversation_id
                state_version bigint, spent_tokens bigint)
 LANGUAGE plpgsql
 SET enable_seqscan = off
+-- Planned once per session, not per call: with a custom plan every call
+-- planned the set statement again, which cost about 1.2 ms, more than
+-- recording a run of two messages one by one (measured in a loop of calls
+-- in psql: 1.49 against 0.44 ms per message for a run of one, 0.78 against
+-- 0.31 for a run of two, 0.13 against 0.10 for a run of 32). The arrays'
+-- sizes do not change which plan is right: every row is found by its key.
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -382,6 +382,7 @@ END $$;
 CREATE FUNCTION enrich.record_chat_messages(p_workspace text[], p_event_id text[], p_conversation text[], p_platform text[], p_user text[], p_sender text[], p_text text[], p_agent_id text[], p_occurred_at timestamp with time zone[], p_visitor jsonb[], p_source text[], p_first_message_tag text[], p_default_region text[], p_enrichment boolean[], p_await_model boolean) RETURNS TABLE(ord integer, duplicate boolean, customer_id uuid, conversation_id bigint, message_id bigint, new_customer boolean, new_conversation boolean, enrichment_enabled boolean, default_region text, customer_turn integer, message_count integer, state_version bigint, spent_tokens bigint)
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 #variable_conflict use_column
 DECLARE
