@@ -609,6 +609,27 @@ async fn analyze_empty_tables(conn: &mut sqlx::PgConnection) {
     .expect("analyze");
 }
 
+/// The chat messages of `events` as a run for `record_messages`.
+fn run_messages<'a>(
+    events: &'a [enricher::event::Event],
+    defaults: enricher::store::chat::WorkspaceDefaults<'a>,
+) -> Vec<enricher::store::chat::RunMessage<'a>> {
+    use enricher::event::EventBody;
+    events
+        .iter()
+        .map(|event| {
+            let EventBody::ChatMessage(message) = &event.body else {
+                panic!("not a chat message");
+            };
+            enricher::store::chat::RunMessage {
+                envelope: &event.envelope,
+                message,
+                workspace: defaults,
+            }
+        })
+        .collect()
+}
+
 /// Records 48 messages over 4 conversations (customer and bot by turns) on
 /// `conn`: enough calls per statement for Postgres to settle on the plans it
 /// keeps, while the tables are still tiny. Returns the workspace and the
@@ -619,7 +640,7 @@ async fn record_small_conversations(
 ) -> (String, Vec<enricher::store::chat::StoredMessage>) {
     use enricher::event::{Event, EventBody, Limits};
     use enricher::store::chat::{
-        ModelHandoff, Recorded, RunMessage, WorkspaceDefaults, record_message, record_messages,
+        ModelHandoff, Recorded, WorkspaceDefaults, record_message, record_messages,
     };
     let handoff = if await_model {
         ModelHandoff::Pending { recent_turns: 10 }
@@ -660,19 +681,7 @@ async fn record_small_conversations(
                 if c < 3 {
                     continue;
                 }
-                let messages: Vec<RunMessage<'_>> = round
-                    .iter()
-                    .map(|event| {
-                        let EventBody::ChatMessage(message) = &event.body else {
-                            panic!("not a chat message");
-                        };
-                        RunMessage {
-                            envelope: &event.envelope,
-                            message,
-                            workspace: defaults,
-                        }
-                    })
-                    .collect();
+                let messages = run_messages(&round, defaults);
                 let recorded = record_messages(&mut *conn, &messages, handoff)
                     .await
                     .expect("record a run");
@@ -965,10 +974,7 @@ fn recorded_summary(recorded: &enricher::store::chat::Recorded) -> serde_json::V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_of_messages_is_recorded_as_the_messages_one_by_one() {
-    use enricher::event::EventBody;
-    use enricher::store::chat::{
-        ModelHandoff, RunMessage, WorkspaceDefaults, record_message, record_messages,
-    };
+    use enricher::store::chat::{ModelHandoff, WorkspaceDefaults, record_message, record_messages};
     let app = TestApp::new().await;
     let mut conn = app.pool.acquire().await.expect("connection");
     let handoff = ModelHandoff::Pending { recent_turns: 10 };
@@ -981,19 +987,7 @@ async fn a_run_of_messages_is_recorded_as_the_messages_one_by_one() {
     let mut returned = Vec::new();
     for ws in [&one_by_one, &in_runs] {
         let events = recording_script(ws);
-        let messages: Vec<RunMessage<'_>> = events
-            .iter()
-            .map(|event| {
-                let EventBody::ChatMessage(message) = &event.body else {
-                    panic!("not a chat message");
-                };
-                RunMessage {
-                    envelope: &event.envelope,
-                    message,
-                    workspace: defaults,
-                }
-            })
-            .collect();
+        let messages = run_messages(&events, defaults);
         let mut summaries = Vec::new();
         let mut calls = 0;
         let mut next = 0;
