@@ -1,6 +1,7 @@
-//! Recording a chat message: one call that dedupes by event id, finds or
-//! creates the customer through the identity, opens the conversation and keeps
-//! every counter; and reading a conversation's turns back.
+//! Recording chat messages, alone or in runs: one call that dedupes by event
+//! id, finds or creates the customer through the identity, opens the
+//! conversation and keeps every counter; and reading a conversation's turns
+//! back.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -130,10 +131,12 @@ struct RunRow {
 }
 
 /// Records a run of chat messages, given in arrival order, inside the
-/// caller's transaction, with one statement per table instead of one call
-/// per message. Records the longest leading part of the run it can record
-/// as a set (migration 0024): at least the first message, and the messages
-/// after it while their conversations exist already. Returns what
+/// caller's transaction, in one call instead of one per message. Records
+/// the longest leading part of the run it can (migration 0024): at least
+/// the first message; the messages that open conversations at the start,
+/// each finding or creating its customer alone; then, with one statement
+/// per table, those and the messages after them while their conversations
+/// existed before the call. Returns what
 /// [`record_message`] would have returned for each message recorded, in
 /// order; the caller records the rest with later calls.
 pub async fn record_messages<'a>(

@@ -24,9 +24,8 @@ use crate::store::chat::{self, RunMessage};
 use crate::workspaces::Workspaces;
 
 /// The fewest chat messages recorded together. A run's call costs Postgres
-/// a fixed share (about a quarter of a millisecond, migration 0024) that
-/// only runs of four or more messages earn back; shorter ones are recorded
-/// one by one.
+/// a fixed share (about 0.2 ms, migration 0024) that runs of four or more
+/// messages pay back; shorter ones are recorded one by one.
 const SHORTEST_RUN: usize = 4;
 
 /// Handles a batch's events in order inside the caller's transaction, with
