@@ -146,15 +146,8 @@ pub async fn record_messages<'a>(
 ) -> Result<Vec<Recorded>, StoreError> {
     let visitors = run
         .iter()
-        .map(|m| {
-            m.message
-                .visitor
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose()
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StoreError::Permanent(sqlx::Error::Encode(Box::new(e))))?;
+        .map(|m| visitor_json(m.message))
+        .collect::<Result<Vec<_>, _>>()?;
     let text =
         |get: fn(&RunMessage<'a>) -> &'a str| -> Vec<&'a str> { run.iter().map(get).collect() };
     let maybe = |get: fn(&RunMessage<'a>) -> Option<&'a str>| -> Vec<Option<&'a str>> {
@@ -213,12 +206,7 @@ pub async fn record_message(
     model: ModelHandoff,
 ) -> Result<Recorded, StoreError> {
     let await_model = matches!(model, ModelHandoff::Pending { .. });
-    let visitor = message
-        .visitor
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(|e| StoreError::Permanent(sqlx::Error::Encode(Box::new(e))))?;
+    let visitor = visitor_json(message)?;
     let row: RecordRow = sqlx::query_as(
         "SELECT duplicate, customer_id, conversation_id, message_id, new_customer, new_conversation,
                 enrichment_enabled, default_region, customer_turn, message_count, state_version, spent_tokens
@@ -242,6 +230,16 @@ pub async fn record_message(
     .fetch_one(&mut *conn)
     .await?;
     row.into_recorded()
+}
+
+/// A message's visitor metadata as the JSON the identity keeps.
+fn visitor_json(message: &ChatMessage) -> Result<Option<serde_json::Value>, StoreError> {
+    message
+        .visitor
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| StoreError::Permanent(sqlx::Error::Encode(Box::new(e))))
 }
 
 /// Marks an event id as handled; false when it was handled before.
