@@ -143,8 +143,12 @@ BEGIN
     END IF;
     -- Another transaction created this identity first: use its customer.
     DELETE FROM enrich.customers WHERE id = v_new;
-    SELECT i.customer_id INTO customer_id FROM enrich.customer_identities i
-     WHERE i.workspace_id = p_workspace AND i.platform = p_platform AND i.platform_user_id = p_user;
+    -- 0025: and keep this event's visitor and time on the identity, as above.
+    UPDATE enrich.customer_identities
+       SET last_seen_at = greatest(last_seen_at, p_at),
+           visitor = coalesce(p_visitor, visitor)
+     WHERE workspace_id = p_workspace AND platform = p_platform AND platform_user_id = p_user
+    RETURNING customer_identities.customer_id INTO customer_id;
     created := false;
 END $$;
 

@@ -221,6 +221,66 @@ async fn concurrent_identification_of_one_email_yields_one_customer() {
     worker.stop().await;
 }
 
+/// A chat message and a profile.update of one new visitor reach two lanes (they route by
+/// conversation and by customer) and create its identity at the same moment: the one that
+/// yields uses the other's customer and still keeps its visitor metadata and time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_identity_created_twice_at_once_keeps_the_yielding_events_visitor() {
+    let app = TestApp::new().await;
+    let ws = unique("ws");
+    sqlx::query("INSERT INTO enrich.workspaces (id) VALUES ($1)")
+        .bind(&ws)
+        .execute(&app.pool)
+        .await
+        .expect("workspace");
+    let resolve = "SELECT customer_id, created FROM enrich.customer_for_identity($1, 'web', 'u-race', $2, $3)";
+    let mut first = app.pool.begin().await.expect("begin");
+    let (first_customer, first_created): (uuid::Uuid, bool) = sqlx::query_as(resolve)
+        .bind(&ws)
+        .bind(chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z").expect("time"))
+        .bind(None::<serde_json::Value>)
+        .fetch_one(&mut *first)
+        .await
+        .expect("first resolve");
+    assert!(first_created);
+
+    let pool = app.pool.clone();
+    let ws_second = ws.clone();
+    let second = tokio::spawn(async move {
+        sqlx::query_as::<_, (uuid::Uuid, bool)>(resolve)
+            .bind(&ws_second)
+            .bind(chrono::DateTime::parse_from_rfc3339("2026-03-01T10:05:00Z").expect("time"))
+            .bind(Some(json!({"country": "GB", "device": "mobile"})))
+            .fetch_one(&pool)
+            .await
+            .expect("second resolve")
+    });
+    // The second call waits on the first's uncommitted identity before the first commits.
+    app.wait_for_count(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        1,
+        WAIT,
+    )
+    .await;
+    first.commit().await.expect("commit");
+    let (second_customer, second_created) = second.await.expect("second task");
+
+    assert_eq!(second_customer, first_customer);
+    assert!(!second_created);
+    assert_eq!(app.count("SELECT count(*) FROM enrich.customers").await, 1);
+    let (country, last_seen): (Option<String>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT visitor ->> 'country', last_seen_at FROM enrich.customer_identities
+          WHERE workspace_id = $1 AND platform_user_id = 'u-race'",
+    )
+    .bind(&ws)
+    .fetch_one(&app.pool)
+    .await
+    .expect("identity");
+    assert_eq!(country.as_deref(), Some("GB"));
+    assert_eq!(last_seen.to_rfc3339(), "2026-03-01T10:05:00+00:00");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_value_survives_a_merge_against_a_newer_customer_statement() {
     let app = TestApp::new().await;
