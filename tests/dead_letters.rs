@@ -204,8 +204,13 @@ async fn a_forget_racing_the_customers_late_events_leaves_no_personal_data() {
     let stored_before = metrics.events_stored.get();
     let mut late_refused = refused;
     late_refused["id"] = json!("m-bad-2");
+    // Sent before the erasure but never stored (held by a failed attempt,
+    // say): its id is new, so only its time tells it is a late copy.
+    let mut never_stored = first.clone();
+    never_stored["id"] = json!("m1-never-stored");
     app.publish(&[
         first,
+        never_stored,
         json!({"type": "profile.update", "version": 1, "id": "p2", "workspace_id": ws,
             "occurred_at": "2026-03-01T11:00:00Z", "email": "secret@example.com",
             "fields": {"name": "Secret Person"}, "source": "form"}),
@@ -218,10 +223,10 @@ async fn a_forget_racing_the_customers_late_events_leaves_no_personal_data() {
     worker
         .while_running(async {
             let deadline = std::time::Instant::now() + WAIT;
-            // Three handled by the lanes and dropped there (the message, the
-            // update, the status for the erased conversation), one
-            // dead-lettered (refused at the boundary).
-            while metrics.events_stored.get() < stored_before + 3
+            // Four handled by the lanes and dropped there (the two
+            // messages, the update, the status for the erased
+            // conversation), one dead-lettered (refused at the boundary).
+            while metrics.events_stored.get() < stored_before + 4
                 || metrics.dead_lettered.get() < dead_before + 1
             {
                 assert!(

@@ -163,7 +163,7 @@ pub enum EarlyEvent {
 }
 
 /// Keeps a status or close of a conversation that has no message yet, to
-/// apply when its first message creates it ([`take_early`]).
+/// apply when its first message creates it ([`super::openings::check`]).
 pub async fn hold_early(
     conn: &mut PgConnection,
     workspace_id: &str,
@@ -211,7 +211,9 @@ pub async fn hold_early(
     Ok(())
 }
 
-type EarlyRow = (
+/// A row of `enrich.early_conversation_events`: id, type, status, agent,
+/// reason, resolver, resolution, time.
+pub(super) type EarlyRow = (
     i64,
     String,
     Option<String>,
@@ -222,49 +224,30 @@ type EarlyRow = (
     DateTime<Utc>,
 );
 
-/// Removes and returns, in arrival order, the events held for a
-/// conversation by [`hold_early`].
-pub async fn take_early(
-    conn: &mut PgConnection,
-    workspace_id: &str,
-    external_id: &str,
-) -> Result<Vec<EarlyEvent>, StoreError> {
-    let mut rows: Vec<EarlyRow> = sqlx::query_as(
-        "DELETE FROM enrich.early_conversation_events WHERE workspace_id = $1 AND external_id = $2
-         RETURNING id, event_type, status, agent_id, reason, resolved_by, resolution, occurred_at",
-    )
-    .bind(workspace_id)
-    .bind(external_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.sort_by_key(|row| row.0);
-    Ok(rows
-        .into_iter()
-        .filter_map(
-            |(_, event_type, status, agent_id, reason, resolved_by, resolution, at)| {
-                if event_type == "conversation.closed" {
-                    return Some(EarlyEvent::Closed(
-                        ConversationClosed {
-                            conversation_id: external_id.to_owned(),
-                            resolved_by,
-                            resolution,
-                        },
-                        at,
-                    ));
-                }
-                let status = serde_json::from_value(serde_json::Value::String(status?)).ok()?;
-                Some(EarlyEvent::Status(
-                    ConversationStatus {
-                        conversation_id: external_id.to_owned(),
-                        status,
-                        agent_id,
-                        reason,
-                    },
-                    at,
-                ))
+/// A held event as [`super::openings::check`] takes it back; `None` for a
+/// status the contract no longer knows.
+pub(super) fn early_event(external_id: &str, row: EarlyRow) -> Option<EarlyEvent> {
+    let (_, event_type, status, agent_id, reason, resolved_by, resolution, at) = row;
+    if event_type == "conversation.closed" {
+        return Some(EarlyEvent::Closed(
+            ConversationClosed {
+                conversation_id: external_id.to_owned(),
+                resolved_by,
+                resolution,
             },
-        )
-        .collect())
+            at,
+        ));
+    }
+    let status = serde_json::from_value(serde_json::Value::String(status?)).ok()?;
+    Some(EarlyEvent::Status(
+        ConversationStatus {
+            conversation_id: external_id.to_owned(),
+            status,
+            agent_id,
+            reason,
+        },
+        at,
+    ))
 }
 
 /// Opens a closed conversation again, as a message after a close does.

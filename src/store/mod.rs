@@ -20,6 +20,7 @@ pub mod llm_calls;
 pub mod merges;
 pub mod model_queue;
 pub mod notes;
+pub mod openings;
 pub mod outbox;
 pub mod profiles;
 pub mod retention;

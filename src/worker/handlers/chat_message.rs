@@ -14,9 +14,10 @@ use crate::state::{CacheUpdate, hot};
 use crate::store::asks::ModelInputs;
 use crate::store::chat::{self, ModelHandoff, Recorded, StoredMessage};
 use crate::store::conversations;
-use crate::store::erasure::{self, Subject};
+use crate::store::erasure;
 use crate::store::fields::FieldWrite;
 use crate::store::model_queue::AiStatus;
+use crate::store::openings::{self, Opening, OpeningChecks};
 use crate::turn::Turn;
 use crate::worker::decision::{self, FirstPass};
 use crate::worker::effects::Effects;
@@ -38,10 +39,18 @@ pub(super) async fn handle(
     let sent_at = Instant::now();
     let recorded =
         chat::record_message(conn, envelope, message, workspace.defaults(), model).await?;
+    let opening = match &recorded {
+        Recorded::Stored(stored) => openings::check(conn, &[opening(envelope, message, stored)])
+            .await?
+            .pop()
+            .unwrap_or_default(),
+        Recorded::Duplicate => OpeningChecks::default(),
+    };
     let record = RecordedMessage {
         recorded,
         sent_at,
         merged_into: None,
+        opening,
     };
     handle_recorded(
         conn, workspace, model, envelope, message, record, view, effects,
@@ -58,6 +67,25 @@ pub(super) struct RecordedMessage {
     /// The customer that an earlier message of its run merged the
     /// message's customer into, after the run was recorded.
     pub merged_into: Option<Uuid>,
+    /// What the checks of a new customer or conversation found.
+    pub opening: OpeningChecks,
+}
+
+/// A stored message as [`openings::check`] reads it.
+pub(super) fn opening<'a>(
+    envelope: &'a Envelope,
+    message: &'a ChatMessage,
+    stored: &StoredMessage,
+) -> Opening<'a> {
+    Opening {
+        workspace_id: &envelope.workspace_id,
+        conversation: &message.conversation_id,
+        platform: message.platform.as_str(),
+        platform_user_id: &message.platform_user_id,
+        occurred_at: envelope.occurred_at,
+        new_customer: stored.new_customer,
+        new_conversation: stored.new_conversation,
+    }
 }
 
 /// Everything after recording: a late copy of an erased customer's message
@@ -78,6 +106,7 @@ pub(super) async fn handle_recorded(
         recorded,
         sent_at,
         merged_into,
+        opening,
     } = record;
     let workspace_id = &envelope.workspace_id;
     let conversation = &message.conversation_id;
@@ -101,7 +130,7 @@ pub(super) async fn handle_recorded(
         }
         Recorded::Stored(stored) => stored,
     };
-    if stored.new_customer && erased_since(conn, envelope, message).await? {
+    if opening.erased {
         // A late copy (a retry, a redelivery) of a message from a customer
         // erased after it was sent: it must not bring them back.
         erasure::discard_recreated(conn, &envelope.workspace_id, stored.customer_id).await?;
@@ -112,8 +141,8 @@ pub(super) async fn handle_recorded(
         super::conversation::apply_early(
             conn,
             &envelope.workspace_id,
-            &message.conversation_id,
             (stored.conversation_id, stored.customer_id),
+            &opening.early,
         )
         .await?;
     }
@@ -300,26 +329,6 @@ async fn decide_first_pass(
         return Ok(customer_id);
     }
     Ok(target.customer_id)
-}
-
-/// Whether the message's identity was erased by an erasure asked for after
-/// the message occurred.
-async fn erased_since(
-    conn: &mut PgConnection,
-    envelope: &Envelope,
-    message: &ChatMessage,
-) -> Result<bool, HandleError> {
-    let identity = Subject::Identity {
-        platform: message.platform.as_str(),
-        platform_user_id: &message.platform_user_id,
-    };
-    Ok(erasure::erased_after(
-        &mut *conn,
-        &envelope.workspace_id,
-        &[identity, Subject::Conversation(&message.conversation_id)],
-        envelope.occurred_at,
-    )
-    .await?)
 }
 
 async fn apply_identity_hint(

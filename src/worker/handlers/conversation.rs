@@ -84,20 +84,20 @@ pub(super) async fn closed(
 }
 
 /// Applies, in arrival order, the statuses and closes held for a
-/// conversation its first message just created, as if they had come right
+/// conversation its first message just created (taken out of the holding
+/// table by [`crate::store::openings::check`]), as if they had come right
 /// before that message: a held close leaves it open again, as a message
 /// after a close always does.
 pub(super) async fn apply_early(
     conn: &mut PgConnection,
     workspace_id: &str,
-    external_id: &str,
     conversation: (i64, Uuid),
+    held: &[EarlyEvent],
 ) -> Result<(), HandleError> {
-    let held = conversations::take_early(conn, workspace_id, external_id).await?;
     if held.is_empty() {
         return Ok(());
     }
-    for event in &held {
+    for event in held {
         match event {
             EarlyEvent::Status(status, at) => {
                 conversations::record_status(conn, workspace_id, conversation, status, *at).await?

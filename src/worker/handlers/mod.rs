@@ -21,6 +21,7 @@ use super::error::HandleError;
 use super::hot_profile::BatchView;
 use crate::event::{Event, EventBody};
 use crate::store::chat::{self, RunMessage};
+use crate::store::openings::{self, OpeningChecks};
 use crate::workspaces::Workspaces;
 
 /// The fewest chat messages recorded together. A run's call costs Postgres
@@ -51,8 +52,21 @@ pub async fn handle_all(
         }
         let sent_at = Instant::now();
         let recorded = chat::record_messages(conn, &run, workspaces.model_handoff()).await?;
+        let opened: Vec<_> = run
+            .iter()
+            .zip(&recorded)
+            .map(|(m, recorded)| match recorded {
+                chat::Recorded::Stored(stored) => {
+                    Some(chat_message::opening(m.envelope, m.message, stored))
+                }
+                chat::Recorded::Duplicate => None,
+            })
+            .collect();
+        let checked =
+            openings::check(conn, &opened.iter().flatten().copied().collect::<Vec<_>>()).await?;
+        let mut checked = checked.into_iter();
         let mut merged: HashMap<Uuid, Uuid> = HashMap::new();
-        for recorded in recorded {
+        for (recorded, opened) in recorded.into_iter().zip(opened) {
             let event = events[next];
             next += 1;
             let (EventBody::ChatMessage(message), Some(workspace)) =
@@ -67,10 +81,15 @@ pub async fn handle_all(
                 chat::Recorded::Stored(stored) => kept_customer(&merged, stored.customer_id),
                 chat::Recorded::Duplicate => None,
             };
+            let opening = match opened {
+                Some(_) => checked.next().unwrap_or_default(),
+                None => OpeningChecks::default(),
+            };
             let record = chat_message::RecordedMessage {
                 recorded,
                 sent_at,
                 merged_into,
+                opening,
             };
             let mut effects = Effects::default();
             chat_message::handle_recorded(
