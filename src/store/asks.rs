@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::model_queue::AiStatus;
+use super::outbox::Pending;
 use crate::decide::{AskState, Known, PastAsk};
+use crate::event::Outbound;
 
 /// Known fields and ask state of a customer in a conversation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -312,20 +314,26 @@ pub struct NewAsk<'a> {
     pub customer_turn: u32,
 }
 
-/// Logs an ask as pending, unless the field has a value or was declined by
-/// now: a value an agent (or anyone) set while the model was thinking
-/// cancels the ask. `None` when it was cancelled.
+/// Logs an ask as pending and queues `announcement` in the outbox, in one
+/// statement, unless the field has a value or was declined by now: a value
+/// an agent (or anyone) set while the model was thinking cancels the ask.
+/// The queued announcement, or `None` when the ask was cancelled.
 pub async fn record_ask(
     conn: &mut PgConnection,
     ask: &NewAsk<'_>,
-) -> Result<Option<i64>, StoreError> {
+    announcement: &Outbound,
+) -> Result<Option<Pending>, StoreError> {
+    let body = announcement.to_value();
     let id: Option<(i64,)> = sqlx::query_as(
-        "INSERT INTO enrich.asks (workspace_id, conversation_id, customer_id, field, question, reason, language,
-                                  in_reply_to, customer_turn)
-         SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9
-          WHERE NOT EXISTS (SELECT 1 FROM enrich.customer_fields WHERE customer_id = $3 AND field = $4)
-            AND NOT EXISTS (SELECT 1 FROM enrich.declined_fields WHERE customer_id = $3 AND field = $4)
-         RETURNING id",
+        "WITH ask AS (
+             INSERT INTO enrich.asks (workspace_id, conversation_id, customer_id, field, question, reason,
+                                      language, in_reply_to, customer_turn)
+             SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9
+              WHERE NOT EXISTS (SELECT 1 FROM enrich.customer_fields WHERE customer_id = $3 AND field = $4)
+                AND NOT EXISTS (SELECT 1 FROM enrich.declined_fields WHERE customer_id = $3 AND field = $4)
+             RETURNING id
+         )
+         INSERT INTO enrich.outbox (routing_key, body) SELECT $10, $11 FROM ask RETURNING id",
     )
     .bind(ask.workspace_id)
     .bind(ask.conversation_id)
@@ -336,9 +344,15 @@ pub async fn record_ask(
     .bind(ask.language)
     .bind(ask.in_reply_to)
     .bind(ask.customer_turn as i32)
+    .bind(announcement.routing_key())
+    .bind(&body)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(id.map(|(id,)| id))
+    Ok(id.map(|(id,)| Pending {
+        id,
+        routing_key: announcement.routing_key().to_owned(),
+        body,
+    }))
 }
 
 /// Marks pending asks that went unanswered for `after_turns` customer turns as ignored.

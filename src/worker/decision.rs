@@ -21,7 +21,6 @@ use crate::store::asks::{self, DecisionState, NewAsk};
 use crate::store::chat::StoredMessage;
 use crate::store::fields::{self as field_store, FieldWrite};
 use crate::store::model_queue;
-use crate::store::outbox;
 use crate::turn::Turn;
 use crate::workspaces::Workspace;
 
@@ -179,6 +178,16 @@ pub async fn apply(
         field_store::record_decline(conn, customer_id, field, target.message_id).await?;
     }
     if let Some(ask) = &decided.ask {
+        let announcement = Outbound::AskRequested(AskRequested {
+            workspace_id: target.workspace_id.clone(),
+            conversation_id: target.conversation.clone(),
+            customer_id,
+            field: ask.field.clone(),
+            question: ask.question.clone(),
+            language: ask.language.clone(),
+            reason: ask.reason.clone(),
+            in_reply_to: target.event_id.clone(),
+        });
         let recorded = asks::record_ask(
             conn,
             &NewAsk {
@@ -192,25 +201,15 @@ pub async fn apply(
                 in_reply_to: &target.event_id,
                 customer_turn: target.customer_turn,
             },
+            &announcement,
         )
         .await?;
-        if recorded.is_none() {
+        match recorded {
+            Some(queued) => effects.outbox.push(queued),
             // The field got a value (or a refusal) after the decision read
             // the state: asking now would ask for what is known.
-            effects.rejections.push("known_at_commit");
-            return Ok(customer_id);
+            None => effects.rejections.push("known_at_commit"),
         }
-        let event = Outbound::AskRequested(AskRequested {
-            workspace_id: target.workspace_id.clone(),
-            conversation_id: target.conversation.clone(),
-            customer_id,
-            field: ask.field.clone(),
-            question: ask.question.clone(),
-            language: ask.language.clone(),
-            reason: ask.reason.clone(),
-            in_reply_to: target.event_id.clone(),
-        });
-        effects.outbox.push(outbox::enqueue(conn, &event).await?);
     }
     Ok(customer_id)
 }
