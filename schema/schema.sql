@@ -397,51 +397,127 @@ DECLARE
     v_ords int[] := '{}';
     v_new_customers boolean[] := '{}';
     v_new_conversations boolean[] := '{}';
-    -- Conversations and identities of the openings, as length-prefixed keys.
+    -- Conversations of the openings, as length-prefixed keys.
     v_opened text[] := '{}';
-    v_identities text[] := '{}';
+    -- 0026: the openings' customers, found through their identities or made.
+    v_found_ords int[];
+    v_found_customers uuid[];
+    v_made_ords int[];
+    v_made_customers uuid[];
+    v_kept uuid[];
+    v_customers uuid[];
+    v_opened_ords int[];
     v_customer uuid;
-    v_created boolean;
-    v_conversation bigint;
+    v_ord int;
 BEGIN
     IF v_count = 0 THEN
         RETURN;
     END IF;
 
-    WHILE v_start <= v_count LOOP
-        EXIT WHEN EXISTS (SELECT 1 FROM enrich.conversations c
-                           WHERE c.workspace_id = p_workspace[v_start]
-                             AND c.external_id = p_conversation[v_start]);
-        EXIT WHEN format('%s:%s%s:%s', length(p_workspace[v_start]), p_workspace[v_start],
-                         p_platform[v_start], p_user[v_start]) = ANY (v_identities);
-        INSERT INTO enrich.processed_events (workspace_id, event_id, event_type)
-        VALUES (p_workspace[v_start], p_event_id[v_start], 'chat.message') ON CONFLICT DO NOTHING;
-        IF FOUND THEN
-            INSERT INTO enrich.workspaces (id, enrichment_enabled, default_region)
-            VALUES (p_workspace[v_start], p_enrichment[v_start], p_default_region[v_start])
-            ON CONFLICT DO NOTHING;
-            SELECT r.customer_id, r.created INTO v_customer, v_created
-              FROM enrich.customer_for_identity(p_workspace[v_start], p_platform[v_start], p_user[v_start],
-                                                p_occurred_at[v_start], p_visitor[v_start]) r;
-            v_conversation := NULL;
+    -- 0026: the openings are written as sets, one statement per table,
+    -- instead of one after another. They are the leading messages whose
+    -- conversation does not exist, up to the first conversation or identity
+    -- seen twice (each customer this call creates has one message here).
+    SELECT coalesce(min(x.ord)::int, v_count + 1) INTO v_start
+      FROM (SELECT i.ord,
+                   EXISTS (SELECT 1 FROM enrich.conversations c
+                            WHERE c.workspace_id = i.workspace_id AND c.external_id = i.conversation) AS existing,
+                   row_number() OVER (PARTITION BY i.workspace_id, i.platform, i.platform_user_id ORDER BY i.ord)
+                       AS nth_of_identity,
+                   row_number() OVER (PARTITION BY i.workspace_id, i.conversation ORDER BY i.ord)
+                       AS nth_of_conversation
+              FROM unnest(p_workspace, p_conversation, p_platform, p_user) WITH ORDINALITY
+                   AS i(workspace_id, conversation, platform, platform_user_id, ord)) x
+     WHERE x.existing OR x.nth_of_identity > 1 OR x.nth_of_conversation > 1;
+    IF v_start > 1 THEN
+        v_opened := ARRAY(SELECT format('%s:%s%s', length(p_workspace[o]), p_workspace[o], p_conversation[o])
+                            FROM generate_series(1, v_start - 1) o);
+        -- The openings not seen before (an id given twice counts once, first).
+        WITH claimed AS (
+            INSERT INTO enrich.processed_events (workspace_id, event_id, event_type)
+            SELECT p_workspace[o], p_event_id[o], 'chat.message' FROM generate_series(1, v_start - 1) o ORDER BY o
+            ON CONFLICT DO NOTHING
+            RETURNING workspace_id, event_id
+        )
+        SELECT coalesce(array_agg(f.o ORDER BY f.o), '{}') INTO v_ords
+          FROM (SELECT DISTINCT ON (k.workspace_id, k.event_id) o
+                  FROM claimed k
+                  JOIN generate_series(1, v_start - 1) o
+                    ON p_workspace[o] = k.workspace_id AND p_event_id[o] = k.event_id
+                 ORDER BY k.workspace_id, k.event_id, o) f;
+    END IF;
+    IF cardinality(v_ords) > 0 THEN
+        INSERT INTO enrich.workspaces (id, enrichment_enabled, default_region)
+        SELECT DISTINCT ON (p_workspace[o]) p_workspace[o], p_enrichment[o], p_default_region[o]
+          FROM unnest(v_ords) o ORDER BY p_workspace[o], o
+        ON CONFLICT DO NOTHING;
+        -- Identities seen before: their customer, and this visit on them
+        -- (as enrich.customer_for_identity does).
+        WITH found AS (
+            UPDATE enrich.customer_identities i
+               SET last_seen_at = greatest(i.last_seen_at, p_occurred_at[o]),
+                   visitor = coalesce(p_visitor[o], i.visitor)
+              FROM unnest(v_ords) o
+             WHERE i.workspace_id = p_workspace[o] AND i.platform = p_platform[o]
+               AND i.platform_user_id = p_user[o]
+            RETURNING o, i.customer_id
+        )
+        SELECT coalesce(array_agg(o), '{}'), coalesce(array_agg(customer_id), '{}')
+          INTO v_found_ords, v_found_customers FROM found;
+        -- New identities: a new customer each, in the identities' order so
+        -- that lanes creating the same ones wait for each other, not in a cycle.
+        SELECT coalesce(array_agg(o ORDER BY p_workspace[o], p_platform[o], p_user[o]), '{}')
+          INTO v_made_ords FROM unnest(v_ords) o WHERE o <> ALL (v_found_ords);
+        v_made_customers := ARRAY(SELECT gen_random_uuid() FROM unnest(v_made_ords));
+        INSERT INTO enrich.customers (id, workspace_id, created_at, first_seen_at, last_seen_at)
+        SELECT n.id, p_workspace[n.o], now(), p_occurred_at[n.o], p_occurred_at[n.o]
+          FROM unnest(v_made_ords, v_made_customers) AS n(o, id);
+        WITH made AS (
+            INSERT INTO enrich.customer_identities (workspace_id, platform, platform_user_id, customer_id, visitor,
+                                                    first_seen_at, last_seen_at)
+            SELECT p_workspace[n.o], p_platform[n.o], p_user[n.o], n.id, p_visitor[n.o], p_occurred_at[n.o],
+                   p_occurred_at[n.o]
+              FROM unnest(v_made_ords, v_made_customers) WITH ORDINALITY AS n(o, id, nth)
+             ORDER BY n.nth
+            ON CONFLICT DO NOTHING
+            RETURNING customer_id
+        )
+        SELECT coalesce(array_agg(customer_id), '{}') INTO v_kept FROM made;
+        -- Another transaction created some of these identities first: their
+        -- customers are the ones to use (enrich.customer_for_identity keeps
+        -- this visit on the identity and returns the customer).
+        FOR v_ord, v_customer IN
+            SELECT n.o, n.id FROM unnest(v_made_ords, v_made_customers) AS n(o, id) WHERE n.id <> ALL (v_kept)
+        LOOP
+            DELETE FROM enrich.customers WHERE id = v_customer;
+            v_found_ords := v_found_ords || v_ord;
+            v_found_customers := v_found_customers
+                || (SELECT r.customer_id FROM enrich.customer_for_identity(p_workspace[v_ord], p_platform[v_ord],
+                        p_user[v_ord], p_occurred_at[v_ord], p_visitor[v_ord]) r);
+        END LOOP;
+        -- Each opening's customer and whether it was created, in order.
+        SELECT array_agg(coalesce(f.customer_id, m.id) ORDER BY x.o), array_agg(m.id IS NOT NULL ORDER BY x.o)
+          INTO v_customers, v_new_customers
+          FROM unnest(v_ords) AS x(o)
+          LEFT JOIN unnest(v_found_ords, v_found_customers) AS f(o, customer_id) ON f.o = x.o
+          LEFT JOIN unnest(v_made_ords, v_made_customers) AS m(o, id) ON m.o = x.o AND m.id = ANY (v_kept);
+        -- The conversations; one a concurrent transaction opened first is
+        -- joined instead.
+        WITH opened AS (
             INSERT INTO enrich.conversations (workspace_id, external_id, customer_id, platform, started_at,
                                               last_message_at, source, first_message_tag)
-            VALUES (p_workspace[v_start], p_conversation[v_start], v_customer, p_platform[v_start],
-                    p_occurred_at[v_start], p_occurred_at[v_start], p_source[v_start],
-                    p_first_message_tag[v_start])
+            SELECT p_workspace[x.o], p_conversation[x.o], x.customer_id, p_platform[x.o], p_occurred_at[x.o],
+                   p_occurred_at[x.o], p_source[x.o], p_first_message_tag[x.o]
+              FROM unnest(v_ords, v_customers) AS x(o, customer_id)
+             ORDER BY p_workspace[x.o], p_conversation[x.o]
             ON CONFLICT (workspace_id, external_id) DO NOTHING
-            RETURNING id INTO v_conversation;
-            -- NULL: a concurrent transaction opened it; the message joins that one.
-            v_ords := v_ords || v_start;
-            v_new_customers := v_new_customers || v_created;
-            v_new_conversations := v_new_conversations || (v_conversation IS NOT NULL);
-        END IF;
-        v_opened := v_opened || format('%s:%s%s', length(p_workspace[v_start]), p_workspace[v_start],
-                                       p_conversation[v_start]);
-        v_identities := v_identities || format('%s:%s%s:%s', length(p_workspace[v_start]), p_workspace[v_start],
-                                               p_platform[v_start], p_user[v_start]);
-        v_start := v_start + 1;
-    END LOOP;
+            RETURNING workspace_id, external_id
+        )
+        SELECT coalesce(array_agg(o), '{}') INTO v_opened_ords
+          FROM opened k JOIN unnest(v_ords) o
+            ON p_workspace[o] = k.workspace_id AND p_conversation[o] = k.external_id;
+        v_new_conversations := ARRAY(SELECT o = ANY (v_opened_ords) FROM unnest(v_ords) o ORDER BY o);
+    END IF;
 
     RETURN QUERY
     WITH input AS (

@@ -281,6 +281,113 @@ async fn an_identity_created_twice_at_once_keeps_the_yielding_events_visitor() {
     assert_eq!(last_seen.to_rfc3339(), "2026-03-01T10:05:00+00:00");
 }
 
+/// The same race when the yielding event opens its conversation in a run of
+/// openings, as a lane records them: that opening joins the other
+/// transaction's customer and keeps its visitor; the run's other openings
+/// create theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_opening_an_identity_created_at_once_elsewhere_joins_its_customer() {
+    use enricher::event::{Event, EventBody, Limits};
+    use enricher::store::chat::{
+        ModelHandoff, Recorded, RunMessage, WorkspaceDefaults, record_messages,
+    };
+    let app = TestApp::new().await;
+    let ws = unique("ws");
+    sqlx::query("INSERT INTO enrich.workspaces (id) VALUES ($1)")
+        .bind(&ws)
+        .execute(&app.pool)
+        .await
+        .expect("workspace");
+    let mut first = app.pool.begin().await.expect("begin");
+    let (first_customer,): (uuid::Uuid,) = sqlx::query_as(
+        "SELECT customer_id FROM enrich.customer_for_identity($1, 'web', 'u-race', now(), NULL)",
+    )
+    .bind(&ws)
+    .fetch_one(&mut *first)
+    .await
+    .expect("first resolve");
+
+    let pool = app.pool.clone();
+    let ws_run = ws.clone();
+    let run = tokio::spawn(async move {
+        let events: Vec<Event> = ["u-a", "u-race", "u-b", "u-c"]
+            .iter()
+            .map(|user| {
+                let mut body = chat(
+                    &ws_run,
+                    &format!("m-{user}"),
+                    &format!("c-{user}"),
+                    user,
+                    "customer",
+                    "hi",
+                );
+                body["visitor"] = json!({"country": "GB"});
+                Event::decode(&serde_json::to_vec(&body).expect("json"), Limits::default())
+                    .expect("valid event")
+            })
+            .collect();
+        let run: Vec<RunMessage<'_>> = events
+            .iter()
+            .map(|event| {
+                let EventBody::ChatMessage(message) = &event.body else {
+                    panic!("not a chat message");
+                };
+                RunMessage {
+                    envelope: &event.envelope,
+                    message,
+                    workspace: WorkspaceDefaults {
+                        enrichment: true,
+                        default_region: None,
+                    },
+                }
+            })
+            .collect();
+        let mut conn = pool.acquire().await.expect("connection");
+        record_messages(&mut conn, &run, ModelHandoff::None)
+            .await
+            .expect("record the run")
+    });
+    app.wait_for_count(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        1,
+        WAIT,
+    )
+    .await;
+    first.commit().await.expect("commit");
+    let recorded = run.await.expect("run task");
+
+    let stored: Vec<_> = recorded
+        .into_iter()
+        .map(|recorded| match recorded {
+            Recorded::Stored(stored) => stored,
+            Recorded::Duplicate => panic!("nothing here was recorded before"),
+        })
+        .collect();
+    assert_eq!(stored.len(), 4, "the whole run is recorded");
+    assert_eq!(stored[1].customer_id, first_customer);
+    assert!(!stored[1].new_customer);
+    assert!(stored[1].new_conversation);
+    for other in [&stored[0], &stored[2], &stored[3]] {
+        assert!(other.new_customer && other.new_conversation);
+        assert_ne!(other.customer_id, first_customer);
+    }
+    assert_eq!(app.count("SELECT count(*) FROM enrich.customers").await, 4);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM enrich.customer_identities
+              WHERE platform_user_id = 'u-race' AND visitor ->> 'country' = 'GB'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT conversation_count::bigint FROM enrich.customers ORDER BY conversation_count DESC LIMIT 1")
+            .await,
+        1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_value_survives_a_merge_against_a_newer_customer_statement() {
     let app = TestApp::new().await;
