@@ -221,28 +221,54 @@ async fn concurrent_identification_of_one_email_yields_one_customer() {
     worker.stop().await;
 }
 
-/// A chat message and a profile.update of one new visitor reach two lanes (they route by
-/// conversation and by customer) and create its identity at the same moment: the one that
-/// yields uses the other's customer and still keeps its visitor metadata and time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_identity_created_twice_at_once_keeps_the_yielding_events_visitor() {
-    let app = TestApp::new().await;
+/// A fresh workspace and a transaction, left open, that has just created
+/// the identity `web`/`u-race` there (at 10:00): its customer.
+async fn identity_being_created(
+    app: &TestApp,
+) -> (
+    String,
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    uuid::Uuid,
+) {
     let ws = unique("ws");
     sqlx::query("INSERT INTO enrich.workspaces (id) VALUES ($1)")
         .bind(&ws)
         .execute(&app.pool)
         .await
         .expect("workspace");
+    let mut creating = app.pool.begin().await.expect("begin");
+    let (customer, created): (uuid::Uuid, bool) = sqlx::query_as(
+        "SELECT customer_id, created
+           FROM enrich.customer_for_identity($1, 'web', 'u-race', '2026-03-01T10:00:00Z', NULL)",
+    )
+    .bind(&ws)
+    .fetch_one(&mut *creating)
+    .await
+    .expect("first resolve");
+    assert!(created);
+    (ws, creating, customer)
+}
+
+/// Waits until a session of the test's database waits for a lock: the
+/// other side of the race, on the identity not committed yet.
+async fn wait_for_a_lock_wait(app: &TestApp) {
+    app.wait_for_count(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        1,
+        WAIT,
+    )
+    .await;
+}
+
+/// A chat message and a profile.update of one new visitor reach two lanes (they route by
+/// conversation and by customer) and create its identity at the same moment: the one that
+/// yields uses the other's customer and still keeps its visitor metadata and time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_identity_created_twice_at_once_keeps_the_yielding_events_visitor() {
+    let app = TestApp::new().await;
+    let (ws, first, first_customer) = identity_being_created(&app).await;
     let resolve = "SELECT customer_id, created FROM enrich.customer_for_identity($1, 'web', 'u-race', $2, $3)";
-    let mut first = app.pool.begin().await.expect("begin");
-    let (first_customer, first_created): (uuid::Uuid, bool) = sqlx::query_as(resolve)
-        .bind(&ws)
-        .bind(chrono::DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z").expect("time"))
-        .bind(None::<serde_json::Value>)
-        .fetch_one(&mut *first)
-        .await
-        .expect("first resolve");
-    assert!(first_created);
 
     let pool = app.pool.clone();
     let ws_second = ws.clone();
@@ -256,13 +282,7 @@ async fn an_identity_created_twice_at_once_keeps_the_yielding_events_visitor() {
             .expect("second resolve")
     });
     // The second call waits on the first's uncommitted identity before the first commits.
-    app.wait_for_count(
-        "SELECT count(*) FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        1,
-        WAIT,
-    )
-    .await;
+    wait_for_a_lock_wait(&app).await;
     first.commit().await.expect("commit");
     let (second_customer, second_created) = second.await.expect("second task");
 
@@ -292,20 +312,7 @@ async fn a_run_opening_an_identity_created_at_once_elsewhere_joins_its_customer(
         ModelHandoff, Recorded, RunMessage, WorkspaceDefaults, record_messages,
     };
     let app = TestApp::new().await;
-    let ws = unique("ws");
-    sqlx::query("INSERT INTO enrich.workspaces (id) VALUES ($1)")
-        .bind(&ws)
-        .execute(&app.pool)
-        .await
-        .expect("workspace");
-    let mut first = app.pool.begin().await.expect("begin");
-    let (first_customer,): (uuid::Uuid,) = sqlx::query_as(
-        "SELECT customer_id FROM enrich.customer_for_identity($1, 'web', 'u-race', now(), NULL)",
-    )
-    .bind(&ws)
-    .fetch_one(&mut *first)
-    .await
-    .expect("first resolve");
+    let (ws, first, first_customer) = identity_being_created(&app).await;
 
     let pool = app.pool.clone();
     let ws_run = ws.clone();
@@ -347,13 +354,7 @@ async fn a_run_opening_an_identity_created_at_once_elsewhere_joins_its_customer(
             .await
             .expect("record the run")
     });
-    app.wait_for_count(
-        "SELECT count(*) FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        1,
-        WAIT,
-    )
-    .await;
+    wait_for_a_lock_wait(&app).await;
     first.commit().await.expect("commit");
     let recorded = run.await.expect("run task");
 
