@@ -418,17 +418,23 @@ BEGIN
     -- instead of one after another. They are the leading messages whose
     -- conversation does not exist, up to the first conversation or identity
     -- seen twice (each customer this call creates has one message here).
-    SELECT coalesce(min(x.ord)::int, v_count + 1) INTO v_start
-      FROM (SELECT i.ord,
-                   EXISTS (SELECT 1 FROM enrich.conversations c
-                            WHERE c.workspace_id = i.workspace_id AND c.external_id = i.conversation) AS existing,
-                   row_number() OVER (PARTITION BY i.workspace_id, i.platform, i.platform_user_id ORDER BY i.ord)
-                       AS nth_of_identity,
-                   row_number() OVER (PARTITION BY i.workspace_id, i.conversation ORDER BY i.ord)
-                       AS nth_of_conversation
-              FROM unnest(p_workspace, p_conversation, p_platform, p_user) WITH ORDINALITY
-                   AS i(workspace_id, conversation, platform, platform_user_id, ord)) x
-     WHERE x.existing OR x.nth_of_identity > 1 OR x.nth_of_conversation > 1;
+    -- Most runs open nothing: one lookup tells.
+    IF EXISTS (SELECT 1 FROM enrich.conversations c
+                WHERE c.workspace_id = p_workspace[1] AND c.external_id = p_conversation[1]) THEN
+        v_start := 1;
+    ELSE
+        SELECT coalesce(min(x.ord)::int, v_count + 1) INTO v_start
+          FROM (SELECT i.ord,
+                       EXISTS (SELECT 1 FROM enrich.conversations c
+                                WHERE c.workspace_id = i.workspace_id AND c.external_id = i.conversation) AS existing,
+                       row_number() OVER (PARTITION BY i.workspace_id, i.platform, i.platform_user_id ORDER BY i.ord)
+                           AS nth_of_identity,
+                       row_number() OVER (PARTITION BY i.workspace_id, i.conversation ORDER BY i.ord)
+                           AS nth_of_conversation
+                  FROM unnest(p_workspace, p_conversation, p_platform, p_user) WITH ORDINALITY
+                       AS i(workspace_id, conversation, platform, platform_user_id, ord)) x
+         WHERE x.existing OR x.nth_of_identity > 1 OR x.nth_of_conversation > 1;
+    END IF;
     IF v_start > 1 THEN
         v_opened := ARRAY(SELECT format('%s:%s%s', length(p_workspace[o]), p_workspace[o], p_conversation[o])
                             FROM generate_series(1, v_start - 1) o);
