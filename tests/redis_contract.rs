@@ -374,3 +374,43 @@ async fn a_stale_copy_put_back_into_redis_is_not_acted_on() {
     assert_eq!(profile["field:name"], "Ana Souza");
     worker.stop().await;
 }
+
+/// Removing a workspace's keys (what `enricher bench` does with its own)
+/// leaves every other workspace's keys alone, also one whose id differs
+/// only where the first has a glob character.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removing_a_workspace_deletes_its_keys_and_no_others() {
+    let app = TestApp::new().await;
+    let mut redis = app.redis().await;
+    let removed = format!("{}*", unique("ws"));
+    let kept = [removed.replace('*', "x"), unique("ws")];
+    for workspace in std::iter::once(&removed).chain(&kept) {
+        for n in 0..1_500 {
+            let _: () = redis
+                .set(key(workspace, "turns", &format!("c-{n}")), "[]")
+                .await
+                .expect("SET");
+        }
+        let _: () = redis
+            .hset(key(workspace, "profile", "p-1"), "version", 1)
+            .await
+            .expect("HSET");
+    }
+    let cache = enricher::state::Cache::connect(&app.settings().redis)
+        .await
+        .expect("redis");
+
+    let count = cache.remove_workspace(&removed).await.expect("remove");
+
+    assert_eq!(count, 1_501);
+    for workspace in std::iter::once(&removed).chain(&kept) {
+        let pattern = format!(
+            "enrich:{}:{}:*",
+            workspace.len(),
+            workspace.replace('*', "\\*")
+        );
+        let left: Vec<String> = redis.keys(&pattern).await.expect("KEYS");
+        let expected = if *workspace == removed { 0 } else { 1_501 };
+        assert_eq!(left.len(), expected, "{workspace}");
+    }
+}

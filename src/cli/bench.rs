@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use crate::cli::send::EventSender;
 use crate::config::Settings;
 use crate::event::{ChatMessage, Envelope, Platform, Sender};
+use crate::state::Cache;
 use crate::store::{self, chat};
 
 /// How often the bench asks Postgres whether the worker is done. Results come
@@ -294,13 +295,14 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
             throughput / floor.max(1e-9)
         );
     }
+    let cache = Cache::connect(&settings.redis).await?;
     if args.keep {
         println!("  rows kept in workspace {workspace}");
     } else {
-        cleanup(&pool, &workspace).await?;
+        cleanup(&pool, &cache, &workspace).await?;
     }
-    cleanup(&pool, &format!("{run_id}-floor")).await?;
-    cleanup(&pool, &warm_up).await?;
+    cleanup(&pool, &cache, &format!("{run_id}-floor")).await?;
+    cleanup(&pool, &cache, &warm_up).await?;
     Ok(())
 }
 
@@ -456,7 +458,11 @@ async fn direct_sql_floor(
     Ok(events as f64 / started.elapsed().as_secs_f64().max(1e-9))
 }
 
-async fn cleanup(pool: &PgPool, workspace: &str) -> anyhow::Result<()> {
+/// Removes a bench workspace: its rows, and the hot profiles and turns the
+/// worker cached for it (which would otherwise stay in Redis until they
+/// expire).
+async fn cleanup(pool: &PgPool, cache: &Cache, workspace: &str) -> anyhow::Result<()> {
+    cache.remove_workspace(workspace).await?;
     sqlx::query("DELETE FROM enrich.customers WHERE workspace_id = $1")
         .bind(workspace)
         .execute(pool)

@@ -276,6 +276,37 @@ impl Cache {
         })
     }
 
+    /// Deletes every key of a workspace, found with `SCAN` a page at a time
+    /// and removed with `UNLINK`, for tools that make throwaway workspaces
+    /// (`enricher bench`); returns how many keys it removed.
+    pub async fn remove_workspace(&self, workspace_id: &str) -> Result<u64, CacheError> {
+        let pattern = keys::workspace_pattern(workspace_id);
+        let mut connection = self.connection.clone();
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut connection)
+                .await?;
+            if !found.is_empty() {
+                let unlinked: u64 = redis::cmd("UNLINK")
+                    .arg(&found)
+                    .query_async(&mut connection)
+                    .await?;
+                removed += unlinked;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
     /// How many turns before a message the model sees.
     pub fn recent_turns_kept(&self) -> usize {
         self.recent_turns
