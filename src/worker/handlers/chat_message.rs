@@ -39,13 +39,10 @@ pub(super) async fn handle(
     let sent_at = Instant::now();
     let recorded =
         chat::record_message(conn, envelope, message, workspace.defaults(), model).await?;
-    let opening = match &recorded {
-        Recorded::Stored(stored) => openings::check(conn, &[opening(envelope, message, stored)])
-            .await?
-            .pop()
-            .unwrap_or_default(),
-        Recorded::Duplicate => OpeningChecks::default(),
-    };
+    let opening = openings::check(conn, &[opening(envelope, message, &recorded)])
+        .await?
+        .pop()
+        .unwrap_or_default();
     let record = RecordedMessage {
         recorded,
         sent_at,
@@ -71,20 +68,25 @@ pub(super) struct RecordedMessage {
     pub opening: OpeningChecks,
 }
 
-/// A stored message as [`openings::check`] reads it.
+/// A recorded message as [`openings::check`] reads it (a duplicate opened
+/// nothing).
 pub(super) fn opening<'a>(
     envelope: &'a Envelope,
     message: &'a ChatMessage,
-    stored: &StoredMessage,
+    recorded: &Recorded,
 ) -> Opening<'a> {
+    let (new_customer, new_conversation) = match recorded {
+        Recorded::Stored(stored) => (stored.new_customer, stored.new_conversation),
+        Recorded::Duplicate => (false, false),
+    };
     Opening {
         workspace_id: &envelope.workspace_id,
         conversation: &message.conversation_id,
         platform: message.platform.as_str(),
         platform_user_id: &message.platform_user_id,
         occurred_at: envelope.occurred_at,
-        new_customer: stored.new_customer,
-        new_conversation: stored.new_conversation,
+        new_customer,
+        new_conversation,
     }
 }
 

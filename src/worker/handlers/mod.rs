@@ -21,7 +21,7 @@ use super::error::HandleError;
 use super::hot_profile::BatchView;
 use crate::event::{Event, EventBody};
 use crate::store::chat::{self, RunMessage};
-use crate::store::openings::{self, OpeningChecks};
+use crate::store::openings;
 use crate::workspaces::Workspaces;
 
 /// The fewest chat messages recorded together. A run's call costs Postgres
@@ -55,18 +55,11 @@ pub async fn handle_all(
         let opened: Vec<_> = run
             .iter()
             .zip(&recorded)
-            .map(|(m, recorded)| match recorded {
-                chat::Recorded::Stored(stored) => {
-                    Some(chat_message::opening(m.envelope, m.message, stored))
-                }
-                chat::Recorded::Duplicate => None,
-            })
+            .map(|(m, recorded)| chat_message::opening(m.envelope, m.message, recorded))
             .collect();
-        let checked =
-            openings::check(conn, &opened.iter().flatten().copied().collect::<Vec<_>>()).await?;
-        let mut checked = checked.into_iter();
+        let checked = openings::check(conn, &opened).await?;
         let mut merged: HashMap<Uuid, Uuid> = HashMap::new();
-        for (recorded, opened) in recorded.into_iter().zip(opened) {
+        for (recorded, opening) in recorded.into_iter().zip(checked) {
             let event = events[next];
             next += 1;
             let (EventBody::ChatMessage(message), Some(workspace)) =
@@ -80,10 +73,6 @@ pub async fn handle_all(
             let merged_into = match &recorded {
                 chat::Recorded::Stored(stored) => kept_customer(&merged, stored.customer_id),
                 chat::Recorded::Duplicate => None,
-            };
-            let opening = match opened {
-                Some(_) => checked.next().unwrap_or_default(),
-                None => OpeningChecks::default(),
             };
             let record = chat_message::RecordedMessage {
                 recorded,
