@@ -120,36 +120,32 @@ CREATE FUNCTION enrich.customer_for_identity(p_workspace text, p_platform text, 
 DECLARE
     v_new uuid;
 BEGIN
-    UPDATE enrich.customer_identities
-       SET last_seen_at = greatest(last_seen_at, p_at),
-           visitor = coalesce(p_visitor, visitor)
-     WHERE workspace_id = p_workspace AND platform = p_platform AND platform_user_id = p_user
-    RETURNING customer_identities.customer_id INTO customer_id;
-    IF FOUND THEN
-        created := false;
-        RETURN;
-    END IF;
-    v_new := gen_random_uuid();
-    INSERT INTO enrich.customers (id, workspace_id, created_at, first_seen_at, last_seen_at)
-    VALUES (v_new, p_workspace, now(), p_at, p_at);
-    INSERT INTO enrich.customer_identities (workspace_id, platform, platform_user_id, customer_id, visitor,
-                                            first_seen_at, last_seen_at)
-    VALUES (p_workspace, p_platform, p_user, v_new, p_visitor, p_at, p_at)
-    ON CONFLICT DO NOTHING;
-    IF FOUND THEN
-        customer_id := v_new;
-        created := true;
-        RETURN;
-    END IF;
-    -- Another transaction created this identity first: use its customer.
-    DELETE FROM enrich.customers WHERE id = v_new;
-    -- 0025: and keep this event's visitor and time on the identity, as above.
-    UPDATE enrich.customer_identities
-       SET last_seen_at = greatest(last_seen_at, p_at),
-           visitor = coalesce(p_visitor, visitor)
-     WHERE workspace_id = p_workspace AND platform = p_platform AND platform_user_id = p_user
-    RETURNING customer_identities.customer_id INTO customer_id;
-    created := false;
+    -- 0025: a loop; a second pass finds what the first one yielded to.
+    LOOP
+        UPDATE enrich.customer_identities
+           SET last_seen_at = greatest(last_seen_at, p_at),
+               visitor = coalesce(p_visitor, visitor)
+         WHERE workspace_id = p_workspace AND platform = p_platform AND platform_user_id = p_user
+        RETURNING customer_identities.customer_id INTO customer_id;
+        IF FOUND THEN
+            created := false;
+            RETURN;
+        END IF;
+        v_new := gen_random_uuid();
+        INSERT INTO enrich.customers (id, workspace_id, created_at, first_seen_at, last_seen_at)
+        VALUES (v_new, p_workspace, now(), p_at, p_at);
+        INSERT INTO enrich.customer_identities (workspace_id, platform, platform_user_id, customer_id, visitor,
+                                                first_seen_at, last_seen_at)
+        VALUES (p_workspace, p_platform, p_user, v_new, p_visitor, p_at, p_at)
+        ON CONFLICT DO NOTHING;
+        IF FOUND THEN
+            customer_id := v_new;
+            created := true;
+            RETURN;
+        END IF;
+        -- Another transaction created this identity first: use its customer.
+        DELETE FROM enrich.customers WHERE id = v_new;
+    END LOOP;
 END $$;
 
 -- FUNCTION: forbid_update()
