@@ -25,9 +25,8 @@ use crate::llm::model_client::ModelClient;
 use crate::llm::prompts::Prompts;
 use crate::ops::readiness::Readiness;
 use crate::ops::{self, OpsListener};
-use crate::queue::outbox_relay::{self, OutboundQueue};
 use crate::queue::shard_count::ShardCountError;
-use crate::queue::{dead_letter_sink, legacy};
+use crate::queue::{dead_letter_sink, legacy, outbox_relay};
 use crate::queue::{publisher::Publisher, subscription::Subscription};
 use crate::state::Cache;
 use crate::store;
@@ -241,10 +240,6 @@ impl Application {
             }
             None => None,
         };
-        // Committed outbound events are published by a task of their own,
-        // in the order the lanes and the model stage hand them over.
-        let (outbound, outbound_publisher) =
-            OutboundQueue::start(self.publisher.clone(), self.pool.clone());
         let model_stage = self
             .model
             .as_ref()
@@ -252,7 +247,8 @@ impl Application {
             .map(|((enricher, _), model_pool)| {
                 let after_commit = AfterCommit {
                     cache: self.cache.clone(),
-                    outbound: outbound.clone(),
+                    publisher: self.publisher.clone(),
+                    pool: model_pool.clone(),
                     metrics: Arc::clone(&self.metrics),
                 };
                 ModelStage::new(
@@ -290,7 +286,8 @@ impl Application {
             pool: self.pool.clone(),
             after_commit: AfterCommit {
                 cache: self.cache.clone(),
-                outbound,
+                publisher: self.publisher.clone(),
+                pool: self.pool.clone(),
                 metrics: Arc::clone(&self.metrics),
             },
             publisher: self.publisher.clone(),
@@ -392,7 +389,6 @@ impl Application {
             );
         }
         insights.stop(grace).await;
-        outbound_publisher.finish(grace).await;
         relay.abort();
         dead_letter_sink.abort();
         retention_sweep.abort();

@@ -1,16 +1,14 @@
 //! Publishing the outbox: a batch of outbound events is sent together, each
 //! with its outbox row's id as the message id, and each row leaves the
 //! outbox once the broker confirmed it; what the broker could not take
-//! stays for the relay. The worker's lanes hand their events to a
-//! publishing task, which keeps their order and, when the worker stops,
-//! publishes what it was given before it ends.
+//! stays for the relay.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{TestApp, unique};
-use enricher::queue::outbox_relay::{OutboundQueue, publish_pending};
+use enricher::queue::outbox_relay::publish_pending;
 use enricher::queue::publisher::Publisher;
 use enricher::store::outbox::Pending;
 use futures::StreamExt;
@@ -96,36 +94,6 @@ async fn a_batch_of_outbound_events_is_published_whole_and_leaves_the_outbox() {
         "every event once, in the outbox's order"
     );
     assert_eq!(app.count("SELECT count(*) FROM enrich.outbox").await, 0);
-}
-
-// On one thread the publishing task has not run yet when it is told to
-// finish, so what it publishes, it publishes while finishing.
-#[tokio::test(flavor = "current_thread")]
-async fn handed_over_events_are_published_in_order_and_finished_before_the_task_ends() {
-    let app = TestApp::new().await;
-    let (_listening, mut listener) = app.outbound_listener(ROUTING_KEY).await;
-    let (_connection, publisher) = publisher(&app).await;
-    let pending = stored_events(&app, 60).await;
-    let (queue, task) = OutboundQueue::start(publisher, app.pool.clone());
-
-    // Twelve commits' worth, handed over one after another as lanes do.
-    for batch in pending.chunks(5) {
-        queue.submit(batch.to_vec()).await;
-    }
-    task.finish(Duration::from_secs(30)).await;
-
-    assert_eq!(
-        app.count("SELECT count(*) FROM enrich.outbox").await,
-        0,
-        "everything handed over was published before the task ended"
-    );
-    let received = receive(&mut listener, pending.len()).await;
-    assert_eq!(received, as_sent(&pending), "in the order handed over");
-
-    // After the task has ended, events stay in the outbox for the relay.
-    let late = stored_events(&app, 2).await;
-    queue.submit(late).await;
-    assert_eq!(app.count("SELECT count(*) FROM enrich.outbox").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

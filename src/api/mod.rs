@@ -29,7 +29,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::config::{PostgresSettings, Settings};
-use crate::queue::outbox_relay::{self, OutboundQueue};
+use crate::queue::outbox_relay;
 use crate::queue::publisher::Publisher;
 use crate::state::Cache;
 use crate::store;
@@ -89,8 +89,6 @@ pub struct Api {
 pub struct Server {
     api: Api,
     amqp: lapin::Connection,
-    /// Publishes what the outbox still holds (see [`Server::run_app`]).
-    publisher: Publisher,
 }
 
 impl Server {
@@ -124,17 +122,14 @@ impl Server {
             api: Api {
                 after_commit: AfterCommit {
                     cache,
-                    outbound: OutboundQueue::Inline {
-                        publisher: publisher.clone(),
-                        pool: pool.clone(),
-                    },
+                    publisher,
+                    pool: pool.clone(),
                     metrics: Arc::new(Metrics::default()),
                 },
                 pool,
                 workspaces,
             },
             amqp,
-            publisher,
         })
     }
 
@@ -157,7 +152,7 @@ impl Server {
         app: impl FnOnce(Api) -> Router,
     ) -> Result<(), ServeError> {
         let pool = self.api.pool.clone();
-        let publisher = self.publisher.clone();
+        let publisher = self.api.after_commit.publisher.clone();
         // Outbound events whose publish failed (the broker was away) wait
         // in the outbox; this process sends them itself once it can, so the
         // API does not depend on a worker running to deliver its events.

@@ -3,17 +3,10 @@
 //! removed only once the broker confirmed it. What a crashed or failed
 //! publish left behind is published again by [`relay`], so a crash delays
 //! an outbound event but never loses it.
-//!
-//! The worker's lanes hand their committed events to an
-//! [`OutboundQueue`], whose task publishes them in the order they were
-//! handed over, so a lane goes on to its next batch instead of waiting for
-//! the broker's confirms and the rows' removal.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::publisher::{OutboundMessage, Publisher};
 use crate::store::outbox::{self, Pending};
@@ -77,117 +70,5 @@ pub async fn relay(publisher: Publisher, pool: PgPool) {
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %error, "outbox relay could not read the outbox"),
         }
-    }
-}
-
-/// How many handed-over batches of outbound events may wait for the
-/// publishing task before a lane handing over more waits too.
-const QUEUED_BATCHES: usize = 256;
-
-/// How committed outbound events get published.
-#[derive(Clone)]
-pub enum OutboundQueue {
-    /// In the caller's task, before it goes on: the API answers a request
-    /// only once its events are published.
-    Inline {
-        /// Publishes them.
-        publisher: Publisher,
-        /// Where their rows are removed.
-        pool: PgPool,
-    },
-    /// Handed to a task that publishes them in the order they came
-    /// ([`OutboundQueue::start`]): the worker's lanes.
-    Handed(mpsc::Sender<Vec<Pending>>),
-}
-
-/// The task behind an [`OutboundQueue`]; [`OutboundPublisher::finish`]
-/// publishes what was handed over and ends it.
-pub struct OutboundPublisher {
-    finish: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl OutboundQueue {
-    /// Starts the publishing task.
-    pub fn start(publisher: Publisher, pool: PgPool) -> (OutboundQueue, OutboundPublisher) {
-        let (batches, receiver) = mpsc::channel(QUEUED_BATCHES);
-        let (finish, finishing) = oneshot::channel();
-        let task = tokio::spawn(publish_handed_over(publisher, pool, receiver, finishing));
-        (
-            OutboundQueue::Handed(batches),
-            OutboundPublisher { finish, task },
-        )
-    }
-
-    /// Publishes, or hands over, the outbound events of a committed
-    /// transaction. Once the publishing task has stopped they stay in the
-    /// outbox, for the relay.
-    pub async fn submit(&self, pending: Vec<Pending>) {
-        if pending.is_empty() {
-            return;
-        }
-        match self {
-            OutboundQueue::Inline { publisher, pool } => {
-                publish_pending(publisher, pool, pending).await;
-            }
-            OutboundQueue::Handed(batches) => {
-                if batches.send(pending).await.is_err() {
-                    tracing::warn!(
-                        "the outbound publisher has stopped; the outbox relay will publish these events"
-                    );
-                }
-            }
-        }
-    }
-}
-
-impl OutboundPublisher {
-    /// Publishes everything handed over so far, waiting at most `grace`,
-    /// and stops; what is left stays in the outbox for the relay.
-    pub async fn finish(self, grace: Duration) {
-        let OutboundPublisher { finish, mut task } = self;
-        // The task has ended already if it cannot hear this.
-        let _ = finish.send(());
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "outbound events still unpublished at shutdown stay in the outbox for the relay"
-            );
-            task.abort();
-        }
-    }
-}
-
-/// Publishes the handed-over batches in order, each time together with
-/// whatever else is waiting, until told to finish and drained.
-async fn publish_handed_over(
-    publisher: Publisher,
-    pool: PgPool,
-    mut batches: mpsc::Receiver<Vec<Pending>>,
-    mut finishing: oneshot::Receiver<()>,
-) {
-    let mut closed = false;
-    loop {
-        let next = if closed {
-            batches.recv().await
-        } else {
-            tokio::select! {
-                biased;
-                _ = &mut finishing => {
-                    // Take no more; publish what is already queued.
-                    batches.close();
-                    closed = true;
-                    continue;
-                }
-                next = batches.recv() => next,
-            }
-        };
-        let Some(mut pending) = next else {
-            return;
-        };
-        while let Ok(more) = batches.try_recv() {
-            pending.extend(more);
-        }
-        publish_pending(&publisher, &pool, pending).await;
     }
 }

@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::metrics::Metrics;
 use super::model_job::ModelJob;
-use crate::queue::outbox_relay::OutboundQueue;
+use crate::queue::outbox_relay::publish_pending;
+use crate::queue::publisher::Publisher;
 use crate::retry::Backoff;
 use crate::state::{Cache, CacheError, CacheUpdate};
 use crate::store::outbox::Pending;
@@ -42,9 +44,10 @@ const CACHE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AfterCommit {
     /// Redis.
     pub cache: Cache,
-    /// Publishes the outbound events, in order, without holding up the
-    /// caller.
-    pub outbound: OutboundQueue,
+    /// Publishes the outbound events.
+    pub publisher: Publisher,
+    /// Where the outbox rows are removed once published.
+    pub pool: PgPool,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -57,7 +60,7 @@ impl AfterCommit {
             self.metrics.cache_errors.inc();
             tracing::error!(error = %error, "cache update failed after commit");
         }
-        self.outbound.submit(pending).await;
+        publish_pending(&self.publisher, &self.pool, pending).await;
     }
 
     /// The cache updates and outbound events of `effects`, counting what
@@ -132,7 +135,7 @@ impl AfterCommit {
         if failures > 0 {
             tracing::info!(failures, "held cache update written");
         }
-        self.outbound.submit(pending).await;
+        publish_pending(&self.publisher, &self.pool, pending).await;
     }
 }
 
