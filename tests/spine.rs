@@ -460,6 +460,170 @@ async fn a_workspace_with_enrichment_off_stores_and_counts_but_extracts_nothing(
     worker.stop().await;
 }
 
+/// The conversations of [`asking_script`], opened: a run's recording stops
+/// before the messages of a conversation it opened itself, so the script's
+/// asks and answers share a run only in conversations that exist.
+fn greetings(ws: &str) -> Vec<serde_json::Value> {
+    vec![
+        chat(ws, "a0", "c-answer", "u1", "customer", "hello"),
+        chat(ws, "b0", "c-ignore", "u2", "customer", "hello"),
+        chat(ws, "c0", "c-last", "u3", "customer", "hello"),
+    ]
+}
+
+/// Two customers asked for their email, one answering in their next turn
+/// and one letting three turns pass, and a third asked last.
+fn asking_script(ws: &str) -> Vec<serde_json::Value> {
+    vec![
+        chat(
+            ws,
+            "a1",
+            "c-answer",
+            "u1",
+            "customer",
+            "Hi! Could you send me the price list?",
+        ),
+        chat(
+            ws,
+            "b1",
+            "c-ignore",
+            "u2",
+            "customer",
+            "Please email me the brochure",
+        ),
+        chat(
+            ws,
+            "a2",
+            "c-answer",
+            "u1",
+            "bot",
+            "Sure! What's your email?",
+        ),
+        chat(
+            ws,
+            "a3",
+            "c-answer",
+            "u1",
+            "customer",
+            "it's ana@example.com",
+        ),
+        chat(
+            ws,
+            "b2",
+            "c-ignore",
+            "u2",
+            "customer",
+            "what are your hours?",
+        ),
+        chat(ws, "b3", "c-ignore", "u2", "customer", "and on sundays?"),
+        chat(ws, "b4", "c-ignore", "u2", "customer", "ok thanks"),
+        chat(
+            ws,
+            "c1",
+            "c-last",
+            "u3",
+            "customer",
+            "Please email me the brochure",
+        ),
+    ]
+}
+
+/// A workspace's asks as the dashboards' ask log shows them, and the
+/// messages their announcements answer.
+async fn asks_of(app: &TestApp, ws: &str) -> (Vec<(String, String, String)>, Vec<String>) {
+    let asks: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT conversation_id, field, outcome FROM enrich.ask_log
+          WHERE workspace_id = $1 ORDER BY conversation_id",
+    )
+    .bind(ws)
+    .fetch_all(&app.pool)
+    .await
+    .expect("ask log");
+    let mut answered: Vec<String> =
+        sqlx::query_scalar("SELECT in_reply_to FROM enrich.ask_log WHERE workspace_id = $1")
+            .bind(ws)
+            .fetch_all(&app.pool)
+            .await
+            .expect("asks' messages");
+    answered.sort();
+    (asks, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn asks_decided_in_one_run_are_those_decided_one_message_at_a_time() {
+    let mut app = TestApp::new().await;
+    // One lane that waits for the whole script: one batch, one run.
+    app.set("ENRICHER__WORKER__LANES", "1");
+    app.set("ENRICHER__WORKER__BATCH_LINGER_MS", "500");
+    let (_connection, mut announcements) = app.outbound_listener("ask.requested").await;
+    let one_at_a_time = unique("ws");
+    let in_one_run = unique("ws");
+    let stored =
+        |ws: &str| format!("SELECT count(*) FROM enrich.messages WHERE workspace_id = '{ws}'");
+
+    let worker = app.start_worker().await;
+    for ws in [&one_at_a_time, &in_one_run] {
+        app.publish(&greetings(ws)).await;
+        app.wait_for_count(&stored(ws), 3, WAIT).await;
+    }
+    for (index, event) in asking_script(&one_at_a_time).into_iter().enumerate() {
+        app.publish(&[event]).await;
+        app.wait_for_count(&stored(&one_at_a_time), index as i64 + 4, WAIT)
+            .await;
+    }
+    worker.stop().await;
+    // Queued before the worker starts, the script reaches its lane at once.
+    app.publish(&asking_script(&in_one_run)).await;
+    let worker = app.start_worker().await;
+    app.wait_for_count(&stored(&in_one_run), 11, WAIT).await;
+    worker.stop().await;
+
+    let expected = (
+        vec![
+            (
+                "c-answer".to_owned(),
+                "email".to_owned(),
+                "answered".to_owned(),
+            ),
+            (
+                "c-ignore".to_owned(),
+                "email".to_owned(),
+                "ignored".to_owned(),
+            ),
+            (
+                "c-last".to_owned(),
+                "email".to_owned(),
+                "pending".to_owned(),
+            ),
+        ],
+        vec!["a1".to_owned(), "b1".to_owned(), "c1".to_owned()],
+    );
+    assert_eq!(asks_of(&app, &one_at_a_time).await, expected);
+    assert_eq!(asks_of(&app, &in_one_run).await, expected);
+    // Every ask was announced once: three per workspace.
+    let mut announced: Vec<(String, String)> = Vec::new();
+    while announced.len() < 6 {
+        let delivery = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut announcements))
+            .await
+            .expect("ask.requested published")
+            .expect("stream")
+            .expect("delivery");
+        let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("json");
+        announced.push((
+            body["workspace_id"].as_str().unwrap_or_default().to_owned(),
+            body["in_reply_to"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    announced.sort();
+    let mut expected_announced: Vec<(String, String)> = [&one_at_a_time, &in_one_run]
+        .iter()
+        .flat_map(|ws| ["a1", "b1", "c1"].map(|id| (ws.to_string(), id.to_owned())))
+        .collect();
+    expected_announced.sort();
+    assert_eq!(announced, expected_announced);
+    assert_eq!(app.count("SELECT count(*) FROM enrich.outbox").await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn offline_asks_are_published_and_closed_as_answered_or_ignored() {
     let app = TestApp::new().await;

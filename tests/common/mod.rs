@@ -343,6 +343,10 @@ impl TestApp {
                 "ENRICHER__LLM__MAX_CONCURRENT" => {
                     settings.llm.max_concurrent = value.parse().expect("number")
                 }
+                "ENRICHER__WORKER__LANES" => settings.worker.lanes = value.parse().expect("number"),
+                "ENRICHER__WORKER__BATCH_LINGER_MS" => {
+                    settings.worker.batch_linger_ms = value.parse().expect("number")
+                }
                 "ENRICHER_ENV" => {}
                 other => panic!("the in-process harness does not map {other}; add it"),
             }
