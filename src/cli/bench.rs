@@ -253,14 +253,11 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         (Some(first), Some(last)) => (last - first).to_std().unwrap_or_default(),
         _ => Duration::ZERO,
     };
-    let mut latencies: Vec<f64> = timings
-        .iter()
-        .map(|(published, committed)| millis(*committed - *published))
-        .collect();
-    let latency = percentiles(&mut latencies);
     let (mut at_start, mut after_start) = first_publish
         .map(|first| split_at_start(&timings, first))
         .unwrap_or_default();
+    let mut latencies: Vec<f64> = at_start.iter().chain(&after_start).copied().collect();
+    let latency = percentiles(&mut latencies);
     let start_latency = percentiles(&mut at_start);
     let later_latency = percentiles(&mut after_start);
     let throughput = args.events as f64 / span.as_secs_f64().max(1e-9);
