@@ -179,6 +179,7 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) if args.search => cli::bench_search::run(&settings, &args).await,
+        Command::Bench(args) if args.broker_only => cli::bench_broker::run(&settings, &args).await,
         Command::Bench(args) => cli::bench::run(&settings, args).await,
         Command::Eval(args) => enricher::eval::run(&settings, args).await,
         Command::Schema {

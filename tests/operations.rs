@@ -431,3 +431,51 @@ async fn status_reports_queues_backlogs_and_dead_letter_reasons() {
     assert_eq!(as_json["queues"][0]["role"], json!("shard"));
     worker.stop().await;
 }
+
+/// `enricher bench --broker-only` times publish→delivery through a copy of
+/// the worker's topology under names of its own, and leaves none of it on
+/// the broker.
+#[tokio::test]
+async fn the_broker_only_bench_times_deliveries_and_leaves_nothing_behind() {
+    let app = TestApp::new().await;
+    let output = Command::new(env!("CARGO_BIN_EXE_enricher"))
+        .args(["bench", "--broker-only", "--events", "300"])
+        .args(["--conversations", "30", "--rate", "1000"])
+        .current_dir(repo_root())
+        .envs(app.settings_env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("enricher bench runs");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shards = app.settings().amqp.shards;
+    assert!(
+        report.contains(&format!(
+            "300 events, 30 conversations, {shards} shard queues, rate 1000/s"
+        )),
+        "{report}"
+    );
+    let latency = report
+        .lines()
+        .find(|line| line.contains("publish→delivery"))
+        .unwrap_or_else(|| panic!("no latency line: {report}"));
+    let p50: f64 = latency
+        .split_whitespace()
+        .skip_while(|word| *word != "p50")
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no p50 in {latency}"));
+    assert!(p50 > 0.0 && p50 < 10_000.0, "{latency}");
+    let ours = |line: &String| line.starts_with("bench") && line.contains(&app.ns);
+    let queues = common::rabbitmqctl(&["list_queues", "--no-table-headers", "name"]);
+    assert_eq!(queues.iter().filter(|q| ours(q)).count(), 0, "{queues:?}");
+    let exchanges = common::rabbitmqctl(&["list_exchanges", "--no-table-headers", "name"]);
+    assert_eq!(
+        exchanges.iter().filter(|e| ours(e)).count(),
+        0,
+        "{exchanges:?}"
+    );
+}

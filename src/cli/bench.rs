@@ -67,6 +67,11 @@ pub struct BenchArgs {
     /// queries through `GET /v1/customers`.
     #[arg(long)]
     pub search: bool,
+    /// Benchmark the broker alone instead (see `bench_broker`): publish at
+    /// `--rate` through a private copy of the worker's topology and time
+    /// publish→delivery to consumers that only ack.
+    #[arg(long, conflicts_with_all = ["search", "worker_pid", "model_delay_ms", "keep"])]
+    pub broker_only: bool,
     /// Customers to load for `--search`.
     #[arg(long, default_value_t = 100_000)]
     pub customers: u32,
@@ -145,6 +150,51 @@ fn synthetic_event(
     })
 }
 
+/// Publishes `args.events` synthetic events at `args.rate` (as fast as the
+/// broker takes them at 0), every one a customer message when
+/// `all_customer`; returns how long publishing took. Confirms still
+/// outstanding are the caller's to await.
+pub async fn publish_paced(
+    sender: &mut EventSender,
+    workspace: &str,
+    run_id: &str,
+    args: &BenchArgs,
+    all_customer: bool,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let pacing = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(args.rate)));
+    for index in 0..args.events {
+        if let Some(interval) = pacing {
+            let due = started + interval * index as u32;
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let mut event = synthetic_event(workspace, run_id, index, args.conversations, Utc::now());
+        if all_customer {
+            event["sender"] = serde_json::json!("customer");
+        }
+        sender.send(&serde_json::to_vec(&event)?).await?;
+    }
+    Ok(started.elapsed())
+}
+
+/// The publish rate as the report prints it.
+pub fn rate_label(rate: u32) -> String {
+    if rate == 0 {
+        "unlimited".to_owned()
+    } else {
+        format!("{rate}/s")
+    }
+}
+
+/// The report's line on how long publishing `events` took.
+pub fn print_published(events: usize, published_in: Duration) {
+    println!(
+        "  published in          {:.2} s ({:.0} events/s)",
+        published_in.as_secs_f64(),
+        events as f64 / published_in.as_secs_f64().max(1e-9)
+    );
+}
+
 /// Runs the benchmark and prints the report.
 pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -210,21 +260,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         "publishing {} events over {} conversations...",
         args.events, args.conversations
     );
-    let started = Instant::now();
-    let pacing = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(args.rate)));
-    for index in 0..args.events {
-        if let Some(interval) = pacing {
-            let due = started + interval * index as u32;
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let mut event = synthetic_event(&workspace, &run_id, index, args.conversations, Utc::now());
-        if model_url.is_some() {
-            event["sender"] = serde_json::json!("customer");
-        }
-        sender.send(&serde_json::to_vec(&event)?).await?;
-    }
+    let published_in =
+        publish_paced(&mut sender, &workspace, &run_id, &args, model_url.is_some()).await?;
     sender.finish().await?;
-    let published_in = started.elapsed();
 
     let deadline = Instant::now() + Duration::from_secs(600);
     wait_until_stored(&pool, &workspace, args.events, deadline).await?;
@@ -268,17 +306,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<()> {
         args.conversations,
         worker_pids.len(),
         if worker_pids.len() == 1 { "" } else { "s" },
-        if args.rate == 0 {
-            "unlimited".to_owned()
-        } else {
-            format!("{}/s", args.rate)
-        }
+        rate_label(args.rate)
     );
-    println!(
-        "  published in          {:.2} s ({:.0} events/s)",
-        published_in.as_secs_f64(),
-        args.events as f64 / published_in.as_secs_f64().max(1e-9)
-    );
+    print_published(args.events, published_in);
     match &settled {
         Some(settled) => println!("  settled before        {settled}"),
         None => println!("  settled before        no (--no-settle)"),

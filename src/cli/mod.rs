@@ -4,6 +4,7 @@
 //! replay, purge) and the operator's status screen.
 
 pub mod bench;
+pub mod bench_broker;
 pub mod bench_search;
 pub mod customers;
 pub mod dead_letters;

@@ -16,7 +16,8 @@
 //! queues are no longer declared: [`super::legacy`] drains and deletes them.
 
 use lapin::options::{
-    ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
@@ -110,6 +111,30 @@ pub async fn declare(channel: &Channel, settings: &AmqpSettings) -> Result<(), l
         )
         .await?;
     declare_shards(channel, settings).await
+}
+
+/// Deletes every queue and exchange [`declare`] declares, whatever they
+/// hold. Only for a topology of its own, such as the broker-only bench's
+/// copy under names of the run: a worker's would lose its events.
+pub async fn delete(channel: &Channel, settings: &AmqpSettings) -> Result<(), lapin::Error> {
+    let mut queues = shard_queues(settings);
+    queues.push(settings.dead_letter_queue.clone());
+    for queue in queues {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    for exchange in [
+        &settings.inbound_exchange,
+        &settings.shard_exchange,
+        &settings.dead_letter_exchange,
+        &settings.outbound_exchange,
+    ] {
+        channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await?;
+    }
+    Ok(())
 }
 
 /// The consistent-hash exchange, the shard queues bound to it with equal
