@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -50,27 +51,27 @@ struct Stamp {
     occurred_at: DateTime<Utc>,
 }
 
-/// Runs the broker-only benchmark and prints the report.
-pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.events > 0 && args.conversations > 0,
-        "--events and --conversations must be above zero"
-    );
-    let run_id = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let amqp = private_topology(&settings.amqp, &run_id);
-    let connection = queue::connect(&amqp, "enricher-bench-broker").await?;
+/// Declares the private topology, consumes every shard queue (pushing each
+/// consumer's channel to `consuming`, for the caller to close), publishes
+/// at the requested rate and collects one latency (ms) per delivery until
+/// all arrived or [`DELIVERY_DEADLINE`] passed after the last publish.
+async fn measure(
+    connection: &Connection,
+    amqp: &AmqpSettings,
+    run_id: &str,
+    args: &BenchArgs,
+    consuming: &mut Vec<Channel>,
+) -> anyhow::Result<(Duration, Vec<f64>)> {
     let declaring = connection.create_channel().await?;
-    topology::declare(&declaring, &amqp).await?;
-
+    topology::declare(&declaring, amqp).await?;
     let (latencies, mut received) = mpsc::unbounded_channel::<f64>();
     let mut consumers = JoinSet::new();
-    let mut consuming = Vec::new();
-    for queue in topology::shard_queues(&amqp) {
+    for queue in topology::shard_queues(amqp) {
         let channel = connection.create_channel().await?;
         channel
-            .basic_qos(prefetch_per_shard(&amqp), BasicQosOptions::default())
+            .basic_qos(prefetch_per_shard(amqp), BasicQosOptions::default())
             .await?;
-        let mut deliveries = channel
+        let deliveries = channel
             .basic_consume(
                 queue.as_str().into(),
                 format!("{run_id}-{queue}").as_str().into(),
@@ -79,38 +80,17 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
             )
             .await?;
         consuming.push(channel);
-        let latencies = latencies.clone();
-        consumers.spawn(async move {
-            while let Some(Ok(delivery)) = deliveries.next().await {
-                let arrived = Utc::now();
-                if let Ok(stamp) = serde_json::from_slice::<Stamp>(&delivery.data) {
-                    let waited = (arrived - stamp.occurred_at)
-                        .num_microseconds()
-                        .unwrap_or(0);
-                    if latencies.send(waited as f64 / 1000.0).is_err() {
-                        return;
-                    }
-                }
-                if delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        consumers.spawn(time_deliveries(deliveries, latencies.clone()));
     }
     drop(latencies);
 
-    let mut sender = EventSender::connect(&amqp).await?;
+    let mut sender = EventSender::connect(amqp).await?;
     eprintln!(
         "publishing {} events over {} conversations through the broker alone...",
         args.events, args.conversations
     );
     let published_in =
-        publish_paced(&mut sender, &format!("{run_id}-ws"), &run_id, args, false).await?;
+        publish_paced(&mut sender, &format!("{run_id}-ws"), run_id, args, false).await?;
     sender.finish().await?;
 
     let deadline = Instant::now() + DELIVERY_DEADLINE;
@@ -121,16 +101,59 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
             Ok(None) | Err(_) => break,
         }
     }
-    let delivered = samples.len();
+    consumers.abort_all();
+    Ok((published_in, samples))
+}
+
+/// Acks every delivery of one shard queue and sends how long after its
+/// `occurred_at` it arrived, in milliseconds.
+async fn time_deliveries(mut deliveries: Consumer, latencies: mpsc::UnboundedSender<f64>) {
+    while let Some(Ok(delivery)) = deliveries.next().await {
+        let arrived = Utc::now();
+        if let Ok(stamp) = serde_json::from_slice::<Stamp>(&delivery.data) {
+            let waited = (arrived - stamp.occurred_at)
+                .num_microseconds()
+                .unwrap_or(0);
+            if latencies.send(waited as f64 / 1000.0).is_err() {
+                return;
+            }
+        }
+        if delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Runs the broker-only benchmark and prints the report. The run's queues
+/// and exchanges are deleted whether or not it succeeds.
+pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.events > 0 && args.conversations > 0,
+        "--events and --conversations must be above zero"
+    );
+    let run_id = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let amqp = private_topology(&settings.amqp, &run_id);
+    let connection = queue::connect(&amqp, "enricher-bench-broker").await?;
+    let mut consuming = Vec::new();
+    let measured = measure(&connection, &amqp, &run_id, args, &mut consuming).await;
     // Consumers go before their queues: a queue deleted under a consumer
     // cancels it from the broker's side while lapin may be cancelling too.
     for channel in consuming {
         let _ = channel.close(0, "bench done".into()).await;
     }
-    consumers.abort_all();
-    let removed = topology::delete(&declaring, &amqp).await;
+    let removed = match connection.create_channel().await {
+        Ok(channel) => topology::delete(&channel, &amqp).await,
+        Err(error) => Err(error),
+    };
     let _ = connection.close(0, "bench done".into()).await;
+    let (published_in, mut samples) = measured?;
     removed?;
+    let delivered = samples.len();
     anyhow::ensure!(
         delivered == args.events,
         "the broker delivered only {delivered} of {} events within {} s of the last publish",
