@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{TestApp, chat, unique};
+use common::{TestApp, chat, next_outbound, unique};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -26,15 +26,6 @@ type EscalationRow = (String, String, String, Text, DateTime<Utc>, When, Text);
 type IdentityRow = (String, String, Text, Text, Text, When);
 /// conversation_id, event_id, sender, agent_id, text, occurred_at.
 type TranscriptRow = (String, String, String, Text, String, DateTime<Utc>);
-
-async fn next_event(consumer: &mut lapin::Consumer) -> Value {
-    let delivery = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .expect("event published in time")
-        .expect("stream open")
-        .expect("delivery");
-    serde_json::from_slice(&delivery.data).expect("json body")
-}
 
 /// Nothing more arrives on `consumer` within a short while.
 async fn no_more_events(consumer: &mut lapin::Consumer) {
@@ -141,7 +132,7 @@ async fn a_note_is_stored_announced_moved_by_a_merge_and_forgotten() {
         )
     );
     assert_eq!(
-        next_event(&mut notes_out).await,
+        next_outbound(&mut notes_out, WAIT).await,
         json!({"workspace_id": ws, "customer_id": customer_id, "note_id": note.0,
                "text": "Prefers a call after 5pm; VIP since 2019.", "author": "agent-7",
                "created_at": "2026-03-01T10:30:00Z"})
@@ -239,7 +230,7 @@ async fn null_clears_a_field_keeps_it_in_history_and_announces_the_clear() {
         ),
     ])
     .await;
-    let first = next_event(&mut updates).await;
+    let first = next_outbound(&mut updates, WAIT).await;
     let customer_id = customer_of(&app, "u-clear").await;
     assert_eq!(first["customer_id"], json!(customer_id));
     assert_eq!(first["changes"].as_array().map(Vec::len), Some(2));
@@ -256,7 +247,7 @@ async fn null_clears_a_field_keeps_it_in_history_and_announces_the_clear() {
     )])
     .await;
     assert_eq!(
-        next_event(&mut updates).await,
+        next_outbound(&mut updates, WAIT).await,
         json!({"workspace_id": ws, "customer_id": customer_id,
                "changes": [{"field": "phone", "old": "+14155550100", "new": null, "source": "agent"}]})
     );

@@ -5,8 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, chat, unique};
-use futures::StreamExt;
+use common::{TestApp, chat, next_outbound, unique};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -128,12 +127,7 @@ async fn web_line_and_whatsapp_with_one_email_become_one_profile() {
             .await
             .expect("merge");
     assert_eq!(survivor, first_identity, "the older profile survives");
-    let event = tokio::time::timeout(WAIT, merged_events.next())
-        .await
-        .expect("customer.merged published")
-        .expect("stream")
-        .expect("delivery");
-    let body: serde_json::Value = serde_json::from_slice(&event.data).expect("json");
+    let body = next_outbound(&mut merged_events, WAIT).await;
     assert_eq!(body["into"], json!(survivor));
     assert_eq!(body["workspace_id"], json!(ws));
     worker.stop().await;

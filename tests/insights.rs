@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::fake_llm::{FakeModel, nothing, tool_call};
-use common::{TestApp, chat, unique};
-use futures::StreamExt;
+use common::{TestApp, chat, next_outbound, unique};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -397,15 +396,6 @@ async fn offline_mode_writes_no_ai_text_but_marks_conversations_processed() {
     worker.stop().await;
 }
 
-async fn next_event(consumer: &mut lapin::Consumer) -> Value {
-    let delivery = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .expect("event published in time")
-        .expect("stream open")
-        .expect("delivery");
-    serde_json::from_slice(&delivery.data).expect("json body")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn summaries_and_insights_are_published() {
     let (model, _) = fake_model(
@@ -422,7 +412,7 @@ async fn summaries_and_insights_are_published() {
     let ws = unique("ws");
     app.publish(&exchange(&ws, "conv-pub", "u1")).await;
     app.publish(&[closed(&ws, "close-1", "conv-pub")]).await;
-    let event = next_event(&mut summarized).await;
+    let event = next_outbound(&mut summarized, WAIT).await;
     let customer_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM enrich.customers")
         .fetch_one(&app.pool)
         .await
@@ -437,7 +427,7 @@ async fn summaries_and_insights_are_published() {
                            "resolved_at": "2026-03-01T10:05:00Z", "detail": "The agent sent the quote."}
         })
     );
-    let event = next_event(&mut insights).await;
+    let event = next_outbound(&mut insights, WAIT).await;
     assert_eq!(
         event,
         json!({

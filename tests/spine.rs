@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, chat, unique};
+use common::{TestApp, chat, next_outbound, unique};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -603,12 +603,7 @@ async fn asks_decided_in_one_run_are_those_decided_one_message_at_a_time() {
     // Every ask was announced once: three per workspace.
     let mut announced: Vec<(String, String)> = Vec::new();
     while announced.len() < 6 {
-        let delivery = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut announcements))
-            .await
-            .expect("ask.requested published")
-            .expect("stream")
-            .expect("delivery");
-        let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("json");
+        let body = next_outbound(&mut announcements, WAIT).await;
         announced.push((
             body["workspace_id"].as_str().unwrap_or_default().to_owned(),
             body["in_reply_to"].as_str().unwrap_or_default().to_owned(),
@@ -633,12 +628,7 @@ async fn offline_asks_are_published_and_closed_as_answered_or_ignored() {
     let script = asking_script(&ws);
     app.publish(&script[..2]).await;
     for _ in 0..2 {
-        let delivery = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut asks))
-            .await
-            .expect("ask.requested published")
-            .expect("stream")
-            .expect("delivery");
-        let body: serde_json::Value = serde_json::from_slice(&delivery.data).expect("json");
+        let body = next_outbound(&mut asks, WAIT).await;
         assert_eq!(body["field"], "email");
         assert!(body["question"].as_str().is_some_and(|q| !q.is_empty()));
         assert!(["a1", "b1"].contains(&body["in_reply_to"].as_str().unwrap_or_default()));

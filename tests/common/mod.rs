@@ -746,6 +746,17 @@ pub fn rabbitmqctl(args: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The JSON body of the next event an [`TestApp::outbound_listener`]
+/// receives, waiting at most `wait`.
+pub async fn next_outbound(consumer: &mut lapin::Consumer, wait: Duration) -> Value {
+    let delivery = tokio::time::timeout(wait, futures::StreamExt::next(consumer))
+        .await
+        .expect("event published in time")
+        .expect("stream open")
+        .expect("delivery");
+    serde_json::from_slice(&delivery.data).expect("json body")
+}
+
 /// A `chat.message` event.
 pub fn chat(
     workspace: &str,
